@@ -1,0 +1,200 @@
+"""Route plumbing shared by every blueprint: auth, body/query parsing, JSON responses, errors.
+
+`endpoint(...)` registers a Chalice route whose view receives a `RequestContext` and returns a
+pydantic model, a dict or an `ApiResponse`. It also records the route's models in `ROUTES`, which
+`chalicelib.api.openapi` turns into the OpenAPI document, so validation and documentation share
+one source of truth.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from chalice import Blueprint, Response
+from chalice.app import Request
+from pydantic import BaseModel, ValidationError
+
+from chalicelib.api.errors import response_for_exception
+from chalicelib.domain.errors import InvalidRequest, PayloadTooLarge, Unauthenticated, UnsupportedMediaType
+from chalicelib.domain.principal import Principal
+from chalicelib.observability import logger
+
+AuthLevel = Literal["public", "member", "admin"]
+M = TypeVar("M", bound=BaseModel)
+
+# API Gateway caps payloads at 10 MB; JSON control-plane bodies are far smaller than that.
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    path: str
+    method: str
+    name: str
+    summary: str
+    auth: AuthLevel
+    request_model: type[BaseModel] | None
+    query_model: type[BaseModel] | None
+    response_model: type[BaseModel] | None
+    status: int
+    extra_responses: dict[int, str]
+    request_content_types: tuple[str, ...]
+    tags: tuple[str, ...]
+
+
+ROUTES: list[RouteSpec] = []
+
+
+@dataclass
+class ApiResponse:
+    body: Any
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _dump(body: Any) -> Any:
+    if isinstance(body, BaseModel):
+        return body.model_dump(mode="json")
+    return body
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body=json.dumps(_dump(body), separators=(",", ":")), status_code=status,
+                    headers={"Content-Type": "application/json", "Cache-Control": "no-store",
+                             **(headers or {})})
+
+
+class RequestContext:
+    """What a view may read from the request; everything is parsed and validated here."""
+
+    def __init__(self, request: Request, principal: Principal | None) -> None:
+        self.request = request
+        self._principal = principal
+
+    @property
+    def principal(self) -> Principal:
+        if self._principal is None:  # pragma: no cover - public routes never ask
+            raise Unauthenticated("Authentication required.", code="missing_token")
+        return self._principal
+
+    def header(self, name: str) -> str | None:
+        value = self.request.headers.get(name)
+        return value if value is None else str(value)
+
+    @property
+    def content_type(self) -> str:
+        return (self.header("content-type") or "").split(";")[0].strip().lower()
+
+    def raw_body(self, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
+        body = self.request.raw_body or b""
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"The request body is {len(body)} bytes; the limit is {max_bytes} bytes.",
+                                  details={"limit_bytes": max_bytes})
+        return body
+
+    def json_object(self, max_bytes: int = DEFAULT_MAX_BODY_BYTES, *, allow_empty: bool = False) -> Any:
+        ctype = self.content_type
+        body = self.raw_body(max_bytes)
+        if not body.strip():
+            if allow_empty:
+                return {}
+            raise InvalidRequest("The request body is empty; send a JSON object.", code="empty_body")
+        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+            raise UnsupportedMediaType(f"Send this request as application/json, not {ctype}.")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequest("The request body is not valid JSON.", code="malformed_json") from exc
+
+    def body(self, model: type[M], max_bytes: int = DEFAULT_MAX_BODY_BYTES, *, allow_empty: bool = False) -> M:
+        data = self.json_object(max_bytes, allow_empty=allow_empty)
+        if not isinstance(data, dict):
+            raise InvalidRequest("The request body must be a JSON object.", code="malformed_json")
+        return model.model_validate(data)
+
+    def query(self, model: type[M]) -> M:
+        params = dict(self.request.query_params or {})
+        try:
+            return model.model_validate(params)
+        except ValidationError as exc:
+            fields = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                      for e in exc.errors(include_url=False, include_input=False)]
+            names = ", ".join(f["field"] for f in fields)
+            raise InvalidRequest(f"Invalid query parameter: {names}.", code="invalid_query",
+                                 details={"fields": fields}) from exc
+
+
+Authenticator = Callable[[Request], Principal]
+_authenticator: Authenticator | None = None
+
+
+def set_authenticator(authenticate: Authenticator) -> None:
+    """Installed by the composition root; kept out of import time so tests can swap it."""
+    global _authenticator
+    _authenticator = authenticate
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization") or ""
+    scheme, _, token = str(header).partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Send 'Authorization: Bearer <token>'.", code="missing_token")
+    return token.strip()
+
+
+def endpoint(
+    bp: Blueprint,
+    path: str,
+    method: str,
+    *,
+    auth: AuthLevel = "member",
+    summary: str = "",
+    request_model: type[BaseModel] | None = None,
+    query_model: type[BaseModel] | None = None,
+    response_model: type[BaseModel] | None = None,
+    status: int = 200,
+    extra_responses: dict[int, str] | None = None,
+    request_content_types: tuple[str, ...] = ("application/json",),
+    tags: tuple[str, ...] = (),
+    url_prefix: str = "",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(view: Callable[..., Any]) -> Callable[..., Any]:
+        ROUTES.append(RouteSpec(path=url_prefix + path, method=method.upper(), name=view.__name__,
+                                summary=summary or (view.__doc__ or "").strip().split("\n")[0],
+                                auth=auth, request_model=request_model, query_model=query_model,
+                                response_model=response_model, status=status,
+                                extra_responses=extra_responses or {},
+                                request_content_types=request_content_types, tags=tags))
+
+        @functools.wraps(view)
+        def handler(**path_params: str) -> Response:
+            request = bp.current_request
+            try:
+                principal = None
+                if auth != "public":
+                    if _authenticator is None:
+                        raise RuntimeError("authenticator not configured")
+                    principal = _authenticator(request)
+                    if principal is not None:
+                        logger.append_keys(tenant=principal.tenant, user=principal.user)
+                    if auth == "admin":
+                        principal.require_admin()
+                result = view(RequestContext(request, principal), **path_params)
+                if isinstance(result, Response):
+                    return result
+                if isinstance(result, ApiResponse):
+                    return json_response(result.body, result.status, result.headers)
+                return json_response(result, status)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes the contract's error body
+                return response_for_exception(exc)
+
+        # '*/*' makes Chalice hand every content type to the view, which answers unsupported
+        # ones with the contract's error body instead of Chalice's own 415 shape.
+        bp.route(path, methods=[method.upper()], content_types=["*/*"])(handler)
+        return view
+
+    return register

@@ -1,0 +1,107 @@
+"""Runtime configuration: one typed object read from the environment once, failing fast.
+
+Infra passes resource *names* as environment variables (`.chalice/config.json` and the merge
+template in `infra/`); secrets are never environment variables. Nothing here runs at import:
+`load_runtime_config()` is called by the composition root on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class RuntimeConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stage: str = "dev"
+    region: str = "us-east-1"
+    table_name: str
+    bucket_name: str
+    queue_url: str
+    kms_key_id: str
+    secret_prefix: str = Field(description="Secrets Manager name prefix, e.g. eval-runner/dev/tenant/")
+    event_bus_name: str = "default"
+    aws_endpoint_url: str | None = None
+
+    auth_mode: Literal["hs256", "jwks"] = "hs256"
+    dev_jwt_secret: str | None = None
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+    # Hosts a tenant may point a vendor base_url at even though they are private/loopback.
+    allowed_base_url_hosts: tuple[str, ...] = ()
+    # Plain http is only acceptable for allow-listed dev hosts (the local fake vendor).
+    allow_http_base_urls: bool = False
+
+    max_run_timeout_seconds: int = 840
+    worker_grace_seconds: int = 60
+    settings_cache_seconds: float = 5.0
+    secret_cache_seconds: float = 300.0
+
+    websocket_api_id: str | None = None
+    websocket_stage: str = "api"
+    websocket_endpoint_url: str | None = None
+
+    @property
+    def worker_timeout_seconds(self) -> int:
+        """The worker Lambda's timeout: the run ceiling plus time to persist the result."""
+        return self.max_run_timeout_seconds + self.worker_grace_seconds
+
+
+_ENV_MAP: dict[str, str] = {
+    "stage": "STAGE",
+    "region": "AWS_REGION",
+    "table_name": "EVAL_TABLE_NAME",
+    "bucket_name": "EVAL_BUCKET_NAME",
+    "queue_url": "EVAL_QUEUE_URL",
+    "kms_key_id": "EVAL_KMS_KEY_ID",
+    "secret_prefix": "EVAL_SECRET_PREFIX",
+    "event_bus_name": "EVAL_EVENT_BUS_NAME",
+    "aws_endpoint_url": "AWS_ENDPOINT_URL",
+    "auth_mode": "AUTH_MODE",
+    "dev_jwt_secret": "DEV_JWT_SECRET",
+    "jwks_url": "JWKS_URL",
+    "jwt_issuer": "JWT_ISSUER",
+    "jwt_audience": "JWT_AUDIENCE",
+    "allowed_base_url_hosts": "ALLOWED_BASE_URL_HOSTS",
+    "allow_http_base_urls": "ALLOW_HTTP_BASE_URLS",
+    "max_run_timeout_seconds": "MAX_RUN_TIMEOUT_SECONDS",
+    "worker_grace_seconds": "WORKER_GRACE_SECONDS",
+    "settings_cache_seconds": "SETTINGS_CACHE_SECONDS",
+    "secret_cache_seconds": "SECRET_CACHE_SECONDS",
+    "websocket_api_id": "WEBSOCKET_API_ID",
+    "websocket_stage": "WEBSOCKET_STAGE",
+    "websocket_endpoint_url": "WEBSOCKET_ENDPOINT_URL",
+}
+
+
+def runtime_config_from_env(env: dict[str, str] | None = None) -> RuntimeConfig:
+    source = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for field, var in _ENV_MAP.items():
+        raw = source.get(var)
+        if raw is None or raw == "":
+            continue
+        if field == "allowed_base_url_hosts":
+            values[field] = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+        elif field == "allow_http_base_urls":
+            values[field] = raw.lower() in {"1", "true", "yes"}
+        else:
+            values[field] = raw
+    if "region" not in values and source.get("AWS_DEFAULT_REGION"):
+        values["region"] = source["AWS_DEFAULT_REGION"]
+    try:
+        return RuntimeConfig.model_validate(values)
+    except ValidationError as exc:
+        missing = sorted(_ENV_MAP[str(e["loc"][0])] for e in exc.errors() if e["loc"])
+        raise RuntimeError(f"eval-runner is misconfigured; check environment variables {missing}") from exc
+
+
+@lru_cache(maxsize=1)
+def load_runtime_config() -> RuntimeConfig:
+    return runtime_config_from_env()

@@ -1,0 +1,1 @@
+"""Local development stack helpers (dev/test only, never packaged into the Lambda)."""

@@ -1,0 +1,97 @@
+"""Local stand-in for the SQS → Lambda event source mapping: polls the queue and invokes the
+worker handler with Lambda-shaped batches, honouring partial batch failures like AWS does."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+
+from devstack.lambda_context import LocalLambdaContext
+
+log = logging.getLogger("devstack.worker")
+
+
+def to_lambda_record(msg: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    return {
+        "messageId": msg["MessageId"],
+        "receiptHandle": msg["ReceiptHandle"],
+        "body": msg["Body"],
+        "attributes": msg.get("Attributes", {}),
+        "messageAttributes": msg.get("MessageAttributes", {}),
+        "md5OfBody": msg.get("MD5OfBody") or hashlib.md5(msg["Body"].encode()).hexdigest(),  # noqa: S324
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", "8")))
+    parser.add_argument("--batch-size", type=int, default=1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from chalicelib.config import load_runtime_config
+    from chalicelib.worker.eval_worker import handle_sqs_batch
+
+    config = load_runtime_config()
+    sqs = boto3.client("sqs", endpoint_url=config.aws_endpoint_url, region_name=config.region)
+    queue_arn = sqs.get_queue_attributes(QueueUrl=config.queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    slots = threading.Semaphore(args.concurrency)
+
+    def invoke(messages: list[dict[str, Any]]) -> None:
+        try:
+            event = {"Records": [to_lambda_record(m, queue_arn, config.region) for m in messages]}
+            ctx = LocalLambdaContext("eval_worker", config.worker_timeout_seconds)
+            result = handle_sqs_batch(event, ctx) or {}
+            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+            for m in messages:
+                if m["MessageId"] in failed:
+                    # Locally a failed record becomes visible again after a short pause instead of
+                    # the deployed queue's long visibility timeout, so retries are observable.
+                    sqs.change_message_visibility(QueueUrl=config.queue_url, ReceiptHandle=m["ReceiptHandle"],
+                                                  VisibilityTimeout=5)
+                else:
+                    sqs.delete_message(QueueUrl=config.queue_url, ReceiptHandle=m["ReceiptHandle"])
+        except Exception:
+            log.exception("worker invocation failed; messages will be redelivered")
+        finally:
+            slots.release()
+
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        while not stop.is_set():
+            if not slots.acquire(timeout=0.5):
+                continue
+            try:
+                resp = sqs.receive_message(QueueUrl=config.queue_url, MaxNumberOfMessages=args.batch_size,
+                                           WaitTimeSeconds=1, AttributeNames=["All"],
+                                           MessageAttributeNames=["All"])
+            except Exception:
+                slots.release()
+                if stop.wait(1):
+                    break
+                continue
+            messages = resp.get("Messages", [])
+            if not messages:
+                slots.release()
+                continue
+            pool.submit(invoke, messages)
+
+
+if __name__ == "__main__":
+    main()
