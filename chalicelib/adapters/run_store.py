@@ -1,0 +1,257 @@
+"""EvalRunStore over DynamoDB: runs, per-question outcomes and idempotent dispatch records.
+
+Layout (single table): run `pk=TENANT#<t>, sk=RUN#<id>`, listed per session through
+`gsi1pk=SESSIONRUNS#<t>#<session>, gsi1sk=<created_at>#<id>`; an idempotency record
+`pk=TENANT#<t>, sk=IDEMPOTENCY#<user>#<key>` (TTL 24 h) points at the run it created.
+
+Every state change is a conditional write on `status`, so a cancel, a deadline or a result that
+races a worker can never be overwritten: the loser gets `RunStateConflict` and stops.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item, to_value
+from chalicelib.domain.errors import Conflict, DependencyUnavailable, InvalidRequest, NotFound
+from chalicelib.domain.evaluation import QuestionOutcome, SessionEvalCompleted, TokenUsage
+from chalicelib.domain.runs import EvalRun, RunError
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+
+class RunStateConflict(Conflict):
+    """The run is no longer in the state the writer expected (cancelled, timed out, finished)."""
+
+    code = "run_state_conflict"
+
+
+class DuplicateDispatch(Exception):
+    """An Idempotency-Key was already used: carries the run created the first time."""
+
+    def __init__(self, eval_run_id: str) -> None:
+        super().__init__(eval_run_id)
+        self.eval_run_id = eval_run_id
+
+
+def run_sk(run_id: str) -> str:
+    return f"RUN#{run_id}"
+
+
+def _dump_outcome(outcome: QuestionOutcome) -> dict[str, Any]:
+    return outcome.model_dump(mode="json")
+
+
+class DynamoRunStore:
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._ddb = client
+        self._table = table_name
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, tenant: str, run_id: str) -> EvalRun | None:
+        try:
+            resp = self._ddb.get_item(TableName=self._table, ConsistentRead=True,
+                                      Key={"pk": {"S": tenant_pk(tenant)}, "sk": {"S": run_sk(run_id)}})
+        except ClientError as exc:
+            raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
+        item = resp.get("Item")
+        return EvalRun.model_validate(from_item(item)) if item else None
+
+    def require(self, tenant: str, run_id: str) -> EvalRun:
+        run = self.get(tenant, run_id)
+        if run is None:
+            raise NotFound(f"No eval run '{run_id}' in this tenant.", code="eval_run_not_found")
+        return run
+
+    def status_of(self, tenant: str, run_id: str) -> str | None:
+        """Cheap poll used by the worker to notice a cancel while judges are in flight."""
+        resp = self._ddb.get_item(TableName=self._table, ConsistentRead=True, ProjectionExpression="#s",
+                                  ExpressionAttributeNames={"#s": "status"},
+                                  Key={"pk": {"S": tenant_pk(tenant)}, "sk": {"S": run_sk(run_id)}})
+        item = resp.get("Item")
+        return str(item["status"]["S"]) if item else None
+
+    def list_for_session(self, tenant: str, session_id: str, *, limit: int = 50,
+                         cursor: str | None = None) -> tuple[list[EvalRun], str | None]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table, "IndexName": "gsi1", "ScanIndexForward": False, "Limit": limit,
+            "KeyConditionExpression": "gsi1pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": f"SESSIONRUNS#{tenant}#{session_id}"}},
+        }
+        if cursor:
+            try:
+                kwargs["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+            except ValueError as exc:
+                raise InvalidRequest("The cursor is not valid; start again without it.",
+                                     code="invalid_cursor") from exc
+        resp = self._ddb.query(**kwargs)
+        runs = [EvalRun.model_validate(from_item(i)) for i in resp.get("Items", [])]
+        last = resp.get("LastEvaluatedKey")
+        next_cursor = base64.urlsafe_b64encode(json.dumps(last).encode()).decode() if last else None
+        return runs, next_cursor
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def create(self, run: EvalRun, *, session_key: dict[str, str] | None = None) -> None:
+        """Store a new run in one transaction with its idempotency record and, when given, a
+        check that the session exists, so dispatch costs a single DynamoDB round trip."""
+        item = run.model_dump(mode="json")
+        item.update({"pk": tenant_pk(run.tenant), "sk": run_sk(run.eval_run_id),
+                     "gsi1pk": f"SESSIONRUNS#{run.tenant}#{run.session_id}",
+                     "gsi1sk": f"{run.created_at}#{run.eval_run_id}", "entity": "eval_run"})
+        items: list[dict[str, Any]] = []
+        if session_key is not None:
+            items.append({"ConditionCheck": {
+                "TableName": self._table, "ConditionExpression": "attribute_exists(pk)",
+                "Key": {"pk": {"S": session_key["pk"]}, "sk": {"S": session_key["sk"]}}}})
+        items.append({"Put": {"TableName": self._table, "Item": to_item(item),
+                              "ConditionExpression": "attribute_not_exists(pk)"}})
+        if run.idempotency_key:
+            from chalicelib.domain.clock import parse_iso
+
+            expires = int(parse_iso(run.created_at).timestamp()) + IDEMPOTENCY_TTL_SECONDS
+            items.append({"Put": {"TableName": self._table, "ConditionExpression": "attribute_not_exists(pk)",
+                                  "Item": to_item({"pk": tenant_pk(run.tenant),
+                                                   "sk": self._idem_sk(run.created_by, run.idempotency_key),
+                                                   "eval_run_id": run.eval_run_id, "expires_at": expires,
+                                                   "entity": "idempotency"})}})
+        try:
+            self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
+            reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+            offset = 0
+            if session_key is not None:
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    raise NotFound(f"No session '{run.session_id}' in this tenant; upload it first.",
+                                   code="session_not_found") from exc
+                offset = 1
+            if run.idempotency_key and len(reasons) > offset + 1 and reasons[offset + 1] == "ConditionalCheckFailed":
+                existing = self.find_idempotent(run.tenant, run.created_by, run.idempotency_key)
+                if existing:
+                    raise DuplicateDispatch(existing) from exc
+            raise Conflict("The run could not be created; retry with a new request.",
+                           code="dispatch_conflict") from exc
+
+    @staticmethod
+    def _idem_sk(user: str, key: str) -> str:
+        return f"IDEMPOTENCY#{user}#{key}"
+
+    def find_idempotent(self, tenant: str, user: str, key: str) -> str | None:
+        resp = self._ddb.get_item(TableName=self._table, ConsistentRead=True,
+                                  Key={"pk": {"S": tenant_pk(tenant)}, "sk": {"S": self._idem_sk(user, key)}})
+        item = resp.get("Item")
+        return str(item["eval_run_id"]["S"]) if item else None
+
+    # -- state changes -----------------------------------------------------------------------
+    def _update(self, tenant: str, run_id: str, *, sets: dict[str, Any], condition: str,
+                cond_values: dict[str, Any] | None = None, removes: tuple[str, ...] = (),
+                add_version: bool = True) -> EvalRun:
+        names: dict[str, str] = {"#status": "status"}
+        values: dict[str, Any] = {}
+        parts = []
+        for i, (path, value) in enumerate(sets.items()):
+            segs = path.split(".")
+            tokens = []
+            for j, seg in enumerate(segs):
+                names[f"#n{i}_{j}"] = seg
+                tokens.append(f"#n{i}_{j}")
+            parts.append(f"{'.'.join(tokens)} = :v{i}")
+            values[f":v{i}"] = to_value(value)
+        expr = "SET " + ", ".join(parts) if parts else ""
+        if add_version:
+            names["#ver"] = "version"
+            values[":one"] = {"N": "1"}
+            expr += " ADD #ver :one"
+        if removes:
+            for k, attr in enumerate(removes):
+                names[f"#r{k}"] = attr
+            expr += " REMOVE " + ", ".join(f"#r{k}" for k in range(len(removes)))
+        for placeholder, raw in (cond_values or {}).items():
+            values[placeholder] = to_value(raw)
+        try:
+            resp = self._ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": tenant_pk(tenant)}, "sk": {"S": run_sk(run_id)}},
+                UpdateExpression=expr, ConditionExpression=f"attribute_exists(pk) AND ({condition})",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                old: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
+                status = from_item(old).get("status") if old else None
+                if old is None:
+                    raise NotFound(f"No eval run '{run_id}' in this tenant.", code="eval_run_not_found") from exc
+                raise RunStateConflict(f"The eval run is {status}; this change no longer applies.",
+                                       details={"status": status}) from exc
+            raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
+        return EvalRun.model_validate(from_item(resp["Attributes"]))
+
+    def start(self, tenant: str, run_id: str, *, now: str, outcomes: list[QuestionOutcome],
+              context: dict[str, Any] | None = None) -> EvalRun:
+        """queued/running → running, marking the given questions running in the same write."""
+        sets: dict[str, Any] = {"status": "running", "started_at": now}
+        for o in outcomes:
+            sets[f"outcomes.{o.question_id}"] = _dump_outcome(o)
+        if context is not None:
+            sets["context"] = context
+        return self._update(tenant, run_id, sets=sets, condition="#status IN (:q, :r)",
+                            cond_values={":q": "queued", ":r": "running"})
+
+    def claim_for_worker(self, tenant: str, run_id: str, *, now: str) -> EvalRun:
+        """Counts a delivery attempt; fails if the run is already terminal."""
+        names_cond = "#status IN (:q, :r)"
+        run = self._update(tenant, run_id, sets={"last_claimed_at": now}, condition=names_cond,
+                           cond_values={":q": "queued", ":r": "running"})
+        return run
+
+    def record_outcomes(self, tenant: str, run_id: str, outcomes: list[QuestionOutcome],
+                        usage: TokenUsage, *, extra: dict[str, Any] | None = None) -> EvalRun:
+        """Progress write: several finished questions and the run's usage total in one update."""
+        sets: dict[str, Any] = {f"outcomes.{o.question_id}": _dump_outcome(o) for o in outcomes}
+        sets["usage"] = usage.model_dump(mode="json")
+        sets.update(extra or {})
+        return self._update(tenant, run_id, sets=sets, condition="#status = :r", cond_values={":r": "running"})
+
+    def finish(self, tenant: str, run_id: str, *, status: str, now: str, usage: TokenUsage,
+               result: SessionEvalCompleted | None = None, error: RunError | None = None,
+               outcomes: list[QuestionOutcome] = (),  # type: ignore[assignment]
+               from_statuses: tuple[str, ...] = ("running",), extra: dict[str, Any] | None = None) -> EvalRun:
+        sets: dict[str, Any] = {"status": status, "finished_at": now, "usage": usage.model_dump(mode="json")}
+        for o in outcomes:
+            sets[f"outcomes.{o.question_id}"] = _dump_outcome(o)
+        if result is not None:
+            sets["result"] = result.model_dump(mode="json")
+        if error is not None:
+            sets["error"] = error.model_dump(mode="json")
+        sets.update(extra or {})
+        placeholders = {f":f{i}": s for i, s in enumerate(from_statuses)}
+        condition = f"#status IN ({', '.join(placeholders)})"
+        return self._update(tenant, run_id, sets=sets, condition=condition, cond_values=placeholders)
+
+    def cancel(self, tenant: str, run_id: str, *, now: str, message: str) -> EvalRun:
+        err = RunError(code="cancelled", message=message)
+        return self._update(tenant, run_id, sets={"status": "cancelled", "finished_at": now,
+                                                  "cancel_requested": True, "error": err.model_dump()},
+                            condition="#status IN (:q, :r)", cond_values={":q": "queued", ":r": "running"})
+
+    def reopen_for_rerun(self, tenant: str, run_id: str, *, deadline_at: str, outcomes: list[QuestionOutcome],
+                         expected_version: int) -> EvalRun:
+        """failed/timed_out/cancelled → queued, keeping scored questions and resetting the rest."""
+        sets: dict[str, Any] = {"status": "queued", "deadline_at": deadline_at, "cancel_requested": False}
+        for o in outcomes:
+            sets[f"outcomes.{o.question_id}"] = _dump_outcome(o)
+        return self._update(tenant, run_id, sets=sets,
+                            condition="#status IN (:f, :t, :c) AND version = :ver",
+                            cond_values={":f": "failed", ":t": "timed_out", ":c": "cancelled",
+                                         ":ver": expected_version},
+                            removes=("result", "error", "finished_at"))
+
+    def set_fields(self, tenant: str, run_id: str, fields: dict[str, Any], *,
+                   when_status: tuple[str, ...] = ("queued", "running")) -> EvalRun:
+        placeholders = {f":s{i}": s for i, s in enumerate(when_status)}
+        return self._update(tenant, run_id, sets=fields,
+                            condition=f"#status IN ({', '.join(placeholders)})", cond_values=placeholders)

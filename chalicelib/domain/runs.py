@@ -1,0 +1,186 @@
+"""Eval runs: the stored record of one evaluation, its state machine and its public view.
+
+Both runners (the SQS worker and a user's daemon) write the same record through the same store,
+so `GET /eval-runs/{id}` looks identical whichever path ran the judges.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chalicelib.domain.evaluation import (
+    TERMINAL_RUN_STATUSES,
+    EvalRunStatus,
+    FailureReason,
+    QuestionOutcome,
+    RunnerKind,
+    SessionEvalCompleted,
+    TokenUsage,
+    VendorName,
+)
+
+# Allowed status transitions; anything else is a conflict (e.g. a result posted after cancel).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"running", "failed", "timed_out", "cancelled"}),
+    "running": frozenset({"running", "succeeded", "failed", "timed_out", "cancelled"}),
+    "succeeded": frozenset(),
+    "failed": frozenset({"queued"}),      # rerun of failed questions
+    "timed_out": frozenset({"queued"}),
+    "cancelled": frozenset({"queued"}),
+}
+
+
+class RunError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class QuestionRef(BaseModel):
+    """A selected catalog question, denormalised into the run so it reads without the catalog."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question_id: str
+    category: str
+
+
+class EvalRun(BaseModel):
+    """The stored run record (one DynamoDB item; outcomes are a map keyed by question id)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    eval_run_id: str
+    tenant: str
+    session_id: str
+    created_by: str
+    runner: RunnerKind
+    vendor: VendorName | None = None
+    model: str | None = None
+    status: EvalRunStatus = "queued"
+    questions: list[QuestionRef]
+    threshold: int = 2000
+    chain: bool = False
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    deadline_at: str
+    run_timeout_seconds: int
+    outcomes: dict[str, QuestionOutcome] = Field(default_factory=dict)
+    result: SessionEvalCompleted | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    error: RunError | None = None
+    cancel_requested: bool = False
+    daemon_id: str | None = None
+    idempotency_key: str | None = None
+    attempts: int = 0
+    context: dict[str, Any] | None = None
+    retrospective_status: str | None = None
+    version: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_RUN_STATUSES
+
+    def outcome(self, question_id: str) -> QuestionOutcome:
+        found = self.outcomes.get(question_id)
+        if found is not None:
+            return found
+        ref = next(q for q in self.questions if q.question_id == question_id)
+        return QuestionOutcome(question_id=ref.question_id, category=ref.category)
+
+    def pending_question_ids(self) -> list[str]:
+        """Questions without a verdict: what a (re)run still has to judge."""
+        return [q.question_id for q in self.questions if self.outcome(q.question_id).status != "scored"]
+
+
+class QuestionProgress(BaseModel):
+    question_id: str
+    category: str
+    status: str
+    score: int | None = None
+    verdict: str | None = None
+    failure_reason: FailureReason | None = None
+    usage: TokenUsage | None = None
+    latency_ms: int | None = None
+    attempts: int = 0
+
+
+class RunProgress(BaseModel):
+    total: int
+    completed: int
+    failed: int
+    questions: list[QuestionProgress]
+
+
+class EvalRunView(BaseModel):
+    """`GET /eval-runs/{id}`: the contract's shape plus a few extra fields."""
+
+    eval_run_id: str
+    session_id: str
+    status: EvalRunStatus
+    runner: RunnerKind
+    vendor: VendorName | None
+    model: str | None
+    progress: RunProgress
+    result: SessionEvalCompleted | None
+    usage: TokenUsage
+    error: RunError | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    deadline_at: str
+    run_timeout_seconds: int
+    created_by: str
+    daemon_id: str | None = None
+    context: dict[str, Any] | None = None
+    retrospective_status: str | None = None
+    duration_ms: int | None = None
+
+
+class EvalRunList(BaseModel):
+    items: list[EvalRunView]
+    next_cursor: str | None = None
+
+
+def run_view(run: EvalRun) -> EvalRunView:
+    from chalicelib.domain.clock import parse_iso
+
+    questions = []
+    completed = failed = 0
+    for ref in run.questions:
+        o = run.outcome(ref.question_id)
+        if o.status == "scored":
+            completed += 1
+        elif o.status in ("failed", "timed_out", "cancelled"):
+            failed += 1
+        questions.append(QuestionProgress(
+            question_id=o.question_id, category=o.category, status=o.status, score=o.score,
+            verdict=o.verdict, failure_reason=o.failure_reason, usage=o.usage, latency_ms=o.latency_ms,
+            attempts=o.attempts))
+    duration = None
+    if run.started_at and run.finished_at:
+        duration = int((parse_iso(run.finished_at) - parse_iso(run.started_at)).total_seconds() * 1000)
+    return EvalRunView(
+        eval_run_id=run.eval_run_id, session_id=run.session_id, status=run.status, runner=run.runner,
+        vendor=run.vendor, model=run.model,
+        progress=RunProgress(total=len(run.questions), completed=completed, failed=failed, questions=questions),
+        result=run.result, usage=run.usage, error=run.error, created_at=run.created_at,
+        started_at=run.started_at, finished_at=run.finished_at, deadline_at=run.deadline_at,
+        run_timeout_seconds=run.run_timeout_seconds, created_by=run.created_by, daemon_id=run.daemon_id,
+        context=run.context, retrospective_status=run.retrospective_status, duration_ms=duration)
+
+
+class EvalJobMessage(BaseModel):
+    """The SQS message body that hands a run to the worker (small: ids only, never content)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    eval_run_id: str
+    kind: str = Field(default="run", pattern="^(run|rerun)$")
+    dispatched_at: str
