@@ -1,0 +1,1 @@
+"""Pure judging layer shared by both runners: catalog, prompts, output schemas, verdict parsing, aggregation."""
