@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from chalice import Chalice
+from chalice import Chalice, ConvertToMiddleware
 
 from chalicelib.api.middleware import normalise_error_bodies
 from chalicelib.api.routes import register_routes
+from chalicelib.observability import logger, metrics
 
 app = Chalice(app_name="eval-runner")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
+# clear_state: keys appended for one request (tenant, user, eval_run_id) never leak into the next.
+app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context(clear_state=True)), "all")
+app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "all")
 app.register_middleware(normalise_error_bodies, "http")
 register_routes(app)

@@ -6,7 +6,12 @@ text: callers log identifiers and counts only.
 
 from __future__ import annotations
 
+import warnings
+
 from aws_lambda_powertools import Logger, Metrics
+
+# Most API requests emit no metric; Powertools would warn on every one of them.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 SERVICE = "eval-runner"
 

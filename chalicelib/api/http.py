@@ -90,7 +90,8 @@ class RequestContext:
         return (self.header("content-type") or "").split(";")[0].strip().lower()
 
     def raw_body(self, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
-        body = self.request.raw_body or b""
+        raw = self.request.raw_body or b""
+        body = raw.encode("utf-8") if isinstance(raw, str) else raw
         if len(body) > max_bytes:
             raise PayloadTooLarge(f"The request body is {len(body)} bytes; the limit is {max_bytes} bytes.",
                                   details={"limit_bytes": max_bytes})
