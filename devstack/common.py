@@ -10,7 +10,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = ROOT / ".local"
-STACK_FILE = LOCAL_DIR / "stack.json"
+# Tests that start a second stack point this elsewhere so they never clobber a developer's stack.
+STACK_FILE = Path(os.environ.get("EVAL_STACK_FILE", str(LOCAL_DIR / "stack.json")))
 SECRET_FILE = LOCAL_DIR / "dev_jwt_secret"
 
 
