@@ -103,7 +103,7 @@ def main() -> int:
     base_env.update({"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_REGION": region,
                      "AWS_DEFAULT_REGION": region, "PYTHONUNBUFFERED": "1"})
     try:
-        moto = stack.spawn("moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(aws_port)], base_env)
+        moto = stack.spawn("moto", [py, "-m", "devstack.moto_server", "--port", str(aws_port)], base_env)
         _wait_http(f"{aws_url}/moto-api/", 30, moto)
 
         import boto3
