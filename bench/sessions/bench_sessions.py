@@ -1,0 +1,308 @@
+"""Benchmark of the streaming session ingest: throughput and peak memory on large transcripts.
+
+Generates synthetic Claude Code transcripts (10, 50, 200 MB by default; written line by line,
+never held in memory) into a temporary directory, then measures each size in a fresh
+subprocess so that `ru_maxrss` is that run's own peak:
+
+- `parse`: `parse_session("claude-code", iter_jsonl_lines(file))`, entries counted and dropped;
+- `parse+redact+compact`: the same stream redacted and compacted in batches of 1000 entries,
+  which is what building an eval context costs on top of parsing.
+
+Prints one markdown table on stdout. Usage:
+    .venv/bin/python bench/sessions/bench_sessions.py [--sizes 10,50,200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+MB = 1024 * 1024
+_WORDS = [
+    "the",
+    "invoice",
+    "total",
+    "rounding",
+    "test",
+    "route",
+    "handler",
+    "module",
+    "config",
+    "deploy",
+    "build",
+    "error",
+    "retry",
+    "cache",
+    "request",
+    "response",
+    "schema",
+    "field",
+    "value",
+    "parser",
+    "stream",
+    "buffer",
+    "limit",
+    "queue",
+    "worker",
+    "user",
+    "order",
+    "price",
+    "session",
+    "account",
+    "report",
+    "update",
+    "create",
+    "delete",
+    "list",
+    "fetch",
+    "load",
+    "save",
+    "render",
+    "format",
+    "check",
+    "status",
+]
+_CODE = [
+    "def {w}_{v}(self, {w}: str, limit: int = 100) -> list[dict[str, Any]]:",
+    "    return [item for item in self.{w}s if item.{v} is not None]",
+    "from app.{w}.{v} import {W}Service, {W}Repository",
+    "class {W}{V}Error(Exception):",
+    '    logger.info("{w} %s {v} in %.2fs", {w}_id, elapsed)',
+    "    assert response.status_code == 200, response.json()",
+    "src/{w}/{v}.py:{n}:    if {w}.{v} > threshold:",
+    "tests/test_{w}.py::test_{v}_{w} PASSED                      [ {n}%]",
+    "-rw-r--r--  1 dev  staff  {n} Oct 21 09:00 {w}_{v}.py",
+    '{{"id": "{w}_{n}", "{v}": {n}, "status": "ok", "updated_at": "2025-10-21T09:00:00Z"}}',
+    "E       AssertionError: assert {n} == {m}",
+    '  File "/srv/app/{w}/{v}.py", line {n}, in {w}_{v}',
+]
+_SECRETS = [
+    "DB_PASSWORD=Xk7!pQ2mZ9vR",
+    "GITHUB_TOKEN=ghp_R7tY2uI9oP4aS1dF6gH3jK8lZ5xC0vB2nM7q",
+    "postgres://app:Wq8zP2vLm4Tn@db.internal:5432/billing",
+    "Authorization: Bearer c2Vzc2lvbl9hYmMxMjNfZGVmNDU2X2doaTc4OQ",
+    "aws_access_key_id = AKIAQ3EGRPSLKDTZW7NB",
+]
+
+
+def _text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words))
+
+
+def _output(rng: random.Random) -> str:
+    """A tool output: code, test runs, listings and JSON, with a credential in ~2% of lines."""
+    size = rng.choice([80, 200, 600, 1500, 4000, 12000, 40000])
+    lines = []
+    total = 0
+    while total < size:
+        w, v = rng.choice(_WORDS), rng.choice(_WORDS)
+        n, m = rng.randint(1, 999), rng.randint(1, 999)
+        line = rng.choice(_CODE).format(w=w, v=v, W=w.title(), V=v.title(), n=n, m=m)
+        if rng.random() < 0.02:
+            line = rng.choice(_SECRETS)
+        lines.append(line)
+        total += len(line) + 1
+    return "\n".join(lines)
+
+
+def synthetic_records(rng: random.Random) -> Iterator[dict[str, Any]]:
+    """An endless, realistic mix of Claude Code lines (split responses, tools, metadata)."""
+    base = {
+        "sessionId": "bench-0000",
+        "cwd": "/srv/app",
+        "gitBranch": "main",
+        "version": "2.0.24",
+        "userType": "external",
+    }
+    turn = 0
+    while True:
+        turn += 1
+        ts = f"2025-10-21T{(turn // 3600) % 24:02d}:{(turn // 60) % 60:02d}:{turn % 60:02d}.000Z"
+        sidechain = {"isSidechain": True, "agentId": f"ag{turn % 7}"} if turn % 10 == 0 else {"isSidechain": False}
+        yield {
+            **base,
+            **sidechain,
+            "type": "user",
+            "uuid": f"u{turn}",
+            "timestamp": ts,
+            "message": {"role": "user", "content": _text(rng, 30)},
+        }
+        for step in range(rng.randint(2, 6)):
+            msg = f"msg_{turn}_{step}"
+            call = f"toolu_{turn}_{step}"
+            usage = {"input_tokens": 4, "output_tokens": 120, "cache_read_input_tokens": 20000}
+            for block in (
+                {"type": "thinking", "thinking": _text(rng, 60), "signature": "EqQB" + "x" * 200},
+                {"type": "text", "text": _text(rng, 40)},
+                {
+                    "type": "tool_use",
+                    "id": call,
+                    "name": rng.choice(["Bash", "Read", "Edit", "Grep"]),
+                    "input": {"command": _text(rng, 12), "description": _text(rng, 5)},
+                },
+            ):
+                yield {
+                    **base,
+                    **sidechain,
+                    "type": "assistant",
+                    "uuid": f"a{turn}{step}{block['type']}",
+                    "timestamp": ts,
+                    "requestId": "req_" + msg,
+                    "message": {
+                        "id": msg,
+                        "role": "assistant",
+                        "model": "claude-sonnet-4-5",
+                        "content": [block],
+                        "usage": usage,
+                    },
+                }
+            output = _output(rng)
+            yield {
+                **base,
+                **sidechain,
+                "type": "user",
+                "uuid": f"r{turn}{step}",
+                "timestamp": ts,
+                "message": {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": call, "content": output, "is_error": rng.random() < 0.1}
+                    ],
+                },
+                "toolUseResult": {"stdout": output[:2000], "stderr": "", "interrupted": False},
+            }
+            if rng.random() < 0.3:
+                yield {
+                    "type": "progress",
+                    "data": {"type": "hook_progress", "hookName": "PostToolUse"},
+                    "toolUseID": call,
+                    "parentToolUseID": call,
+                    "timestamp": ts,
+                    **base,
+                }
+        if turn % 5 == 0:
+            yield {
+                "type": "file-history-snapshot",
+                "messageId": f"u{turn}",
+                "isSnapshotUpdate": True,
+                "snapshot": {"messageId": f"u{turn}", "trackedFileBackups": {}, "timestamp": ts},
+            }
+
+
+def generate(path: Path, size_mb: int) -> int:
+    rng = random.Random(size_mb)
+    target = size_mb * MB
+    written = 0
+    with path.open("wb") as handle:
+        for record in synthetic_records(rng):
+            line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+            handle.write(line)
+            written += len(line)
+            if written >= target:
+                break
+    return written
+
+
+def child(mode: str, path: str) -> None:
+    sys.path.insert(0, str(REPO))
+    from chalicelib.ingest import compact, iter_jsonl_lines, parse_session, redact_trace
+
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    entries = 0
+    redactions = 0
+    truncated = 0
+    if mode != "baseline":
+        with open(path, "rb") as handle:
+            parsed = parse_session("claude-code", iter_jsonl_lines(handle))
+            batch: list[Any] = []
+            for entry in parsed:
+                entries += 1
+                if mode == "pipeline":
+                    batch.append(entry)
+                    if len(batch) >= 1000:
+                        redacted, counts = redact_trace(batch)
+                        _, stats = compact(redacted, 2000)
+                        redactions += sum(counts.values())
+                        truncated += stats["tool_results_truncated"]
+                        batch = []
+            if batch:
+                redacted, counts = redact_trace(batch)
+                _, stats = compact(redacted, 2000)
+                redactions += sum(counts.values())
+                truncated += stats["tool_results_truncated"]
+    seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "entries": entries,
+                "peak_rss_mb": peak_kb / 1024,
+                "redactions": redactions,
+                "truncated": truncated,
+            }
+        )
+    )
+
+
+def measure(mode: str, path: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(path)], check=True, capture_output=True, text=True
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sizes", default="10,50,200", help="comma-separated transcript sizes in MB")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+    baseline = measure("baseline", Path("/dev/null"))
+    rows = [
+        "| transcript | entries | parse MB/s (wall / cpu) | parse peak RSS "
+        "| parse+redact+compact MB/s (wall / cpu) | pipeline peak RSS |",
+        "|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp:
+        for size in sizes:
+            path = Path(tmp) / f"claude-{size}mb.jsonl"
+            actual = generate(path, size) / MB
+            parse = measure("parse", path)
+            pipeline = measure("pipeline", path)
+            rows.append(
+                f"| {actual:.0f} MB | {parse['entries']:,} "
+                f"| {actual / parse['seconds']:.1f} / {actual / parse['cpu_seconds']:.1f} "
+                f"| {parse['peak_rss_mb']:.0f} MB "
+                f"| {actual / pipeline['seconds']:.1f} / {actual / pipeline['cpu_seconds']:.1f} "
+                f"| {pipeline['peak_rss_mb']:.0f} MB |"
+            )
+            path.unlink()
+    print("\n".join(rows))
+    print(
+        f"\nBaseline RSS of a fresh interpreter with the ingest package imported: "
+        f"{baseline['peak_rss_mb']:.0f} MB. Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; each row's "
+        "figures come from fresh subprocesses (wall time includes any contention on the machine)."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Compaction of a trace for judges: tool outputs above a byte threshold become a marker.
+
+Semantics from shared/reference/kapacitor-evals.md §2: the threshold is in UTF-8 bytes per tool
+result (default 2000, at most 200_000); an output above it is replaced by
+`<truncated: N bytes, kind=ToolName>` (N = its size), with `truncated: true` and
+`output_bytes: N`. The stats are the eval context's `compaction` object, plus a per-tool
+breakdown. `bytes_saved` is the exact number of output bytes removed (original minus marker);
+at thresholds below the marker's own length (~40 bytes) a tiny output can grow, so it can even
+be negative, which is reported as is rather than hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypedDict
+
+from chalicelib.domain.errors import InvalidRequest
+from chalicelib.domain.trace import ToolResult, TraceEntry, utf8_len
+
+DEFAULT_THRESHOLD_BYTES = 2000
+MIN_THRESHOLD_BYTES = 0
+MAX_THRESHOLD_BYTES = 200_000
+
+
+class ToolTruncation(TypedDict):
+    truncated: int
+    bytes_saved: int
+
+
+class CompactionStats(TypedDict):
+    threshold_bytes: int
+    entries: int
+    tool_results_total: int
+    tool_results_truncated: int
+    bytes_saved: int
+    per_tool: dict[str, ToolTruncation]
+
+
+def validate_threshold(value: int | str | None) -> int:
+    """The threshold to use: default when None; an int in [0, 200000] otherwise.
+
+    0 is allowed and means "drop every non-empty output" (judging on invocations alone).
+    """
+    if value is None:
+        return DEFAULT_THRESHOLD_BYTES
+    if isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise InvalidRequest(
+                f"threshold must be a whole number of bytes between {MIN_THRESHOLD_BYTES} and "
+                f"{MAX_THRESHOLD_BYTES}.",
+                code="invalid_threshold",
+                details={"min": MIN_THRESHOLD_BYTES, "max": MAX_THRESHOLD_BYTES},
+            ) from None
+    if not MIN_THRESHOLD_BYTES <= value <= MAX_THRESHOLD_BYTES:
+        raise InvalidRequest(
+            f"threshold {value} is out of range: use {MIN_THRESHOLD_BYTES} to {MAX_THRESHOLD_BYTES} bytes "
+            f"(default {DEFAULT_THRESHOLD_BYTES}).",
+            code="threshold_out_of_range",
+            details={"min": MIN_THRESHOLD_BYTES, "max": MAX_THRESHOLD_BYTES, "value": value},
+        )
+    return value
+
+
+def truncation_marker(size: int, tool: str) -> str:
+    return f"<truncated: {size} bytes, kind={tool}>"
+
+
+def compact(entries: Iterable[TraceEntry], threshold_bytes: int) -> tuple[list[TraceEntry], CompactionStats]:
+    """Replace tool outputs over `threshold_bytes` by a marker; returns the new trace and stats.
+
+    Idempotent: results already truncated (by an earlier pass or an uploader) are kept and
+    counted as truncated, so compacting twice gives the stats of compacting once at the lower
+    threshold.
+    """
+    threshold = validate_threshold(threshold_bytes)
+    out: list[TraceEntry] = []
+    per_tool: dict[str, ToolTruncation] = {}
+    total = truncated = saved = 0
+    for entry in entries:
+        if not isinstance(entry, ToolResult):
+            out.append(entry)
+            continue
+        total += 1
+        if entry.truncated:
+            marker_bytes = utf8_len(entry.output)
+            removed = entry.output_bytes - marker_bytes
+        else:
+            size = utf8_len(entry.output)
+            if size <= threshold:
+                out.append(entry)
+                continue
+            marker = truncation_marker(size, entry.tool)
+            removed = size - utf8_len(marker)
+            entry = entry.model_copy(update={"output": marker, "truncated": True, "output_bytes": size})
+        out.append(entry)
+        truncated += 1
+        saved += removed
+        tool_stats = per_tool.setdefault(entry.tool, {"truncated": 0, "bytes_saved": 0})
+        tool_stats["truncated"] += 1
+        tool_stats["bytes_saved"] += removed
+    stats: CompactionStats = {
+        "threshold_bytes": threshold,
+        "entries": len(out),
+        "tool_results_total": total,
+        "tool_results_truncated": truncated,
+        "bytes_saved": saved,
+        "per_tool": per_tool,
+    }
+    return out, stats
