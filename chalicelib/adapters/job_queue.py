@@ -1,0 +1,37 @@
+"""SqsJobQueue: hands an eval run to the worker as one small SQS message (ids only, never content)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.domain.errors import DependencyUnavailable
+from chalicelib.domain.runs import EvalJobMessage
+from chalicelib.observability import logger
+
+
+class SqsJobQueue:
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._sqs = client
+        self._queue_url = queue_url
+
+    def send(self, message: EvalJobMessage) -> str:
+        """Enqueue one job; returns the SQS message id. Any failure is `DependencyUnavailable`."""
+        try:
+            resp = self._sqs.send_message(
+                QueueUrl=self._queue_url,
+                MessageBody=message.model_dump_json(),
+                # Attributes let an operator filter the DLQ by tenant/run without parsing bodies.
+                MessageAttributes={
+                    "tenant": {"DataType": "String", "StringValue": message.tenant},
+                    "eval_run_id": {"DataType": "String", "StringValue": message.eval_run_id},
+                    "kind": {"DataType": "String", "StringValue": message.kind},
+                },
+            )
+        except (ClientError, BotoCoreError) as exc:
+            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
+            logger.warning("job queue send failed", extra={"aws_error": code, "eval_run_id": message.eval_run_id})
+            raise DependencyUnavailable("The job queue is unavailable; retry shortly.",
+                                        code="job_queue_unavailable") from None
+        return str(resp.get("MessageId", ""))

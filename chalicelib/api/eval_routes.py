@@ -1,0 +1,84 @@
+"""Evaluation routes for dashboard users: question catalog, runner dialog, dispatch, read, cancel, rerun."""
+
+from __future__ import annotations
+
+from chalice import Blueprint
+
+from chalicelib.api.http import ApiResponse, RequestContext, endpoint
+from chalicelib.domain.runs import EvalRunList, EvalRunView
+from chalicelib.services.eval_runs import (
+    EvalRunAccepted,
+    EvalRunnersView,
+    EvalRunRequest,
+    EvalRunService,
+    QuestionCatalog,
+    RunListQuery,
+)
+
+eval_bp = Blueprint(__name__)
+
+_TAGS = ("evaluations",)
+# Dispatch bodies are a handful of fields; anything larger is not an EvalRunRequest.
+_MAX_REQUEST_BYTES = 16 * 1024
+
+
+def _service() -> EvalRunService:
+    from chalicelib.wiring import container
+
+    service: EvalRunService = container().eval_runs
+    return service
+
+
+@endpoint(eval_bp, "/eval/questions", "GET", response_model=QuestionCatalog, tags=_TAGS,
+          summary="The 13 judge questions in 4 categories, in catalog order")
+def list_eval_questions(ctx: RequestContext) -> QuestionCatalog:
+    return _service().questions()
+
+
+@endpoint(eval_bp, "/eval/runners", "GET", response_model=EvalRunnersView, tags=_TAGS,
+          summary="What the eval dialog offers this user: server vendors, daemons, run button routes")
+def get_eval_runners(ctx: RequestContext) -> EvalRunnersView:
+    return _service().runners(ctx.principal)
+
+
+@endpoint(eval_bp, "/sessions/{session_id}/eval-runs", "POST", request_model=EvalRunRequest,
+          response_model=EvalRunAccepted, status=202, tags=_TAGS,
+          extra_responses={404: "No such session in this tenant",
+                           409: "The chosen vendor/runner is not available",
+                           503: "The run could not be queued (it is marked failed); retry"},
+          summary="Dispatch an evaluation of a session (optional Idempotency-Key header)")
+def dispatch_eval_run(ctx: RequestContext, session_id: str) -> ApiResponse:
+    request = ctx.body(EvalRunRequest, _MAX_REQUEST_BYTES, allow_empty=True)
+    accepted = _service().dispatch_eval_run(ctx.principal, session_id, request,
+                                            idempotency_key=ctx.header("idempotency-key"))
+    return ApiResponse(accepted, status=202, headers={"Location": f"/eval-runs/{accepted.eval_run_id}"})
+
+
+@endpoint(eval_bp, "/sessions/{session_id}/eval-runs", "GET", query_model=RunListQuery,
+          response_model=EvalRunList, tags=_TAGS, summary="A session's eval runs, newest first")
+def list_session_eval_runs(ctx: RequestContext, session_id: str) -> EvalRunList:
+    query = ctx.query(RunListQuery)
+    return _service().list_session_runs(ctx.principal, session_id, limit=query.limit, cursor=query.cursor)
+
+
+@endpoint(eval_bp, "/eval-runs/{eval_run_id}", "GET", response_model=EvalRunView, tags=_TAGS,
+          extra_responses={404: "No such eval run in this tenant"},
+          summary="An eval run: status, per-question progress, result, usage")
+def get_eval_run(ctx: RequestContext, eval_run_id: str) -> EvalRunView:
+    return _service().get_eval_run(ctx.principal, eval_run_id)
+
+
+@endpoint(eval_bp, "/eval-runs/{eval_run_id}/cancel", "POST", response_model=EvalRunView, tags=_TAGS,
+          extra_responses={403: "Only the run's creator or a tenant admin", 409: "The run already ended"},
+          summary="Cancel a queued or running eval run")
+def cancel_eval_run(ctx: RequestContext, eval_run_id: str) -> EvalRunView:
+    return _service().cancel_eval_run(ctx.principal, eval_run_id)
+
+
+@endpoint(eval_bp, "/eval-runs/{eval_run_id}/rerun", "POST", response_model=EvalRunView, status=202,
+          tags=_TAGS, extra_responses={403: "Only the run's creator or a tenant admin",
+                                       409: "Not failed/timed out/cancelled, or nothing to rerun"},
+          summary="Re-judge the failed or missing questions of a finished run, in the same run")
+def rerun_eval_run(ctx: RequestContext, eval_run_id: str) -> ApiResponse:
+    view = _service().rerun_eval_run(ctx.principal, eval_run_id)
+    return ApiResponse(view, status=202)
