@@ -1,4 +1,4 @@
-"""Registers every blueprint and installs the authenticator; called once by app.py."""
+"""Registers every blueprint (REST, WebSocket, SQS worker) and the authenticator; called once by app.py."""
 
 from __future__ import annotations
 
@@ -16,8 +16,24 @@ def _authenticate(request: object) -> Principal:
 
 def register_routes(app: Chalice) -> None:
     from chalicelib.api.admin_routes import admin_bp
+    from chalicelib.api.daemon_routes import daemon_bp
+    from chalicelib.api.eval_routes import eval_bp
+    from chalicelib.api.session_routes import sessions_bp
     from chalicelib.api.system_routes import system_bp
+    from chalicelib.api.ui_routes import ui_bp
+    from chalicelib.api.ws_handlers import ws_bp
+    from chalicelib.worker.eval_worker import worker_bp
 
     set_authenticator(_authenticate)
     app.register_blueprint(system_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(eval_bp)
+    app.register_blueprint(sessions_bp)
+    app.register_blueprint(daemon_bp)
+    app.register_blueprint(ws_bp)
+    app.register_blueprint(ui_bp)
+    app.register_blueprint(worker_bp)
+    # Session transcripts travel as binary so API Gateway hands non-UTF-8 bytes over intact
+    # (and they get a line-numbered 400) instead of mangling them into valid text.
+    if "application/x-ndjson" not in app.api.binary_types:
+        app.api.binary_types.append("application/x-ndjson")

@@ -1,0 +1,778 @@
+"""Session use cases: store an uploaded session, presigned uploads, metadata, and the eval context.
+
+Upload pipeline (PUT body or presigned S3 object, same code): the raw bytes are read as a stream
+(gzip is detected by its magic bytes and inflated on the fly), split into bounded lines, parsed
+by `chalicelib.ingest`, and each normalised entry is written as one JSON line into a gzip stream
+spooled to a temporary file (RAM up to 8 MiB, then /tmp). Only after the whole input parsed
+cleanly is the spooled object sent to S3 in one PUT, then the metadata item written; so a parse
+failure stores nothing, and memory stays bounded by one input line plus the spool buffer
+whatever the session size.
+
+Size limits (why these numbers):
+- `PUT /sessions/{id}` body: 4 MiB as sent (gzip allowed). API Gateway accepts 10 MB, but the
+  REST API hands the body to Lambda inside a JSON event that a synchronous invoke caps at 6 MB;
+  an NDJSON body travels base64-encoded (it is a binary media type, so non-UTF-8 bytes arrive
+  intact and are rejected with a line number instead of being mangled), i.e. 4/3 larger, and
+  4 MiB * 4/3 = 5.6 MB leaves room for headers and request context. Larger files use the
+  presigned flow.
+- A session (inflated JSONL, PUT or presigned): 256 MiB; one line: 10 MiB (ingest).
+
+Continuation chains: `parent_session_id` is given by the uploader or, for a Claude Code
+transcript, found from its `summary.leafUuid` (the uuid of the last line of the session it
+continues). `load_eval_context(..., chain=True)` walks parents oldest first, at most 50 sessions,
+and stops (reporting `chain_incomplete`) at a missing parent, a cycle or the depth limit.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import itertools
+import json
+import re
+import tempfile
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import IO, Any, Literal, Protocol, cast
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer
+
+from chalicelib.domain.clock import Clock, iso
+from chalicelib.domain.errors import (
+    Conflict,
+    DependencyUnavailable,
+    DomainError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+)
+from chalicelib.domain.principal import Principal
+from chalicelib.domain.trace import SessionUpload, TraceEntry, trace_to_json
+from chalicelib.ingest import (
+    SESSION_FORMATS,
+    ParseStats,
+    compact,
+    iter_jsonl_lines,
+    parse_session,
+    redact_trace,
+    validate_threshold,
+)
+from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES
+from chalicelib.ingest.jsonl import ByteReader
+from chalicelib.observability import logger
+
+# -- limits and identifiers -----------------------------------------------------------------------
+
+MAX_PUT_BODY_BYTES = 4 * 1024 * 1024
+MAX_SESSION_BYTES = 256 * 1024 * 1024
+MAX_CHAIN_DEPTH = 50
+UPLOAD_URL_TTL_SECONDS = 15 * 60
+# Matches the bucket's lifecycle rule that expires abandoned `uploads/` objects after a day.
+UPLOAD_TICKET_TTL_SECONDS = 24 * 3600
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 200
+SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
+# Level 3 compresses JSON traces ~6-8x at several times the speed of the default 9, which matters
+# inside the 29 s API Gateway window.
+GZIP_LEVEL = 3
+READ_CHUNK_BYTES = 1 << 20
+NDJSON = "application/x-ndjson"
+
+# Session ids are free-form slugs but must be URL-safe as they are: RFC 3986 unreserved
+# characters only (so they never need percent-encoding in a path), starting with a letter or
+# digit (no "." / ".." segments), at most 200 characters. UUIDs and rollout ids fit.
+SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,199}$")
+UPLOAD_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+SessionFormat = Literal["native", "claude-code", "codex"]
+JsonlFormat = Literal["claude-code", "codex"]
+ChainStop = Literal["missing_parent", "cycle", "max_depth"]
+
+_ENTRY: TypeAdapter[TraceEntry] = TypeAdapter(TraceEntry)
+
+
+def validate_session_id(value: str, *, field: str = "session_id") -> str:
+    if not SESSION_ID_PATTERN.fullmatch(value or ""):
+        raise InvalidRequest(
+            f"{field} must be 1-200 characters of letters, digits, '.', '_', '~' or '-', starting with "
+            "a letter or digit.",
+            code="invalid_session_id", details={"field": field, "pattern": SESSION_ID_PATTERN.pattern})
+    return value
+
+
+def _validate_upload_id(value: str) -> str:
+    if not UPLOAD_ID_PATTERN.fullmatch(value or ""):
+        raise NotFound("No such upload; start one with POST /sessions/{session_id}/uploads.",
+                       code="upload_not_found")
+    return value
+
+
+def unsupported_format(fmt: str | None) -> InvalidRequest:
+    allowed = ", ".join(f"format={f}" for f in SESSION_FORMATS)
+    if fmt is None:
+        message = f"An application/x-ndjson session needs ?{allowed.replace(', ', ' or ?')}."
+    else:
+        message = f"Unknown session format {fmt[:40]!r}; use one of: {allowed}."
+    return InvalidRequest(message, code="unsupported_format", details={"allowed_formats": list(SESSION_FORMATS)})
+
+
+def too_large_for_put(size: int, session_id: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is {size} bytes; PUT /sessions accepts up to {MAX_PUT_BODY_BYTES} bytes. "
+        f"Gzip the file, or use the presigned upload: POST /sessions/{session_id}/uploads.",
+        code="payload_too_large",
+        details={"limit_bytes": MAX_PUT_BODY_BYTES, "upload_path": f"/sessions/{session_id}/uploads"})
+
+
+class EvalContextTooLarge(DomainError):
+    status = 422
+    code = "eval_context_too_large"
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+class _Out(BaseModel):
+    # Stored records are read back with these models; unknown attributes from newer writers are
+    # ignored rather than failing old readers.
+    model_config = ConfigDict(extra="ignore")
+
+
+class SkippedRecords(_Out):
+    """Input records that produced no entry (never fatal)."""
+
+    metadata: int = 0
+    injected: int = 0
+    blank: int = 0
+    unknown: dict[str, int] = Field(default_factory=dict)
+
+
+class SessionSource(_Out):
+    """What the transcript itself says about the recorded session (absent for native uploads)."""
+
+    session_id: str | None = None
+    cwd: str | None = None
+    git_branch: str | None = None
+    git_commit: str | None = None
+    repository_url: str | None = None
+    model: str | None = None
+    agent_version: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    continuation_leaf_uuid: str | None = None
+    last_uuid: str | None = None
+
+
+class SessionStorage(_Out):
+    key: str
+    etag: str
+    version_id: str | None = None
+    bytes: int
+    content_encoding: Literal["gzip"] = "gzip"
+
+
+class SessionRecord(_Out):
+    """`GET /sessions/{id}`: one stored session's metadata."""
+
+    session_id: str
+    format: SessionFormat
+    repository: str | None = None
+    title: str | None = None
+    parent_session_id: str | None = None
+    parent_source: Literal["uploader", "continuation"] | None = None
+    entries: int
+    entries_by_kind: dict[str, int]
+    bytes: int = Field(description="size of the session as uploaded (after gzip inflation)")
+    received_bytes: int = Field(description="bytes received on the wire (the gzip size if gzipped)")
+    sha256: str
+    lines: int
+    skipped: SkippedRecords
+    tool_results_unpaired: int = 0
+    source: SessionSource
+    storage: SessionStorage
+    revision: int
+    created_at: str
+    uploaded_at: str
+    uploaded_by: str
+
+
+class SessionStored(SessionRecord):
+    """`PUT /sessions/{id}` and upload completion: the stored record, and whether it was new."""
+
+    created: bool
+
+
+class SessionPage(_Out):
+    items: list[SessionRecord]
+    next_cursor: str | None = None
+
+
+class SessionDetails(BaseModel):
+    """Uploader-supplied metadata (native body, query string, or the upload request)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repository: str | None = Field(default=None, max_length=2048)
+    title: str | None = Field(default=None, max_length=1024)
+    parent_session_id: str | None = Field(default=None, max_length=200)
+
+
+class UploadRequest(SessionDetails):
+    """`POST /sessions/{id}/uploads`."""
+
+    format: JsonlFormat
+    content_length: int | None = Field(default=None, ge=1)
+
+
+class UploadTicket(_Out):
+    upload_id: str
+    session_id: str
+    url: str
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str]
+    expires_at: str
+    max_bytes: int
+    complete_path: str
+
+
+class EvalContext(_Out):
+    """What every runner judges: `GET /sessions/{id}/eval-context` and `load_eval_context`.
+
+    `trace` is redacted and compacted; dumping the model gives the wire form (absent agent
+    fields omitted per entry). `chain_incomplete` says the parent walk stopped early, and why.
+    """
+
+    session_id: str
+    session_chain: list[str]
+    trace: list[TraceEntry]
+    compaction: dict[str, Any]
+    chain_incomplete: bool = False
+    chain_stop_reason: ChainStop | None = None
+    missing_parent_session_id: str | None = None
+
+    @field_serializer("trace")
+    def _trace_wire(self, trace: list[TraceEntry]) -> list[dict[str, Any]]:
+        return trace_to_json(trace)
+
+    def to_json(self) -> str:
+        """The exact response body (the judges embed this whole object as TRACE_JSON)."""
+        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+
+
+# -- ports -----------------------------------------------------------------------------------------
+
+class ByteStream(Protocol):
+    def read(self, amt: int = ..., /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class StoredObjectInfo(Protocol):
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def etag(self) -> str: ...
+
+    @property
+    def version_id(self) -> str | None: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+class PresignedPutInfo(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def headers(self) -> dict[str, str]: ...
+
+
+class SizedStream(ByteStream, Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+class SessionObjects(Protocol):
+    """Where traces and upload objects live (S3 in production)."""
+
+    def trace_key(self, tenant: str, session_id: str) -> str: ...
+
+    def upload_key(self, tenant: str, upload_id: str) -> str: ...
+
+    def put_trace(self, key: str, body: IO[bytes], size: int) -> StoredObjectInfo: ...
+
+    def open(self, key: str) -> SizedStream | None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def presign_put(self, key: str, *, expires_in: int, content_type: str,
+                    content_length: int | None = None) -> PresignedPutInfo: ...
+
+
+class SessionIndex(Protocol):
+    """Session records, pending uploads and continuation links (DynamoDB in production)."""
+
+    def get_session(self, tenant: str, session_id: str) -> dict[str, Any] | None: ...
+
+    def put_session(self, tenant: str, session_id: str, record: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    def delete_session(self, tenant: str, session_id: str) -> None: ...
+
+    def list_sessions(self, tenant: str, *, limit: int, cursor: str | None = None
+                      ) -> tuple[list[dict[str, Any]], str | None]: ...
+
+    def put_upload(self, tenant: str, upload_id: str, record: dict[str, Any], *, expires_at: int) -> None: ...
+
+    def get_upload(self, tenant: str, upload_id: str, *, now_epoch: int) -> dict[str, Any] | None: ...
+
+    def delete_upload(self, tenant: str, upload_id: str) -> None: ...
+
+    def put_leaf(self, tenant: str, leaf_uuid: str, session_id: str) -> None: ...
+
+    def get_leaf(self, tenant: str, leaf_uuid: str) -> str | None: ...
+
+
+# -- byte plumbing ---------------------------------------------------------------------------------
+
+class _Prefixed:
+    """A reader that replays bytes already consumed (the sniffed magic) before the rest."""
+
+    def __init__(self, prefix: bytes, inner: ByteReader) -> None:
+        self._prefix = prefix
+        self._inner = inner
+
+    def read(self, amt: int = -1, /) -> bytes:
+        if self._prefix:
+            if amt is None or amt < 0:
+                data, self._prefix = self._prefix + self._inner.read(), b""
+                return data
+            data, self._prefix = self._prefix[:amt], self._prefix[amt:]
+            if len(data) < amt:
+                data += self._inner.read(amt - len(data))
+            return data
+        return self._inner.read(amt)
+
+
+class _Counting:
+    """Counts the bytes read from the wire (before any gzip inflation)."""
+
+    def __init__(self, inner: ByteReader) -> None:
+        self._inner = inner
+        self.bytes = 0
+
+    def read(self, amt: int = -1, /) -> bytes:
+        data = self._inner.read(amt)
+        self.bytes += len(data)
+        return data
+
+
+class _MeteredInput:
+    """The decoded upload: counts and hashes bytes, enforces the session size cap, maps gzip errors."""
+
+    def __init__(self, raw: ByteReader, *, limit: int = MAX_SESSION_BYTES) -> None:
+        self._limit = limit
+        self._wire = _Counting(raw)
+        head = b""
+        while len(head) < 2:
+            more = self._wire.read(2 - len(head))
+            if not more:
+                break
+            head += more
+        self.gzipped = head == _GZIP_MAGIC
+        replay = _Prefixed(head, self._wire)
+        self._reader: Any = gzip.GzipFile(fileobj=cast(Any, replay), mode="rb") if self.gzipped else replay
+        self.bytes = 0
+        self._sha = hashlib.sha256()
+
+    @property
+    def received_bytes(self) -> int:
+        return self._wire.bytes
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    def read(self, amt: int = -1, /) -> bytes:
+        try:
+            data: bytes = self._reader.read(amt)
+        except (gzip.BadGzipFile, EOFError, zlib.error):
+            raise InvalidRequest("The body starts like gzip but is not a complete gzip stream; "
+                                 "compress the file with `gzip -c` and upload again.",
+                                 code="invalid_gzip") from None
+        self.bytes += len(data)
+        if self.bytes > self._limit:
+            raise PayloadTooLarge(f"The session is larger than {self._limit} bytes uncompressed; "
+                                  "split it or drop the largest tool outputs before uploading.",
+                                  code="session_too_large", details={"limit_bytes": self._limit})
+        self._sha.update(data)
+        return data
+
+
+@dataclass(frozen=True)
+class _InMemoryInput:
+    bytes: int
+    received_bytes: int
+    sha256: str
+
+
+class _InputFacts(Protocol):
+    """Size and digest of the upload, complete once its entries have been consumed."""
+
+    @property
+    def bytes(self) -> int: ...
+
+    @property
+    def received_bytes(self) -> int: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+@dataclass
+class _Spooled:
+    file: IO[bytes]
+    size: int
+    entries: int
+    by_kind: dict[str, int]
+
+
+def _spool_trace(entries: Iterable[TraceEntry], spool: IO[bytes]) -> _Spooled:
+    """Write entries as gzip JSONL into `spool`; the input iterator is consumed exactly once."""
+    counts: Counter[str] = Counter()
+    with gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as gz:
+        for entry in entries:
+            gz.write(entry.model_dump_json(exclude_none=True).encode("utf-8", "surrogatepass"))
+            gz.write(b"\n")
+            counts[entry.kind] += 1
+    size = spool.tell()
+    spool.seek(0)
+    return _Spooled(file=spool, size=size, entries=sum(counts.values()), by_kind=dict(sorted(counts.items())))
+
+
+def _read_trace(stream: ByteStream) -> Iterator[TraceEntry]:
+    with gzip.GzipFile(fileobj=cast(Any, stream), mode="rb") as gz:
+        for line in gz:
+            if line.strip():
+                yield _ENTRY.validate_json(line)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _scrub(value: Any) -> Any:
+    """Replace lone UTF-16 surrogates (a JSON `\\ud800` escape; unencodable as UTF-8) with U+FFFD."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    return value
+
+
+def stream_eval_context(entries: Iterable[TraceEntry], threshold: int) -> tuple[list[TraceEntry], dict[str, Any]]:
+    """`ingest.build_eval_context` in one streaming pass: each entry is redacted and then compacted
+    as it is read, so peak memory is the compacted trace, not the raw one. Same result, same stats."""
+    redactions: Counter[str] = Counter()
+
+    def redacted() -> Iterator[TraceEntry]:
+        for entry in entries:
+            (clean,), counts = redact_trace((entry,))
+            redactions.update(counts)
+            yield clean
+
+    trace, stats = compact(redacted(), threshold)
+    return trace, {**stats, "redactions": dict(sorted(redactions.items()))}
+
+
+# -- the service -----------------------------------------------------------------------------------
+
+class SessionService:
+    def __init__(self, objects: SessionObjects, index: SessionIndex, clock: Clock, *,
+                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+                 spool_memory_bytes: int = SPOOL_MEMORY_BYTES, max_session_bytes: int = MAX_SESSION_BYTES) -> None:
+        self._objects = objects
+        self._index = index
+        self._clock = clock
+        self._new_id = new_id
+        self._spool_memory = spool_memory_bytes
+        self._max_session = max_session_bytes
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def store_native(self, principal: Principal, session_id: str, body: bytes,
+                     details: SessionDetails | None = None) -> SessionStored:
+        """`PUT` with `application/json`: `{"trace": [...], "parent_session_id"?, "repository"?, "title"?}`."""
+        validate_session_id(session_id)
+        if len(body) > MAX_PUT_BODY_BYTES:
+            raise too_large_for_put(len(body), session_id)
+        if not body.strip():
+            raise InvalidRequest("The request body is empty; send {\"trace\": [...]} as JSON.", code="empty_body")
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(f"The body is not valid UTF-8 (byte {exc.start + 1}).", code="invalid_encoding",
+                                 details={"byte": exc.start + 1}) from None
+        except (ValueError, RecursionError):
+            raise InvalidRequest("The request body is not valid JSON.", code="malformed_json") from None
+        if not isinstance(data, dict):
+            raise InvalidRequest("The request body must be a JSON object with a trace array.", code="malformed_json")
+        upload = SessionUpload.model_validate(_scrub(data) if _SURROGATE_ESCAPE.search(body) else data)
+        if not upload.trace:
+            raise InvalidRequest("The trace is empty: upload at least one entry.", code="empty_session")
+        fallback = details or SessionDetails()
+        merged = SessionDetails(repository=upload.repository or fallback.repository,
+                                title=upload.title or fallback.title,
+                                parent_session_id=upload.parent_session_id or fallback.parent_session_id)
+        self._check_parent(principal.tenant, session_id, merged.parent_session_id)
+        facts = _InMemoryInput(bytes=len(body), received_bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
+        return self._store(principal, session_id, "native", upload.trace, None, facts, merged)
+
+    def store_jsonl(self, principal: Principal, session_id: str, fmt: str | None, body: ByteReader,
+                    details: SessionDetails | None = None) -> SessionStored:
+        """`PUT` with `application/x-ndjson` (a Claude Code transcript or a Codex rollout), raw or gzip.
+
+        `body` is read as a stream; pass the request bytes wrapped in `io.BytesIO`.
+        """
+        validate_session_id(session_id)
+        if fmt not in SESSION_FORMATS:
+            raise unsupported_format(fmt)
+        details = details or SessionDetails()
+        self._check_parent(principal.tenant, session_id, details.parent_session_id)
+        return self._store_stream(principal, session_id, fmt, body, details)
+
+    def store_jsonl_bytes(self, principal: Principal, session_id: str, fmt: str | None, body: bytes,
+                          details: SessionDetails | None = None) -> SessionStored:
+        validate_session_id(session_id)
+        if len(body) > MAX_PUT_BODY_BYTES:
+            raise too_large_for_put(len(body), session_id)
+        if not body.strip():
+            raise InvalidRequest("The request body is empty; send the session's JSONL lines.", code="empty_body")
+        return self.store_jsonl(principal, session_id, fmt, io.BytesIO(body), details)
+
+    def create_upload(self, principal: Principal, session_id: str, request: UploadRequest) -> UploadTicket:
+        """Start a presigned upload for a file too large for `PUT /sessions/{id}`."""
+        validate_session_id(session_id)
+        self._check_parent(principal.tenant, session_id, request.parent_session_id)
+        if request.content_length is not None and request.content_length > self._max_session:
+            raise PayloadTooLarge(f"content_length {request.content_length} is over the {self._max_session}-byte "
+                                  "session limit.", code="session_too_large",
+                                  details={"limit_bytes": self._max_session})
+        upload_id = self._new_id()
+        now = self._clock.now()
+        presigned = self._objects.presign_put(self._objects.upload_key(principal.tenant, upload_id),
+                                              expires_in=UPLOAD_URL_TTL_SECONDS, content_type=NDJSON,
+                                              content_length=request.content_length)
+        ticket = {"session_id": session_id, "format": request.format, "repository": request.repository,
+                  "title": request.title, "parent_session_id": request.parent_session_id,
+                  "content_length": request.content_length, "created_at": iso(now),
+                  "created_by": principal.user}
+        self._index.put_upload(principal.tenant, upload_id, ticket,
+                               expires_at=int((now + timedelta(seconds=UPLOAD_TICKET_TTL_SECONDS)).timestamp()))
+        return UploadTicket(upload_id=upload_id, session_id=session_id, url=presigned.url,
+                            headers=dict(presigned.headers),
+                            expires_at=iso(now + timedelta(seconds=UPLOAD_URL_TTL_SECONDS)),
+                            max_bytes=self._max_session,
+                            complete_path=f"/sessions/{session_id}/uploads/{upload_id}/complete")
+
+    def complete_upload(self, principal: Principal, session_id: str, upload_id: str) -> SessionStored:
+        """Parse the uploaded object exactly like a PUT body, store it, then drop the upload."""
+        validate_session_id(session_id)
+        _validate_upload_id(upload_id)
+        tenant = principal.tenant
+        ticket = self._index.get_upload(tenant, upload_id, now_epoch=int(self._clock.now().timestamp()))
+        if ticket is None or ticket.get("session_id") != session_id:
+            raise NotFound("No such upload for this session (it may have expired); start a new one with "
+                           f"POST /sessions/{session_id}/uploads.", code="upload_not_found")
+        key = self._objects.upload_key(tenant, upload_id)
+        stream = self._objects.open(key)
+        if stream is None:
+            raise Conflict("Nothing has been uploaded yet: PUT the file to the upload url with the returned "
+                           "headers, then complete the upload.", code="upload_not_received")
+        details = SessionDetails(repository=ticket.get("repository"), title=ticket.get("title"),
+                                 parent_session_id=ticket.get("parent_session_id"))
+        try:
+            if stream.size > self._max_session:
+                raise PayloadTooLarge(f"The uploaded file is {stream.size} bytes; the limit is "
+                                      f"{self._max_session} bytes.", code="session_too_large",
+                                      details={"limit_bytes": self._max_session})
+            stored = self._store_stream(principal, session_id, str(ticket["format"]), stream, details)
+        except DependencyUnavailable:
+            raise  # retryable: keep the upload so completing again can succeed
+        except DomainError:
+            # The file itself is unusable: drop it so nothing of it stays stored.
+            self._discard_upload(tenant, upload_id, key)
+            raise
+        finally:
+            stream.close()
+        self._discard_upload(tenant, upload_id, key)
+        return stored
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get_session(self, tenant: str, session_id: str) -> SessionRecord:
+        validate_session_id(session_id)
+        data = self._index.get_session(tenant, session_id)
+        if data is None:
+            raise NotFound(f"Session {session_id} does not exist; upload it with PUT /sessions/{session_id}.",
+                           code="session_not_found")
+        return SessionRecord.model_validate(data)
+
+    def list_sessions(self, tenant: str, *, limit: int = DEFAULT_LIST_LIMIT,
+                      cursor: str | None = None) -> SessionPage:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}.", code="invalid_limit",
+                                 details={"min": 1, "max": MAX_LIST_LIMIT})
+        items, next_cursor = self._index.list_sessions(tenant, limit=limit, cursor=cursor)
+        return SessionPage(items=[SessionRecord.model_validate(i) for i in items], next_cursor=next_cursor)
+
+    def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = DEFAULT_THRESHOLD_BYTES,
+                          chain: bool = False) -> EvalContext:
+        """The redacted, compacted trace judges read; with `chain`, the whole continuation chain."""
+        threshold_bytes = validate_threshold(threshold)
+        record = self.get_session(tenant, session_id)
+        records = [record]
+        stop: ChainStop | None = None
+        missing: str | None = None
+        if chain:
+            seen = {record.session_id}
+            current = record
+            while current.parent_session_id:
+                parent_id = current.parent_session_id
+                if parent_id in seen:
+                    stop = "cycle"
+                    break
+                if len(records) >= MAX_CHAIN_DEPTH:
+                    stop = "max_depth"
+                    break
+                data = self._index.get_session(tenant, parent_id)
+                if data is None:
+                    stop, missing = "missing_parent", parent_id
+                    break
+                current = SessionRecord.model_validate(data)
+                records.append(current)
+                seen.add(parent_id)
+            records.reverse()
+        entries = itertools.chain.from_iterable(self._trace_of(r) for r in records)
+        trace, compaction = stream_eval_context(entries, threshold_bytes)
+        return EvalContext(session_id=session_id, session_chain=[r.session_id for r in records], trace=trace,
+                           compaction=compaction, chain_incomplete=stop is not None, chain_stop_reason=stop,
+                           missing_parent_session_id=missing)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _trace_of(self, record: SessionRecord) -> Iterator[TraceEntry]:
+        stream = self._objects.open(record.storage.key)
+        if stream is None:
+            logger.error("session trace object missing", extra={"session_id": record.session_id})
+            raise DependencyUnavailable(f"The stored trace of session {record.session_id} is unavailable; "
+                                        "upload the session again.", code="trace_unavailable")
+        try:
+            yield from _read_trace(stream)
+        finally:
+            stream.close()
+
+    def _check_parent(self, tenant: str, session_id: str, parent_id: str | None) -> None:
+        """An explicit parent must be a valid id, not the session itself, and not close a cycle."""
+        if parent_id is None:
+            return
+        validate_session_id(parent_id, field="parent_session_id")
+        current: str | None = parent_id
+        for _ in range(MAX_CHAIN_DEPTH):
+            if current is None:
+                return
+            if current == session_id:
+                raise InvalidRequest(f"parent_session_id {parent_id} would make session {session_id} its own "
+                                     "ancestor; a continuation chain cannot loop.",
+                                     code="session_chain_cycle", details={"parent_session_id": parent_id})
+            data = self._index.get_session(tenant, current)
+            current = data.get("parent_session_id") if data else None
+
+    def _store_stream(self, principal: Principal, session_id: str, fmt: str, raw: ByteReader,
+                      details: SessionDetails) -> SessionStored:
+        source = _MeteredInput(raw, limit=self._max_session)
+        parsed = parse_session(fmt, iter_jsonl_lines(source, chunk_size=READ_CHUNK_BYTES))
+        return self._store(principal, session_id, fmt, parsed, parsed.stats, source, details)
+
+    def _store(self, principal: Principal, session_id: str, fmt: str, entries: Iterable[TraceEntry],
+               stats: ParseStats | None, facts: _InputFacts, details: SessionDetails) -> SessionStored:
+        """Spool, then (input fully parsed) PUT the trace object, then write the record."""
+        tenant = principal.tenant
+        key = self._objects.trace_key(tenant, session_id)
+        with tempfile.SpooledTemporaryFile(max_size=self._spool_memory) as spool:
+            spooled = _spool_trace(entries, spool)
+            # The input is fully parsed from here on: every later failure is about storage.
+            if spooled.entries == 0:
+                raise InvalidRequest("The session has no conversation entries (only metadata records); "
+                                     "nothing to evaluate.", code="empty_session",
+                                     details={"lines": stats.lines if stats else 0})
+            parent_id, parent_source = self._resolve_parent(tenant, session_id, details, stats)
+            previous = self._index.get_session(tenant, session_id)
+            stored = self._objects.put_trace(key, spool, spooled.size)
+        now = iso(self._clock.now())
+        meta = stats.metadata if stats else None
+        record = SessionStored(
+            session_id=session_id, format=cast(SessionFormat, fmt),
+            repository=details.repository or (meta.repository_url if meta else None),
+            title=details.title or (meta.title if meta else None),
+            parent_session_id=parent_id, parent_source=parent_source,
+            entries=spooled.entries, entries_by_kind=spooled.by_kind,
+            bytes=facts.bytes, received_bytes=facts.received_bytes, sha256=facts.sha256,
+            lines=stats.lines if stats else spooled.entries,
+            skipped=SkippedRecords(metadata=stats.skipped_metadata, injected=stats.skipped_injected,
+                                   blank=stats.blank_lines, unknown=stats.skipped_unknown) if stats
+            else SkippedRecords(),
+            tool_results_unpaired=stats.tool_results_unpaired if stats else 0,
+            source=SessionSource(
+                session_id=meta.session_id, cwd=meta.cwd, git_branch=meta.git_branch, git_commit=meta.git_commit,
+                repository_url=meta.repository_url, model=meta.model, agent_version=meta.agent_version,
+                started_at=meta.started_at, ended_at=meta.ended_at,
+                continuation_leaf_uuid=meta.continuation_leaf_uuid, last_uuid=meta.last_uuid,
+            ) if meta else SessionSource(),
+            storage=SessionStorage(key=stored.key, etag=stored.etag, version_id=stored.version_id, bytes=stored.size),
+            revision=int(previous.get("revision", 0)) + 1 if previous else 1,
+            created_at=str(previous.get("created_at", now)) if previous else now,
+            uploaded_at=now, uploaded_by=principal.user, created=previous is None,
+        )
+        try:
+            self._index.put_session(tenant, session_id, record.model_dump(mode="json", exclude={"created"}))
+        except DependencyUnavailable:
+            if previous is None:
+                self._best_effort(lambda: self._objects.delete(key), "delete orphaned trace")
+            raise
+        if meta and meta.last_uuid:
+            last_uuid = meta.last_uuid
+            self._best_effort(lambda: self._index.put_leaf(tenant, last_uuid, session_id), "record continuation leaf")
+        logger.info("session stored", extra={"session_id": session_id, "format": fmt, "entries": record.entries,
+                                             "bytes": record.bytes, "replaced": not record.created})
+        return record
+
+    def _resolve_parent(self, tenant: str, session_id: str, details: SessionDetails, stats: ParseStats | None
+                        ) -> tuple[str | None, Literal["uploader", "continuation"] | None]:
+        if details.parent_session_id:
+            return details.parent_session_id, "uploader"
+        leaf = stats.metadata.continuation_leaf_uuid if stats else None
+        if leaf:
+            parent = self._index.get_leaf(tenant, leaf)
+            if parent and parent != session_id:
+                return parent, "continuation"
+        return None, None
+
+    def _discard_upload(self, tenant: str, upload_id: str, key: str) -> None:
+        self._best_effort(lambda: self._objects.delete(key), "delete upload object")
+        self._best_effort(lambda: self._index.delete_upload(tenant, upload_id), "delete upload ticket")
+
+    @staticmethod
+    def _best_effort(action: Callable[[], None], what: str) -> None:
+        try:
+            action()
+        except DependencyUnavailable:
+            logger.warning("best-effort cleanup failed", extra={"action": what})
