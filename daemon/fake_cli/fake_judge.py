@@ -1,0 +1,138 @@
+"""Shared implementation of the fake `claude` and `codex` executables (dev and tests only).
+
+They accept the exact flags the daemon passes, refuse to run without the isolation the daemon
+promises (empty working directory, no nested-agent or token variables), and answer with scripted
+verdicts in each CLI's real output format, with token usage. Behaviour per question comes from
+the JSON file named by FAKE_JUDGE_SCRIPT:
+
+    {"default": {"score": 4},
+     "questions": {"<question_id>": {"score": 2} | {"mode": "hang" | "crash" | "malformed"}},
+     "retrospective": {"mode": "ok" | "malformed" | "crash"},
+     "log": "/path/to/invocations.jsonl"}
+
+Without it every question gets a deterministic score from 3 to 5. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+_CLAUDE_FLAGS = ("-p", "--output-format", "--json-schema", "--tools", "--strict-mcp-config",
+                 "--disable-slash-commands", "--max-turns")
+_CODEX_FLAGS = ("exec", "--json", "--output-schema", "--skip-git-repo-check")
+_FORBIDDEN_ENV = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "EVAL_RUNNER_TOKEN")
+
+
+def _script() -> dict[str, Any]:
+    path = os.environ.get("FAKE_JUDGE_SCRIPT")
+    if not path:
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    return data
+
+
+def _log(script: dict[str, Any], record: dict[str, Any]) -> None:
+    path = script.get("log") or os.environ.get("FAKE_JUDGE_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+def _arg(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else None
+
+
+def _verdict(prompt: str, spec: dict[str, Any], question_id: str) -> dict[str, Any]:
+    category = (re.findall(r"^Category: (\S+)$", prompt, re.M) or ["unknown"])[-1]
+    score = int(spec.get("score", 3 + sum(question_id.encode()) % 3))
+    return {"category": category, "question_id": question_id, "score": score,
+            "verdict": "pass" if score >= 4 else "warn" if score >= 2 else "fail",
+            "finding": f"Scripted finding for {question_id}: the trace shows the relevant turns.",
+            "evidence": "turn 1", "recommendation": None if score == 5 else "Add a rule to AGENTS.md.",
+            "retain_fact": None}
+
+
+def main(cli: str) -> None:
+    argv = sys.argv[1:]
+    script = _script()
+    required = _CLAUDE_FLAGS if cli == "claude" else _CODEX_FLAGS
+    missing = [f for f in required if f not in argv]
+    if missing:
+        _fail(f"error: missing expected option(s) {missing}")
+    if os.listdir(os.getcwd()):
+        _fail("isolation violated: the working directory is not empty", 3)
+    leaked = [k for k in _FORBIDDEN_ENV if k in os.environ]
+    if leaked:
+        _fail(f"isolation violated: {leaked} set in the judge environment", 3)
+    if cli == "claude":
+        if _arg(argv, "--tools") != "":
+            _fail("error: expected --tools \"\"")
+        schema = json.loads(_arg(argv, "--json-schema") or "{}")
+        model = _arg(argv, "--model") or "claude-default"
+    else:
+        if argv[-1] != "-":
+            _fail("error: expected the prompt on stdin ('-')")
+        with open(_arg(argv, "--output-schema") or "", encoding="utf-8") as fh:
+            schema = json.load(fh)
+        model = _arg(argv, "--model") or "codex-default"
+    prompt = sys.stdin.read()
+    retrospective = "overall" in schema.get("properties", {})
+    question_id = "retrospective" if retrospective else (re.findall(r"^ID: (\S+)$", prompt, re.M) or ["?"])[-1]
+    spec = script.get("retrospective", {}) if retrospective else script.get("questions", {}).get(
+        question_id, script.get("default", {}))
+    mode = spec.get("mode", "ok")
+    started = time.monotonic()
+    _log(script, {"cli": cli, "question_id": question_id, "mode": mode, "pid": os.getpid(), "argv": argv,
+                  "cwd": os.getcwd(), "model": model, "started": started})
+    delay = float(spec.get("delay", script.get("delay", 0)))
+    if delay:
+        time.sleep(delay)
+
+    if mode == "hang":
+        child = subprocess.Popen(["sleep", "3600"])  # the daemon must kill the whole process group
+        _log(script, {"cli": cli, "question_id": question_id, "child_pid": child.pid, "pid": os.getpid()})
+        time.sleep(3600)
+    if mode == "crash":
+        _fail("fatal: simulated crash (segmentation fault)", 1)
+
+    if retrospective:
+        answer: Any = {"overall": "The agent worked steadily and mostly safely.", "strengths": ["Small diffs"],
+                       "issues": [], "suggestions": ["Run the tests before finishing."]}
+    else:
+        answer = _verdict(prompt, spec, question_id)
+    text = "this is not JSON, just prose about the session" if mode == "malformed" else json.dumps(answer)
+    input_tokens, output_tokens = len(prompt) // 4, 40 + len(text) // 4
+    if cli == "claude":
+        out: dict[str, Any] = {
+            "type": "result", "subtype": "success", "is_error": False, "duration_ms": 12, "num_turns": 2,
+            "result": text if mode == "malformed" else "", "session_id": "fake-session",
+            "total_cost_usd": 0.0123,
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
+                      "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0},
+            "modelUsage": {model: {"inputTokens": input_tokens, "outputTokens": output_tokens,
+                                   "cacheReadInputTokens": 0, "cacheCreationInputTokens": 0, "costUSD": 0.0123}},
+        }
+        if mode != "malformed":
+            out["structured_output"] = answer
+        print(json.dumps(out))
+    else:
+        cached = input_tokens // 2
+        for event in ({"type": "thread.started", "thread_id": "fake-thread"}, {"type": "turn.started"},
+                      {"type": "item.completed", "item": {"id": "item_0", "type": "agent_message", "text": text}},
+                      {"type": "turn.completed", "usage": {"input_tokens": input_tokens,
+                                                          "cached_input_tokens": cached,
+                                                          "output_tokens": output_tokens}}):
+            print(json.dumps(event))
+    _log(script, {"cli": cli, "question_id": question_id, "ended": time.monotonic(), "started": started})
