@@ -19,8 +19,8 @@ from typing import Annotated, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from chalicelib.adapters.run_store import DuplicateDispatch, DynamoRunStore
-from chalicelib.domain.clock import Clock, iso
+from chalicelib.adapters.run_store import DuplicateDispatch, DynamoRunStore, RunStateConflict
+from chalicelib.domain.clock import Clock, iso, parse_iso
 from chalicelib.domain.errors import (
     Conflict,
     DependencyUnavailable,
@@ -29,7 +29,7 @@ from chalicelib.domain.errors import (
     InvalidRequest,
     NotFound,
 )
-from chalicelib.domain.evaluation import QuestionOutcome, RunnerKind, VendorName
+from chalicelib.domain.evaluation import FailureReason, QuestionOutcome, RunnerKind, VendorName
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, EvalRunList, EvalRunView, QuestionRef, RunError, run_view
@@ -82,6 +82,10 @@ class DaemonDirectory(Protocol):
 
     def notify_cancel(self, run: EvalRun) -> None:
         """Tell the daemon holding the run's job to stop it."""
+        ...
+
+    def reconcile_run(self, run: EvalRun) -> EvalRun:
+        """End an overdue daemon run `timed_out` before a reader sees it (no scheduler needed)."""
         ...
 
 
@@ -372,7 +376,7 @@ class DispatchFailed(DependencyUnavailable):
 class EvalRunService:
     def __init__(self, *, runs: DynamoRunStore, queue: JobQueue, settings: RunnerSettingsSource,
                  daemons: Callable[[], DaemonDirectory], clock: Clock, max_run_timeout_seconds: int,
-                 session_exists: SessionExists | None = None) -> None:
+                 session_exists: SessionExists | None = None, worker_grace_seconds: int = 60) -> None:
         self._runs = runs
         self._queue = queue
         self._settings = settings
@@ -381,6 +385,9 @@ class EvalRunService:
         self._clock = clock
         self._max_timeout = max_run_timeout_seconds
         self._session_exists = session_exists
+        # A server run cannot legitimately be unfinished once its deadline plus the worker's grace
+        # (the Lambda timeout covers it) has passed; a minute more absorbs clock skew.
+        self._stale_after = timedelta(seconds=worker_grace_seconds + 60)
 
     # -- dialog --------------------------------------------------------------------------------
     def questions(self) -> QuestionCatalog:
@@ -472,7 +479,31 @@ class EvalRunService:
         return self._runs.require(principal.tenant, run_id)
 
     def get_eval_run(self, principal: Principal, run_id: str) -> EvalRunView:
-        return run_view(self._load(principal, run_id))
+        return run_view(self._reconciled(self._load(principal, run_id)))
+
+    def _reconciled(self, run: EvalRun) -> EvalRun:
+        """Readers never see a run stuck past its deadline: whoever was running it is gone."""
+        if run.is_terminal:
+            return run
+        if run.runner == "daemon":
+            return self._daemon_directory().reconcile_run(run)
+        now = self._clock.now()
+        if now <= parse_iso(run.deadline_at) + self._stale_after:
+            return run
+        marked = [QuestionOutcome(question_id=o.question_id, category=o.category, status="timed_out",
+                                  usage=o.usage, attempts=o.attempts,
+                                  failure_reason=FailureReason(kind="timed_out",
+                                                               message="The run's deadline passed."))
+                  for o in (run.outcome(q.question_id) for q in run.questions) if not o.is_terminal]
+        try:
+            return self._runs.finish(
+                run.tenant, run.eval_run_id, status="timed_out", now=iso(now), usage=run.usage, outcomes=marked,
+                from_statuses=("queued", "running"),
+                error=RunError(code="deadline_exceeded",
+                               message="The worker did not finish this run before its deadline; "
+                                       "rerun the failed questions or raise RunTimeoutSeconds."))
+        except RunStateConflict:
+            return self._runs.require(run.tenant, run.eval_run_id)
 
     def list_session_runs(self, principal: Principal, session_id: str, *, limit: int = 50,
                           cursor: str | None = None) -> EvalRunList:
@@ -486,7 +517,7 @@ class EvalRunService:
         if not runs and cursor is None and self._session_exists is not None \
                 and not self._session_exists(principal.tenant, session_id):
             raise NotFound(f"No session '{session_id[:64]}' in this tenant.", code="session_not_found")
-        return EvalRunList(items=[run_view(r) for r in runs], next_cursor=next_cursor)
+        return EvalRunList(items=[run_view(self._reconciled(r)) for r in runs], next_cursor=next_cursor)
 
     # -- cancel / rerun ------------------------------------------------------------------------
     @staticmethod

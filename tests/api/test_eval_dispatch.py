@@ -56,6 +56,9 @@ class FakeDaemons:
     def notify_cancel(self, run: EvalRun) -> None:
         self.cancels.append(run.eval_run_id)
 
+    def reconcile_run(self, run: EvalRun) -> EvalRun:
+        return run
+
 
 def install_daemons(container: Any, daemons: FakeDaemons) -> None:
     """Rebuild the container's eval service around a fake daemon directory."""

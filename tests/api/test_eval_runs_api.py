@@ -315,3 +315,42 @@ def test_openapi_documents_the_eval_routes(client: Any) -> None:
                  "/eval-runs/{eval_run_id}/cancel", "/eval-runs/{eval_run_id}/rerun"):
         assert path in paths
     assert "202" in paths["/sessions/{session_id}/eval-runs"]["post"]["responses"]
+
+
+class _ShiftedClock:
+    """The system clock moved forward: what a reader sees long after a worker vanished."""
+
+    def __init__(self, shift_seconds: float) -> None:
+        from datetime import timedelta
+
+        from chalicelib.domain.clock import SystemClock
+
+        self._inner = SystemClock()
+        self._shift = timedelta(seconds=shift_seconds)
+
+    def now(self) -> Any:
+        return self._inner.now() + self._shift
+
+    def monotonic(self) -> float:
+        return self._inner.monotonic()
+
+
+def test_a_server_run_whose_worker_vanished_reads_as_timed_out(client: Any, container: Any,
+                                                               member_token: str) -> None:
+    configure_vendors(client, "anthropic", run_timeout_seconds=60)
+    seed_session(container)
+    run_id = _new_run(client, member_token)
+    assert client.get(f"/eval-runs/{run_id}", token=member_token).json["status"] == "queued"
+
+    from chalicelib.services.eval_runs import EvalRunService
+
+    container.__dict__["eval_runs"] = EvalRunService(
+        runs=container.run_store, queue=container.job_queue, settings=container.admin_settings,
+        daemons=lambda: FakeDaemons(), clock=_ShiftedClock(60 + 60 + 61),
+        max_run_timeout_seconds=container.config.max_run_timeout_seconds, worker_grace_seconds=60)
+    view = client.get(f"/eval-runs/{run_id}", token=member_token).json
+    assert view["status"] == "timed_out"
+    assert view["error"]["code"] == "deadline_exceeded"
+    assert {q["status"] for q in view["progress"]["questions"]} == {"timed_out"}
+    # The change is stored, not just shown.
+    assert container.run_store.require("acme", run_id).status == "timed_out"
