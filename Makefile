@@ -10,7 +10,7 @@ USER ?= alice
 ROLE ?= admin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help run test test-fast lint typecheck token package bench import-settings clean
+.PHONY: help run test test-fast lint typecheck token package bench import-settings clean browsers
 
 help:
 	@echo "make run | test | token TENANT=.. USER=.. ROLE=admin|member | package STAGE=dev|prod | bench | import-settings FILE=.. TENANT=.."
@@ -33,8 +33,18 @@ typecheck: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -m "not e2e and not browser"
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) browsers lint typecheck
 	$(VENV)/bin/pytest
+
+# Debian's Chromium for the browser tests (tests/browser): Playwright drives /usr/bin/chromium and
+# never downloads a browser. Idempotent: does nothing when chromium is already installed.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browsers:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Debian chromium for the browser tests (apt-get)..."; \
+	  mkdir -p .local; \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium ) \
+	    > .local/apt-chromium.log 2>&1 || { tail -20 .local/apt-chromium.log >&2; exit 1; }; }
 
 token: $(STAMP)
 	@$(PY) -m devstack.token --tenant "$(TENANT)" --user "$(USER)" --role "$(ROLE)"

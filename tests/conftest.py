@@ -31,12 +31,32 @@ def register_secret(value: str) -> str:
     return value
 
 
+class _CurrentStdout:
+    """A stream that resolves sys.stdout at write time (pytest swaps it per test and per phase)."""
+
+    def write(self, text: str) -> int:
+        import sys
+
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        import sys
+
+        sys.stdout.flush()
+
+
 @pytest.fixture(autouse=True)
 def _key_leak_guard(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
     # Our loggers at DEBUG; botocore's wire logs are off in Lambda and would echo request bodies.
     caplog.set_level(logging.DEBUG)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "moto", "werkzeug", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Powertools binds its StreamHandler to whatever sys.stdout was at first import (an earlier test's
+    # capsys, closed by now): write to the *current* stdout instead, so JSON log lines reach the check below.
+    from chalicelib.observability import logger as _service_logger
+    for handler in _service_logger.handlers:
+        if type(handler) is logging.StreamHandler and not isinstance(handler.stream, _CurrentStdout):
+            handler.stream = _CurrentStdout()  # not setStream(): it would flush the closed stream
     _SEEN_KEYS.clear()
     yield
     out, err = capsys.readouterr()
@@ -151,3 +171,17 @@ def member_token() -> str:
 @pytest.fixture
 def other_tenant_admin() -> str:
     return mint("globex", "mallory", ["admin"])
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The real local stack (`make run`) on free ports, shared by the e2e and browser tests; on
+    teardown it is stopped like Ctrl-C and no process it started may be left running."""
+    from pathlib import Path
+
+    from tests.e2e.stack import start_stack
+
+    stack = start_stack(Path(tmp_path_factory.mktemp("stack")))
+    yield stack
+    leftovers = stack.stop()
+    assert not leftovers, f"processes left running after the stack stopped: {leftovers}"

@@ -1,0 +1,127 @@
+// Entry point: loads the stage's sign-in config, then routes on the URL hash.
+//   #/sessions                          sessions list + upload
+//   #/sessions/<id>                     a session, its eval dialog and past runs
+//   #/sessions/<id>/runs/<eval_run_id>  ... with one run's live progress and result
+//   #/settings                          admin settings → Eval runner
+
+import { configureApi } from "./api.js";
+import {
+  authConfig, completeOidcRedirect, currentUser, getToken, loadConfig, onAuthChange, signOut,
+} from "./auth.js";
+import { h, errorPanel, replace } from "./dom.js";
+import { renderSession } from "./view-session.js";
+import { renderSessions } from "./view-sessions.js";
+import { renderSettings } from "./view-settings.js";
+import { renderSignIn } from "./view-signin.js";
+
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+const account = document.getElementById("account");
+let routeController = null;
+let signInNotice = null;
+
+function parseRoute() {
+  const parts = (window.location.hash || "#/sessions").replace(/^#\/?/, "").split("/").map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      return p;
+    }
+  });
+  if (parts[0] === "settings") return { name: "settings" };
+  if (parts[0] === "sessions" && parts[1]) {
+    return { name: "session", sessionId: parts[1], runId: parts[2] === "runs" ? parts[3] || null : null };
+  }
+  if (parts[0] === "" || parts[0] === "sessions") return { name: "sessions" };
+  return { name: "not-found" };
+}
+
+function renderAccount() {
+  const user = currentUser();
+  nav.hidden = !user;
+  account.hidden = !user;
+  if (!user) {
+    replace(account);
+    return;
+  }
+  replace(account, 
+    h("span", { class: "account-who" },
+      h("span", { class: "account-user" }, user.user),
+      h("span", { class: "muted" }, ` · ${user.tenant} · ${user.isAdmin ? "admin" : "member"}`)),
+    h("button", { type: "button", class: "button-quiet", onclick: () => signOut("signout") }, "Sign out"));
+}
+
+function markNav(route) {
+  for (const link of nav.querySelectorAll("a[data-nav]")) {
+    const active = (link.dataset.nav === "settings" && route.name === "settings")
+      || (link.dataset.nav === "sessions" && (route.name === "sessions" || route.name === "session"));
+    if (active) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+}
+
+export function setTitle(text) {
+  document.title = text ? `${text} · Eval runner` : "Eval runner";
+}
+
+async function render({ focus = true } = {}) {
+  if (routeController) routeController.abort();
+  routeController = new AbortController();
+  const signal = routeController.signal;
+  renderAccount();
+  const route = parseRoute();
+  markNav(route);
+  if (!getToken()) {
+    setTitle("Sign in");
+    renderSignIn(main, { config: authConfig(), notice: signInNotice });
+    signInNotice = null;
+    return;
+  }
+  const ctx = { signal, user: currentUser(), setTitle };
+  try {
+    if (route.name === "settings") await renderSettings(main, ctx);
+    else if (route.name === "session") await renderSession(main, { ...ctx, sessionId: route.sessionId, runId: route.runId });
+    else if (route.name === "sessions") await renderSessions(main, ctx);
+    else {
+      setTitle("Not found");
+      replace(main, h("h1", {}, "Page not found"),
+        h("p", {}, "There is nothing at this address. ", h("a", { href: "#/sessions" }, "Go to sessions"), "."));
+    }
+  } catch (err) {
+    if (err && err.name === "AbortError") return;
+    replace(main, h("h1", {}, "Something went wrong"), errorPanel(err, () => render()));
+  }
+  if (focus && !signal.aborted && document.activeElement === document.body) main.focus({ preventScroll: true });
+}
+
+async function start() {
+  configureApi({
+    getToken,
+    unauthorized: () => {
+      if (getToken()) signOut("expired");
+    },
+  });
+  onAuthChange((reason) => {
+    if (reason === "expired") signInNotice = "Your session has expired or the token was rejected; sign in again.";
+    if (reason === "signout") signInNotice = "You are signed out. The token was only kept in this tab's memory.";
+    render();
+    if (reason !== "expired") main.focus({ preventScroll: true });
+  });
+  window.addEventListener("hashchange", () => {
+    // Move focus to the new page at once (not after its data loads, when the user may be tabbing).
+    main.focus({ preventScroll: true });
+    window.scrollTo(0, 0);
+    render();
+  });
+  try {
+    await loadConfig();
+    const hash = await completeOidcRedirect();
+    if (hash) window.location.hash = hash;
+  } catch (err) {
+    replace(main, h("h1", {}, "The console could not start"), errorPanel(err, () => window.location.reload()));
+    return;
+  }
+  render({ focus: false });
+}
+
+start();
