@@ -2,6 +2,86 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from chalice import Blueprint
 
+from chalicelib.api.http import ApiResponse, RequestContext, endpoint
+from chalicelib.domain.settings import (
+    MAX_SETTINGS_BODY_BYTES,
+    AuditQuery,
+    EvalRunnerSettingsUpdate,
+    EvalRunnerSettingsView,
+    SettingsAuditPage,
+    parse_if_match,
+    parse_vendor,
+)
+from chalicelib.services.connection_test import ConnectionTestResult
+
+if TYPE_CHECKING:
+    from chalicelib.services.admin_settings import AdminSettingsService
+    from chalicelib.services.connection_test import ConnectionTestService
+
 admin_bp = Blueprint(__name__)
+
+SETTINGS_PATH = "/admin/settings/eval-runner"
+_TAGS = ("admin",)
+_ERRORS = {400: "Invalid settings (details.fields names each field)", 401: "Missing or invalid token",
+           403: "Not an admin of this tenant"}
+
+
+def _settings() -> AdminSettingsService:
+    from chalicelib.wiring import container
+
+    return container().admin_settings
+
+
+def _connection_tests() -> ConnectionTestService:
+    from chalicelib.wiring import container
+
+    return container().connection_tests
+
+
+def _with_etag(view: EvalRunnerSettingsView) -> ApiResponse:
+    return ApiResponse(view, headers={"ETag": f'"{view.version}"'})
+
+
+@endpoint(admin_bp, SETTINGS_PATH, "GET", auth="admin", response_model=EvalRunnerSettingsView, tags=_TAGS,
+          extra_responses={401: _ERRORS[401], 403: _ERRORS[403]})
+def get_eval_runner_settings(ctx: RequestContext) -> ApiResponse:
+    """The masked Eval runner settings (keys appear as last-4 hints only)."""
+    return _with_etag(_settings().get_eval_runner_settings(ctx.principal))
+
+
+@endpoint(admin_bp, SETTINGS_PATH, "PUT", auth="admin", request_model=EvalRunnerSettingsUpdate,
+          response_model=EvalRunnerSettingsView, tags=_TAGS,
+          extra_responses={**_ERRORS, 412: "If-Match names an older version", 413: "Body over 64 KB"})
+def put_eval_runner_settings(ctx: RequestContext) -> ApiResponse:
+    """Update any subset of the settings; a new api_key rotates the stored key."""
+    update = ctx.body(EvalRunnerSettingsUpdate, MAX_SETTINGS_BODY_BYTES)
+    if_match = parse_if_match(ctx.header("if-match"))
+    return _with_etag(_settings().update_eval_runner_settings(ctx.principal, update, if_match))
+
+
+@endpoint(admin_bp, SETTINGS_PATH + "/vendors/{vendor}", "DELETE", auth="admin",
+          response_model=EvalRunnerSettingsView, tags=_TAGS,
+          extra_responses={**_ERRORS, 404: "Unknown vendor", 412: "If-Match names an older version"})
+def delete_eval_runner_vendor(ctx: RequestContext, vendor: str) -> ApiResponse:
+    """Remove a vendor's key (the secret is deleted) and its block."""
+    if_match = parse_if_match(ctx.header("if-match"))
+    return _with_etag(_settings().remove_vendor(ctx.principal, parse_vendor(vendor), if_match))
+
+
+@endpoint(admin_bp, SETTINGS_PATH + "/vendors/{vendor}/test", "POST", auth="admin",
+          response_model=ConnectionTestResult, tags=_TAGS,
+          extra_responses={**_ERRORS, 404: "Unknown vendor", 409: "The vendor has no key or model"})
+def test_eval_runner_vendor(ctx: RequestContext, vendor: str) -> ConnectionTestResult:
+    """One minimal judge call with the stored key; a 401/403 from the vendor suspends it."""
+    return _connection_tests().test_vendor_connection(ctx.principal, parse_vendor(vendor))
+
+
+@endpoint(admin_bp, SETTINGS_PATH + "/audit", "GET", auth="admin", query_model=AuditQuery,
+          response_model=SettingsAuditPage, tags=_TAGS, extra_responses={401: _ERRORS[401], 403: _ERRORS[403]})
+def get_eval_runner_settings_audit(ctx: RequestContext) -> SettingsAuditPage:
+    """Settings changes, newest first (key changes as hints only)."""
+    return _settings().list_settings_audit(ctx.principal, ctx.query(AuditQuery).limit)

@@ -1,0 +1,587 @@
+"""Eval-runner settings: the admin update model, the stored record, the public view, the runner's view,
+and the pure rules that turn (stored record, update) into a new record plus its audit changes.
+
+Nothing here holds key *material* except the transient `SettingsPlan.new_keys` (what the service must
+write to the secret store); records and views carry secret references and last-4 hints only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from chalicelib.domain.base_url import BaseUrlPolicy, BaseUrlRefused, normalize_base_url
+from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound, PreconditionFailed
+from chalicelib.domain.evaluation import VendorName
+
+VENDORS: tuple[VendorName, ...] = ("anthropic", "openai")
+VendorStatus = Literal["unconfigured", "ok", "suspended"]
+SettingsAction = Literal["update", "remove_vendor", "suspend", "reinstate", "import"]
+
+DEFAULT_RUN_TIMEOUT_SECONDS = 300
+MIN_RUN_TIMEOUT_SECONDS = 30
+MAX_MODEL_LENGTH = 128
+MIN_API_KEY_LENGTH = 8
+MAX_API_KEY_LENGTH = 512
+MAX_SETTINGS_BODY_BYTES = 64 * 1024
+MAX_STATUS_REASON_CHARS = 200
+
+# Model ids seen in the wild: `claude-sonnet-4-6`, `gpt-4o`, `ft:gpt-4o-mini:org::id`,
+# `anthropic.claude-3-5-sonnet-20241022-v2:0` (Bedrock), `openai/gpt-4o` (gateways).
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+\-]{0,127}$")
+_API_KEY = re.compile(r"^[\x21-\x7e]+$")
+_IF_MATCH = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+
+
+def parse_vendor(value: str) -> VendorName:
+    for vendor in VENDORS:
+        if value == vendor:
+            return vendor
+    raise NotFound(f"Unknown vendor {value[:40]!r}; use one of: {', '.join(VENDORS)}.", code="unknown_vendor",
+                   details={"vendors": list(VENDORS)})
+
+
+def key_hint(api_key: str) -> str:
+    """What an admin sees of a stored key: an ellipsis and its last four characters."""
+    return "…" + api_key[-4:]
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """`If-Match: 7`, `"7"` or `W/"7"` → 7; absent or `*` → no precondition."""
+    if header is None or not header.strip() or header.strip() == "*":
+        return None
+    match = _IF_MATCH.match(header.strip())
+    if match is None:
+        raise InvalidRequest("If-Match must be the settings version from GET, e.g. 'If-Match: 3'.",
+                             code="invalid_if_match")
+    return int(match.group(1))
+
+
+# ------------------------------------------------------------------------------------------ input
+
+
+def _not_null(name: str, hint: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None:
+            raise PydanticCustomError("null_not_allowed", "{name} cannot be null; {hint}",
+                                      {"name": name, "hint": hint})
+        return value
+
+    return check
+
+
+class VendorSettingsUpdate(BaseModel):
+    """One vendor block of a PUT. Omitted fields keep their stored value; `api_key: null` removes the key."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    api_key: SecretStr | None = Field(
+        default=None, description="Write-only. 8-512 printable ASCII characters; null removes the stored key.")
+    model: str | None = Field(default=None, description="Judge model id, e.g. claude-sonnet-4-6 or gpt-4o.")
+    base_url: str | None = Field(default=None, description="Optional HTTPS gateway; null restores the vendor's "
+                                                           "default endpoint. Changing it requires api_key.")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _api_key_is_string(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise PydanticCustomError("api_key_type", "api_key must be a string or null")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        raw = value.get_secret_value()
+        if not (MIN_API_KEY_LENGTH <= len(raw) <= MAX_API_KEY_LENGTH) or not _API_KEY.match(raw):
+            raise PydanticCustomError(
+                "api_key_format", "api_key must be {min} to {max} printable ASCII characters without spaces",
+                {"min": MIN_API_KEY_LENGTH, "max": MAX_API_KEY_LENGTH})
+        return value
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_name(cls, value: Any) -> Any:
+        _not_null("model", "omit it to keep the stored model")(value)
+        if not isinstance(value, str) or not _MODEL_NAME.match(value):
+            raise PydanticCustomError(
+                "model_name", "model must be 1 to {max} characters: letters, digits and . _ - : / @ +, "
+                              "starting with a letter or digit", {"max": MAX_MODEL_LENGTH})
+        return value
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _base_url_type(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise PydanticCustomError("base_url_type", "base_url must be a string or null")
+        return value
+
+    @property
+    def api_key_given(self) -> bool:
+        return "api_key" in self.model_fields_set
+
+    @property
+    def model_given(self) -> bool:
+        return "model" in self.model_fields_set
+
+    @property
+    def base_url_given(self) -> bool:
+        return "base_url" in self.model_fields_set
+
+
+class EvalRunnerSettingsUpdate(BaseModel):
+    """PUT body: any subset of the vendor blocks and the run timeout."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    anthropic: VendorSettingsUpdate | None = None
+    openai: VendorSettingsUpdate | None = None
+    run_timeout_seconds: int | None = Field(
+        default=None, description="Per-evaluation timeout in whole seconds; min 30, max max_run_timeout_seconds.")
+
+    @field_validator("anthropic", "openai", mode="before")
+    @classmethod
+    def _block_not_null(cls, value: Any) -> Any:
+        return _not_null("a vendor block", "use DELETE /admin/settings/eval-runner/vendors/{vendor} to remove "
+                                           "a vendor")(value)
+
+    @field_validator("run_timeout_seconds", mode="before")
+    @classmethod
+    def _strict_seconds(cls, value: Any) -> Any:
+        # Strict on purpose: 30.5, "300" and true are client bugs, not values to coerce.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PydanticCustomError(
+                "run_timeout_type", "run_timeout_seconds must be a whole number of seconds (at least {min}; "
+                                    "the maximum is max_run_timeout_seconds in GET)",
+                {"min": MIN_RUN_TIMEOUT_SECONDS})
+        return value
+
+    def vendor(self, vendor: VendorName) -> VendorSettingsUpdate | None:
+        block: VendorSettingsUpdate | None = getattr(self, vendor)
+        return block
+
+
+# ------------------------------------------------------------------------------------------ storage
+
+
+class VendorRecord(BaseModel):
+    """A vendor block as stored: configuration and a reference to the secret version, never the key."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: str | None = None
+    base_url: str | None = None
+    key_hint: str | None = None
+    secret_arn: str | None = None
+    secret_version_id: str | None = None
+    key_updated_at: str | None = None
+    suspended: bool = False
+    status_reason: str | None = None
+    status_changed_at: str | None = None
+    updated_at: str | None = None
+    updated_by: str | None = None
+
+    @property
+    def has_key(self) -> bool:
+        return self.secret_version_id is not None
+
+    @property
+    def status(self) -> VendorStatus:
+        if not self.has_key:
+            return "unconfigured"
+        return "suspended" if self.suspended else "ok"
+
+
+class SettingsRecord(BaseModel):
+    """The tenant's settings item. `version` counts configuration changes (what If-Match compares);
+    `revision` counts every write including status flips and is what conditional writes guard on."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: int = 0
+    revision: int = 0
+    run_timeout_seconds: int = DEFAULT_RUN_TIMEOUT_SECONDS
+    anthropic: VendorRecord = VendorRecord()
+    openai: VendorRecord = VendorRecord()
+    created_at: str | None = None
+    updated_at: str | None = None
+    updated_by: str | None = None
+    changed_fields: tuple[str, ...] = ()
+
+    def vendor(self, vendor: VendorName) -> VendorRecord:
+        record: VendorRecord = getattr(self, vendor)
+        return record
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where one stored key version lives in the secret store."""
+
+    arn: str
+    version_id: str
+
+
+# ------------------------------------------------------------------------------------------ views
+
+
+class VendorBlock(BaseModel):
+    enabled: bool
+    model: str | None
+    api_key_hint: str | None
+    base_url: str | None
+    status: VendorStatus
+    status_reason: str | None = None
+    updated_at: str | None
+    updated_by: str | None
+
+
+class EvalRunnerSettingsView(BaseModel):
+    """GET /admin/settings/eval-runner: the masked settings."""
+
+    anthropic: VendorBlock
+    openai: VendorBlock
+    run_timeout_seconds: int
+    max_run_timeout_seconds: int
+    version: int
+
+
+def _block(record: VendorRecord) -> VendorBlock:
+    return VendorBlock(enabled=record.has_key, model=record.model, api_key_hint=record.key_hint,
+                       base_url=record.base_url, status=record.status, status_reason=record.status_reason,
+                       updated_at=record.updated_at, updated_by=record.updated_by)
+
+
+def settings_view(record: SettingsRecord, *, max_run_timeout_seconds: int) -> EvalRunnerSettingsView:
+    return EvalRunnerSettingsView(anthropic=_block(record.anthropic), openai=_block(record.openai),
+                                  run_timeout_seconds=record.run_timeout_seconds,
+                                  max_run_timeout_seconds=max_run_timeout_seconds, version=record.version)
+
+
+class VendorRuntime(BaseModel):
+    """What the runner needs to know about one vendor (the key itself comes from the SecretStore)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    vendor: VendorName
+    enabled: bool
+    model: str | None
+    base_url: str | None
+    status: VendorStatus
+    secret_arn: str | None
+    secret_version_id: str | None
+
+    @property
+    def usable(self) -> bool:
+        """Enabled, has a model and is not suspended: eval dispatch may use it."""
+        return self.enabled and self.model is not None and self.status == "ok"
+
+
+class EvalRunnerSettings(BaseModel):
+    """The runner's read model of a tenant's settings (see `AdminSettingsService.load_runner_settings`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    version: int
+    run_timeout_seconds: int
+    anthropic: VendorRuntime
+    openai: VendorRuntime
+
+    def vendor(self, vendor: VendorName) -> VendorRuntime:
+        runtime: VendorRuntime = getattr(self, vendor)
+        return runtime
+
+    @property
+    def enabled_vendors(self) -> tuple[VendorName, ...]:
+        """Vendors with a stored key (including suspended ones), in the canonical order."""
+        return tuple(v for v in VENDORS if self.vendor(v).enabled)
+
+    @property
+    def usable_vendors(self) -> tuple[VendorName, ...]:
+        """Vendors eval dispatch may use now: a key, a model, not suspended."""
+        return tuple(v for v in VENDORS if self.vendor(v).usable)
+
+
+def runner_settings(tenant: str, record: SettingsRecord) -> EvalRunnerSettings:
+    def runtime(vendor: VendorName) -> VendorRuntime:
+        r = record.vendor(vendor)
+        return VendorRuntime(vendor=vendor, enabled=r.has_key, model=r.model, base_url=r.base_url,
+                             status=r.status, secret_arn=r.secret_arn, secret_version_id=r.secret_version_id)
+
+    return EvalRunnerSettings(tenant=tenant, version=record.version,
+                              run_timeout_seconds=record.run_timeout_seconds,
+                              anthropic=runtime("anthropic"), openai=runtime("openai"))
+
+
+# ------------------------------------------------------------------------------------------ audit
+
+AuditValue = str | int | bool | None
+
+
+class FieldChange(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    from_: AuditValue = Field(alias="from")
+    to: AuditValue
+
+
+class SettingsAuditRecord(BaseModel):
+    """One change to the settings: who, when, which fields (keys as hints only)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    at: str
+    by: str
+    action: SettingsAction = "update"
+    version: int
+    changes: dict[str, FieldChange]
+
+
+class SettingsAuditPage(BaseModel):
+    items: list[SettingsAuditRecord]
+
+
+class AuditQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=100, ge=1, le=100)
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+class SettingsWriteConflict(Conflict):
+    """The conditional write lost a race (the stored revision moved). Services retry or report 412."""
+
+    code = "settings_write_conflict"
+
+
+def version_mismatch(current: SettingsRecord, expected: int) -> PreconditionFailed:
+    who = f" by {current.updated_by}" if current.updated_by else ""
+    when = f" at {current.updated_at}" if current.updated_at else ""
+    return PreconditionFailed(
+        f"The settings changed since you read them (you sent version {expected}; it is now version "
+        f"{current.version}{who}{when}). GET them again and re-apply your change.",
+        code="version_mismatch",
+        details={"expected_version": expected, "current_version": current.version,
+                 "updated_by": current.updated_by, "updated_at": current.updated_at,
+                 "changed_fields": list(current.changed_fields)})
+
+
+def _field_error(field_name: str, message: str, kind: str, **extra: Any) -> dict[str, Any]:
+    return {"field": field_name, "message": message, "type": kind, **extra}
+
+
+def _raise_field_errors(errors: list[dict[str, Any]]) -> None:
+    if not errors:
+        return
+    only_base_url_rule = all(e["type"] == "api_key_required_for_base_url" for e in errors)
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    raise InvalidRequest(summary if summary.endswith(".") else summary + ".",
+                         code="api_key_required_for_base_url" if only_base_url_rule else "validation_failed",
+                         details={"fields": errors})
+
+
+# ------------------------------------------------------------------------------------------ rules
+
+
+@dataclass
+class SettingsPlan:
+    """The outcome of applying an update to a record, before key material is written.
+
+    `finalize(refs)` yields the record to store once the service has written each key in `new_keys`
+    and knows its secret version. `new_keys` is excluded from repr so it never reaches a log line.
+    """
+
+    base: SettingsRecord
+    draft: SettingsRecord
+    changes: dict[str, FieldChange]
+    config_changed: bool
+    removed_keys: tuple[VendorName, ...] = ()
+    new_keys: dict[VendorName, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.changes
+
+    def finalize(self, refs: Mapping[VendorName, SecretRef]) -> SettingsRecord:
+        missing = set(self.new_keys) - set(refs)
+        if missing:
+            raise ValueError(f"no secret reference for {sorted(missing)}")
+        updates: dict[str, Any] = {}
+        for vendor, ref in refs.items():
+            if vendor in self.new_keys:
+                updates[vendor] = self.draft.vendor(vendor).model_copy(
+                    update={"secret_arn": ref.arn, "secret_version_id": ref.version_id})
+        return self.draft.model_copy(update=updates)
+
+
+def validate_static(update: EvalRunnerSettingsUpdate, *, policy: BaseUrlPolicy,
+                    max_run_timeout_seconds: int) -> dict[VendorName, str | None]:
+    """Checks that need no stored state: timeout bounds and base_url policy. Returns the normalised base
+    URLs of the vendors that send one (None = reset to the vendor default)."""
+    base_urls, errors = _static_checks(update, policy=policy, max_run_timeout_seconds=max_run_timeout_seconds)
+    _raise_field_errors(errors)
+    return base_urls
+
+
+def _static_checks(update: EvalRunnerSettingsUpdate, *, policy: BaseUrlPolicy, max_run_timeout_seconds: int
+                   ) -> tuple[dict[VendorName, str | None], list[dict[str, Any]]]:
+    errors: list[dict[str, Any]] = []
+    timeout = update.run_timeout_seconds
+    if timeout is not None and not (MIN_RUN_TIMEOUT_SECONDS <= timeout <= max_run_timeout_seconds):
+        errors.append(_field_error(
+            "run_timeout_seconds",
+            f"must be between {MIN_RUN_TIMEOUT_SECONDS} and {max_run_timeout_seconds} seconds",
+            "out_of_range", min=MIN_RUN_TIMEOUT_SECONDS, max=max_run_timeout_seconds))
+    base_urls: dict[VendorName, str | None] = {}
+    for vendor in VENDORS:
+        block = update.vendor(vendor)
+        if block is None or not block.base_url_given:
+            continue
+        if block.base_url is None:
+            base_urls[vendor] = None
+            continue
+        try:
+            base_urls[vendor] = normalize_base_url(block.base_url, policy)
+        except BaseUrlRefused as exc:
+            errors.append(_field_error(f"{vendor}.base_url", exc.message, exc.reason))
+    return base_urls, errors
+
+
+def plan_settings_update(current: SettingsRecord, update: EvalRunnerSettingsUpdate, *, actor: str, now: str,
+                         policy: BaseUrlPolicy, max_run_timeout_seconds: int,
+                         unchanged_keys: frozenset[VendorName] = frozenset()) -> SettingsPlan:
+    """Apply a PUT to the stored record. Raises field errors; never touches key material beyond copying it
+    into `new_keys`. `unchanged_keys` names vendors whose sent key equals the stored one (the caller
+    compared them): re-sending a key is then not a rotation, though it still counts as sent for the
+    base_url rule."""
+    # Every problem is reported at once, stateless and stateful alike.
+    base_urls, errors = _static_checks(update, policy=policy, max_run_timeout_seconds=max_run_timeout_seconds)
+    changes: dict[str, FieldChange] = {}
+    vendors: dict[str, VendorRecord] = {}
+    new_keys: dict[VendorName, str] = {}
+    removed: list[VendorName] = []
+
+    for vendor in VENDORS:
+        block = update.vendor(vendor)
+        old = current.vendor(vendor)
+        if block is None:
+            continue
+        new = old.model_dump()
+        vendor_changes: dict[str, FieldChange] = {}
+        key_sent = block.api_key_given and block.api_key is not None
+        if block.model_given and block.model != old.model:
+            vendor_changes[f"{vendor}.model"] = FieldChange(from_=old.model, to=block.model)
+            new["model"] = block.model
+        if block.base_url_given:
+            target = base_urls.get(vendor)
+            if target != old.base_url:
+                if old.has_key and not block.api_key_given:
+                    errors.append(_field_error(
+                        f"{vendor}.api_key",
+                        "send the API key again together with a new base_url, so a stored key is never "
+                        "redirected to another host", "api_key_required_for_base_url"))
+                vendor_changes[f"{vendor}.base_url"] = FieldChange(from_=old.base_url, to=target)
+                new["base_url"] = target
+        if block.api_key_given:
+            if block.api_key is None:
+                if old.has_key:
+                    vendor_changes[f"{vendor}.api_key"] = FieldChange(from_=old.key_hint, to=None)
+                    new.update(key_hint=None, secret_arn=None, secret_version_id=None, key_updated_at=None,
+                               suspended=False, status_reason=None, status_changed_at=now)
+                    removed.append(vendor)
+            elif vendor not in unchanged_keys or not old.has_key:
+                raw = block.api_key.get_secret_value()
+                hint = key_hint(raw)
+                vendor_changes[f"{vendor}.api_key"] = FieldChange(from_=old.key_hint, to=hint)
+                new_keys[vendor] = raw
+                # A replaced key lifts a suspension: the suspension was about the old key.
+                new.update(key_hint=hint, secret_arn=old.secret_arn, secret_version_id="pending",
+                           key_updated_at=now, suspended=False, status_reason=None,
+                           status_changed_at=now if old.status != "ok" else old.status_changed_at)
+        if key_sent and not new.get("model"):
+            errors.append(_field_error(f"{vendor}.model", "a model is required when an API key is set",
+                                       "missing"))
+        if vendor_changes:
+            new.update(updated_at=now, updated_by=actor)
+            candidate = VendorRecord.model_validate(new)
+            if candidate.status != old.status:
+                vendor_changes[f"{vendor}.status"] = FieldChange(from_=old.status, to=candidate.status)
+            changes.update(vendor_changes)
+            vendors[vendor] = candidate
+
+    timeout = update.run_timeout_seconds
+    if timeout is not None and timeout != current.run_timeout_seconds:
+        changes["run_timeout_seconds"] = FieldChange(from_=current.run_timeout_seconds, to=timeout)
+
+    _raise_field_errors(errors)
+    draft = current
+    if changes:
+        draft = current.model_copy(update={
+            **vendors,
+            "run_timeout_seconds": timeout if timeout is not None else current.run_timeout_seconds,
+            "version": current.version + 1,
+            "revision": current.revision + 1,
+            "created_at": current.created_at or now,
+            "updated_at": now,
+            "updated_by": actor,
+            "changed_fields": tuple(changes),
+        })
+    return SettingsPlan(base=current, draft=draft, changes=changes, config_changed=bool(changes),
+                        removed_keys=tuple(removed), new_keys=new_keys)
+
+
+def plan_vendor_removal(current: SettingsRecord, vendor: VendorName, *, actor: str, now: str) -> SettingsPlan:
+    """DELETE …/vendors/{vendor}: drop the key and the whole block (model, base_url)."""
+    old = current.vendor(vendor)
+    changes: dict[str, FieldChange] = {}
+    if old.has_key:
+        changes[f"{vendor}.api_key"] = FieldChange(from_=old.key_hint, to=None)
+    if old.model is not None:
+        changes[f"{vendor}.model"] = FieldChange(from_=old.model, to=None)
+    if old.base_url is not None:
+        changes[f"{vendor}.base_url"] = FieldChange(from_=old.base_url, to=None)
+    if old.status != "unconfigured":
+        changes[f"{vendor}.status"] = FieldChange(from_=old.status, to="unconfigured")
+    if not changes:
+        return SettingsPlan(base=current, draft=current, changes={}, config_changed=False)
+    draft = current.model_copy(update={
+        vendor: VendorRecord(updated_at=now, updated_by=actor, status_changed_at=now),
+        "version": current.version + 1, "revision": current.revision + 1,
+        "created_at": current.created_at or now, "updated_at": now, "updated_by": actor,
+        "changed_fields": tuple(changes)})
+    return SettingsPlan(base=current, draft=draft, changes=changes, config_changed=True,
+                        removed_keys=(vendor,) if old.has_key else ())
+
+
+def plan_status_change(current: SettingsRecord, vendor: VendorName, *, suspended: bool, reason: str | None,
+                       secret_version_id: str | None, actor: str, now: str) -> SettingsPlan | None:
+    """Suspend or reinstate a vendor's *current* key. None when there is nothing to do: no key, already
+    in that state, or the key was replaced since the caller read it (a 401 on an old key must not
+    suspend its replacement)."""
+    old = current.vendor(vendor)
+    if not old.has_key or old.suspended == suspended:
+        return None
+    if secret_version_id is not None and secret_version_id != old.secret_version_id:
+        return None
+    clean_reason = (reason or "")[:MAX_STATUS_REASON_CHARS] or None
+    new = old.model_copy(update={"suspended": suspended, "status_reason": clean_reason if suspended else None,
+                                 "status_changed_at": now})
+    changes = {f"{vendor}.status": FieldChange(from_=old.status, to=new.status)}
+    # Status is operational state, not configuration: the revision moves, the If-Match version does not,
+    # so an admin's pending edit is not refused just because a judge call or a connection test ran.
+    draft = current.model_copy(update={vendor: new, "revision": current.revision + 1})
+    return SettingsPlan(base=current, draft=draft, changes=changes, config_changed=False)
