@@ -8,7 +8,7 @@ pointed at moto, and `reset_container()` between tests.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from chalicelib.config import RuntimeConfig, load_runtime_config
 from chalicelib.domain.clock import Clock, SystemClock
@@ -18,6 +18,22 @@ from chalicelib.domain.principal import Principal
 if TYPE_CHECKING:
     import boto3
     from chalice.app import Request
+
+    from chalicelib.adapters.daemon_store import DynamoDaemonStore
+    from chalicelib.adapters.event_publisher import EventBridgePublisher
+    from chalicelib.adapters.job_queue import SqsJobQueue
+    from chalicelib.adapters.run_store import DynamoRunStore
+    from chalicelib.adapters.secret_store import SecretStore
+    from chalicelib.adapters.settings_store import SettingsStore
+    from chalicelib.adapters.ws_push import WebSocketPush
+    from chalicelib.domain.judging import JudgeModel
+    from chalicelib.services.admin_settings import AdminSettingsService
+    from chalicelib.services.connection_test import ConnectionTestService
+    from chalicelib.services.daemons import DaemonService
+    from chalicelib.services.eval_jobs import EvalJobService
+    from chalicelib.services.eval_runs import DaemonDirectory, EvalRunService
+    from chalicelib.services.judge_runner import RunnerTuning
+    from chalicelib.services.sessions import SessionService
 
 
 class Container:
@@ -90,6 +106,146 @@ class Container:
             raise Unauthenticated("A bearer token is required.", code="missing_token")
         principal: Principal = self.token_verifier.verify(token)
         return principal
+
+    # -- eval-runner settings ----------------------------------------------------------------
+    @cached_property
+    def settings_store(self) -> SettingsStore:
+        from chalicelib.adapters.settings_store import SettingsStore
+
+        return SettingsStore(self.dynamodb, self.config.table_name,
+                             cache_seconds=self.config.settings_cache_seconds, monotonic=self.clock.monotonic)
+
+    @cached_property
+    def secret_store(self) -> SecretStore:
+        from chalicelib.adapters.secret_store import SecretStore
+
+        return SecretStore(self.secretsmanager, prefix=self.config.secret_prefix,
+                           kms_key_id=self.config.kms_key_id, cache_seconds=self.config.secret_cache_seconds,
+                           monotonic=self.clock.monotonic)
+
+    @cached_property
+    def admin_settings(self) -> AdminSettingsService:
+        from chalicelib.domain.base_url import BaseUrlPolicy
+        from chalicelib.services.admin_settings import AdminSettingsService
+
+        policy = BaseUrlPolicy(allowed_hosts=self.config.allowed_base_url_hosts,
+                               allow_http=self.config.allow_http_base_urls)
+        return AdminSettingsService(settings=self.settings_store, secrets=self.secret_store, clock=self.clock,
+                                    base_url_policy=policy,
+                                    max_run_timeout_seconds=self.config.max_run_timeout_seconds)
+
+    @cached_property
+    def connection_tests(self) -> ConnectionTestService:
+        from chalicelib.services.connection_test import ConnectionTestService
+
+        return ConnectionTestService(settings=self.admin_settings, build_judge_model=_build_judge_model,
+                                     monotonic=self.clock.monotonic)
+
+    # -- sessions ----------------------------------------------------------------------------
+    @cached_property
+    def sessions(self) -> SessionService:
+        from chalicelib.adapters.session_store import DynamoSessionIndex, S3SessionObjects
+        from chalicelib.services.sessions import SessionService
+
+        cfg = self.config
+        return SessionService(objects=S3SessionObjects(self.s3, bucket=cfg.bucket_name, kms_key_id=cfg.kms_key_id),
+                              index=DynamoSessionIndex(self.dynamodb, table_name=cfg.table_name), clock=self.clock)
+
+    # -- eval runs (dispatch side) -----------------------------------------------------------
+    @cached_property
+    def run_store(self) -> DynamoRunStore:
+        from chalicelib.adapters.run_store import DynamoRunStore
+
+        return DynamoRunStore(self.dynamodb, self.config.table_name)
+
+    @cached_property
+    def job_queue(self) -> SqsJobQueue:
+        from chalicelib.adapters.job_queue import SqsJobQueue
+
+        return SqsJobQueue(self.sqs, self.config.queue_url)
+
+    @cached_property
+    def eval_runs(self) -> EvalRunService:
+        from chalicelib.services.eval_runs import EvalRunService
+
+        return EvalRunService(runs=self.run_store, queue=self.job_queue, settings=self.admin_settings,
+                              daemons=self._daemon_directory, clock=self.clock,
+                              max_run_timeout_seconds=self.config.max_run_timeout_seconds,
+                              session_exists=self._session_exists,
+                              worker_grace_seconds=self.config.worker_grace_seconds)
+
+    def _daemon_directory(self) -> DaemonDirectory:
+        return self.daemon_service
+
+    # -- daemon runner -----------------------------------------------------------------------
+    @cached_property
+    def daemon_store(self) -> DynamoDaemonStore:
+        from chalicelib.adapters.daemon_store import DynamoDaemonStore
+
+        return DynamoDaemonStore(self.dynamodb, self.config.table_name)
+
+    @cached_property
+    def ws_push(self) -> WebSocketPush:
+        from chalicelib.adapters.ws_push import WebSocketPush, management_endpoint
+
+        cfg = self.config
+        endpoint = management_endpoint(endpoint_url=cfg.websocket_endpoint_url, api_id=cfg.websocket_api_id,
+                                       stage=cfg.websocket_stage, region=cfg.region)
+        return WebSocketPush(self._management_api_client, endpoint)
+
+    def _management_api_client(self, endpoint: str) -> Any:
+        from botocore.config import Config
+
+        cfg = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=2, read_timeout=5)
+        return self.session.client("apigatewaymanagementapi", endpoint_url=endpoint,
+                                   region_name=self.config.region, config=cfg)
+
+    @cached_property
+    def daemon_service(self) -> DaemonService:
+        from chalicelib.services.daemon_results import DaemonRunReporter
+        from chalicelib.services.daemons import DaemonService
+
+        reporter = DaemonRunReporter(store=self.daemon_store, runs=self.run_store, clock=self.clock)
+        return DaemonService(store=self.daemon_store, runs=self.run_store, push=self.ws_push, clock=self.clock,
+                             reporter=reporter, authenticate_token=self.authenticate_token)
+
+    def _session_exists(self, tenant: str, session_id: str) -> bool:
+        from chalicelib.adapters.session_store import DynamoSessionIndex
+
+        return DynamoSessionIndex(self.dynamodb, table_name=self.config.table_name).get_session(
+            tenant, session_id) is not None
+
+    # -- eval worker (SQS job -> judges -> stored result) ------------------------------------
+    @cached_property
+    def event_publisher(self) -> EventBridgePublisher:
+        from chalicelib.adapters.event_publisher import EventBridgePublisher
+
+        return EventBridgePublisher(self.events, self.config.event_bus_name)
+
+    @cached_property
+    def judge_tuning(self) -> RunnerTuning:
+        # Assign before first use of `eval_jobs` to change it (tests use short poll intervals).
+        from chalicelib.services.judge_runner import RunnerTuning
+
+        return RunnerTuning()
+
+    @cached_property
+    def eval_jobs(self) -> EvalJobService:
+        from chalicelib.services.eval_jobs import EvalJobService
+
+        # Vendor SDK clients are built per run from the tenant's key (and closed after the run).
+        return EvalJobService(runs=self.run_store, settings=self.admin_settings, sessions=self.sessions,
+                              build_judge_model=_build_judge_model, events=self.event_publisher, clock=self.clock,
+                              grace_seconds=self.config.worker_grace_seconds, tuning=self.judge_tuning)
+
+
+def _build_judge_model(vendor: Literal["anthropic", "openai"], *, api_key: str, base_url: str | None,
+                       max_retries: int, timeout_seconds: float) -> JudgeModel:
+    # Imported on first use so the API handler's cold start never loads the vendor SDKs.
+    from chalicelib.adapters.judge_models import build_judge_model
+
+    return build_judge_model(vendor, api_key=api_key, base_url=base_url, max_retries=max_retries,
+                             timeout_seconds=timeout_seconds)
 
 
 _container: Container | None = None

@@ -21,10 +21,23 @@ from pydantic import BaseModel, ValidationError
 from chalicelib.api.errors import response_for_exception
 from chalicelib.domain.errors import InvalidRequest, PayloadTooLarge, Unauthenticated, UnsupportedMediaType
 from chalicelib.domain.principal import Principal
-from chalicelib.observability import logger
+from chalicelib.observability import bind_log_keys
 
 AuthLevel = Literal["public", "member", "admin"]
 M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class BodySchema:
+    """A body that is not one pydantic model (e.g. a discriminated union of event models): `type` is
+    anything pydantic's TypeAdapter accepts, documented as the component `name`."""
+
+    name: str
+    type: Any
+
+
+# What a route declares for a body: a pydantic model class, or a named union of models.
+BodyModel = type[BaseModel] | BodySchema
 
 # API Gateway caps payloads at 10 MB; JSON control-plane bodies are far smaller than that.
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
@@ -37,13 +50,15 @@ class RouteSpec:
     name: str
     summary: str
     auth: AuthLevel
-    request_model: type[BaseModel] | None
+    request_model: BodyModel | None
     query_model: type[BaseModel] | None
-    response_model: type[BaseModel] | None
+    response_model: BodyModel | None
     status: int
     extra_responses: dict[int, str]
     request_content_types: tuple[str, ...]
     tags: tuple[str, ...]
+    # Media types of the success response; anything but JSON is documented as a string body.
+    response_content_types: tuple[str, ...] = ("application/json",)
 
 
 ROUTES: list[RouteSpec] = []
@@ -154,12 +169,13 @@ def endpoint(
     *,
     auth: AuthLevel = "member",
     summary: str = "",
-    request_model: type[BaseModel] | None = None,
+    request_model: BodyModel | None = None,
     query_model: type[BaseModel] | None = None,
-    response_model: type[BaseModel] | None = None,
+    response_model: BodyModel | None = None,
     status: int = 200,
     extra_responses: dict[int, str] | None = None,
     request_content_types: tuple[str, ...] = ("application/json",),
+    response_content_types: tuple[str, ...] = ("application/json",),
     tags: tuple[str, ...] = (),
     url_prefix: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -169,7 +185,8 @@ def endpoint(
                                 auth=auth, request_model=request_model, query_model=query_model,
                                 response_model=response_model, status=status,
                                 extra_responses=extra_responses or {},
-                                request_content_types=request_content_types, tags=tags))
+                                request_content_types=request_content_types, tags=tags,
+                                response_content_types=response_content_types))
 
         @functools.wraps(view)
         def handler(**path_params: str) -> Response:
@@ -181,7 +198,8 @@ def endpoint(
                         raise RuntimeError("authenticator not configured")
                     principal = _authenticator(request)
                     if principal is not None:
-                        logger.append_keys(tenant=principal.tenant, user=principal.user)
+                        bind_log_keys(tenant=principal.tenant, user=principal.user,
+                                      eval_run_id=path_params.get("eval_run_id"))
                     if auth == "admin":
                         principal.require_admin()
                 result = view(RequestContext(request, principal), **path_params)
@@ -190,7 +208,7 @@ def endpoint(
                 if isinstance(result, ApiResponse):
                     return json_response(result.body, result.status, result.headers)
                 return json_response(result, status)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes the contract's error body
+            except Exception as exc:  # every failure becomes the contract's error body
                 return response_for_exception(exc)
 
         # '*/*' makes Chalice hand every content type to the view, which answers unsupported

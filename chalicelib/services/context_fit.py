@@ -1,0 +1,384 @@
+"""Fitting a run's shared judge context into the judge model's context window (no prompt-too-long, ever).
+
+The reference runner sent ~1.1 MB traces to a 200K-token model and got auto-compaction, hallucinated
+verdicts or a 400 "Prompt is too long" (kapacitor-evals §8.2/§8.3). Here the prompt is measured
+before any judge runs: the vendor's token-count API where it has one (Anthropic), else the
+chars/4 estimate with a safety factor (OpenAI). If shared context + the largest question prompt
+(+ its repair re-ask) + the output budget does not fit the window, the tool-output threshold is
+halved (down to `min_threshold`), and if that is still not enough the oldest middle of the trace
+is elided: the opening (the user's request, the plan) and the latest entries are kept, and a
+marker entry says how many entries/bytes were removed. What was done is returned as a report that
+the run stores in its `context` field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.domain.errors import DomainError
+from chalicelib.domain.judging import CHARS_PER_TOKEN
+
+ELIDED_KIND = "elided"
+DEFAULT_MIN_THRESHOLD = 200
+# Room the marker entries take (two at most: before and after a pinned plan).
+_MARKER_RESERVE_CHARS = 700
+# Share of the trace budget the opening (request, early plan) may take; the rest goes to the latest entries.
+_HEAD_SHARE = 0.25
+# Share a plan found later in the trace may take (it is kept even when it sits in the elided middle).
+_PLAN_SHARE = 0.15
+# An entry cut to fit keeps at least this much of its text; smaller remainders are dropped instead.
+_MIN_SHRUNK_CHARS = 200
+_ELISION_ATTEMPTS = 6
+# Tokens held back besides the output budget: message framing and estimate error.
+_RESERVE_RATIO = 0.01
+_MIN_RESERVE_TOKENS = 256
+
+
+class ContextTooLarge(DomainError):
+    """Even the elided trace does not fit: the fixed part of the prompt alone exceeds the window."""
+
+    status = 422
+    code = "context_too_large"
+
+
+def context_json(doc: Mapping[str, Any]) -> str:
+    """The eval-context object as embedded in the judge prompt (compact, like the API body)."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def _entry_chars(entry: Mapping[str, Any]) -> int:
+    # +1 for the separating comma inside the trace array.
+    return len(context_json(entry)) + 1
+
+
+def _utf8(entry: Mapping[str, Any]) -> int:
+    return len(context_json(entry).encode("utf-8", "surrogatepass"))
+
+
+@dataclass(frozen=True)
+class Elision:
+    entries: list[dict[str, Any]]
+    elided_entries: int = 0
+    elided_bytes: int = 0
+    shortened_entries: int = 0
+
+
+def _shrink_entry(entry: Mapping[str, Any], max_chars: int) -> dict[str, Any] | None:
+    """A copy of `entry` whose longest text field is cut so the entry fits `max_chars`; None if it cannot."""
+    field_name = next((f for f in ("text", "output") if isinstance(entry.get(f), str)), None)
+    if field_name is None:
+        return None
+    value: str = entry[field_name]
+    overhead = _entry_chars({**entry, field_name: ""}) + 80
+    keep = max_chars - overhead
+    if keep < _MIN_SHRUNK_CHARS or keep >= len(value):
+        return None
+    cut = len(value) - keep
+    return {**entry, field_name: value[:keep] + f"… <elided: {cut} more chars removed to fit the context window>"}
+
+
+def _is_marker(entry: Mapping[str, Any]) -> bool:
+    return entry.get("kind") == ELIDED_KIND
+
+
+def _marker(run: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    # A marker from an earlier elision stands for the entries it replaced, so counts stay exact when
+    # an already-elided trace is elided again (after a vendor overflow).
+    count = sum(int(e.get("elided_entries", 0)) if _is_marker(e) else 1 for e in run)
+    size = sum(int(e.get("elided_bytes", 0)) if _is_marker(e) else _utf8(e) for e in run)
+    first = str(run[0].get("timestamp", ""))
+    last = str(run[-1].get("timestamp", ""))
+    return {
+        "kind": ELIDED_KIND,
+        "timestamp": first,
+        "text": (f"<elided: {count} trace entries ({size} bytes, {first} to {last}) were removed so the trace "
+                 "fits the judge model's context window. Judge only what is shown and do not penalise the "
+                 "agent for what you cannot see.>"),
+        "elided_entries": count,
+        "elided_bytes": size,
+    }
+
+
+def elide_middle(entries: Sequence[Mapping[str, Any]], budget_chars: int) -> Elision:
+    """Keep the opening and the latest entries within `budget_chars` (JSON chars), replacing the rest
+    with marker entries.
+
+    The opening is everything before the first tool activity (the user's request, early plan and
+    thinking), up to a quarter of the budget; the first `plan` entry after it is pinned too (plan
+    adherence is judged against it); the remaining budget goes to the newest entries, kept
+    contiguous. An entry too large for its share is cut rather than dropped when it is the first
+    of its part.
+    """
+    sizes = [_entry_chars(e) for e in entries]
+    if sum(sizes) <= budget_chars:
+        elided, elided_bytes = _elided_totals(entries)
+        return Elision([dict(e) for e in entries], elided_entries=elided, elided_bytes=elided_bytes)
+    n = len(entries)
+    kept: list[dict[str, Any] | None] = [None] * n
+    shortened = 0
+    remaining = max(budget_chars - _MARKER_RESERVE_CHARS, 0)
+
+    first_tool = next((i for i, e in enumerate(entries)
+                       if e.get("kind") in ("tool_invocation", "tool_result")), n)
+    head_budget = int(remaining * _HEAD_SHARE)
+    used = 0
+    head_end = 0
+    for i in range(first_tool):
+        if used + sizes[i] <= head_budget:
+            kept[i] = dict(entries[i])
+            used += sizes[i]
+        elif i == 0:
+            cut = _shrink_entry(entries[i], head_budget - used)
+            if cut is None:
+                break
+            kept[i] = cut
+            used += _entry_chars(cut)
+            shortened += 1
+        else:
+            break
+        head_end = i + 1
+
+    plan_index = next((i for i in range(head_end, n) if entries[i].get("kind") == "plan"), None)
+    if plan_index is not None:
+        plan_budget = int(remaining * _PLAN_SHARE)
+        if sizes[plan_index] <= plan_budget:
+            kept[plan_index] = dict(entries[plan_index])
+            used += sizes[plan_index]
+        elif (cut := _shrink_entry(entries[plan_index], plan_budget)) is not None:
+            kept[plan_index] = cut
+            used += _entry_chars(cut)
+            shortened += 1
+
+    tail_budget = remaining - used
+    tail_started = False
+    for j in range(n - 1, head_end - 1, -1):
+        if kept[j] is not None:  # the pinned plan
+            continue
+        if sizes[j] <= tail_budget:
+            kept[j] = dict(entries[j])
+            tail_budget -= sizes[j]
+        elif not tail_started and (cut := _shrink_entry(entries[j], tail_budget)) is not None:
+            kept[j] = cut
+            tail_budget -= _entry_chars(cut)
+            shortened += 1
+        else:
+            break
+        tail_started = True
+
+    out: list[dict[str, Any]] = []
+    run: list[Mapping[str, Any]] = []
+    for entry, keep in zip(entries, kept, strict=True):
+        if keep is None:
+            run.append(entry)
+            continue
+        if run:
+            out.append(_marker(run))
+            run = []
+        out.append(keep)
+    if run:
+        out.append(_marker(run))
+    elided, elided_bytes = _elided_totals(out)
+    return Elision(out, elided_entries=elided, elided_bytes=elided_bytes, shortened_entries=shortened)
+
+
+def _elided_totals(entries: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    markers = [e for e in entries if _is_marker(e)]
+    return (sum(int(m.get("elided_entries", 0)) for m in markers),
+            sum(int(m.get("elided_bytes", 0)) for m in markers))
+
+
+# ------------------------------------------------------------------------------------ measuring
+
+
+TokenCounter = Callable[[str, str], Awaitable[int | None]]
+
+
+class PromptOverWindow(Exception):
+    """The vendor's count API refused to count because the prompt exceeds the model's window."""
+
+
+class TokenMeter:
+    """Prompt size in tokens: the vendor's count API when it answers, else ceil(chars/4 * safety).
+
+    The counted/characters ratio of the last exact count calibrates later estimates (used to size
+    the elision budget), so a tokenizer denser than 4 chars/token does not defeat the fit.
+    """
+
+    def __init__(self, count: TokenCounter, *, window: int, safety: float = 1.1) -> None:
+        self._count = count
+        self._window = window
+        self._safety = safety
+        self._exact = False
+        self.tokens_per_char = safety / CHARS_PER_TOKEN
+        self.counted = 0
+
+    @property
+    def method(self) -> str:
+        return "count_tokens" if self._exact else "estimate"
+
+    async def measure(self, shared_context: str, prompt: str) -> int:
+        chars = len(shared_context) + len(prompt)
+        estimate = math.ceil(chars * self._safety / CHARS_PER_TOKEN)
+        if chars / CHARS_PER_TOKEN > 2 * self._window:
+            return estimate  # hopelessly over even at 4 chars/token: no need to ask the vendor
+        try:
+            counted = await self._count(shared_context, prompt)
+        except PromptOverWindow:
+            # Over the window by an unknown amount: at least one token over, and no less than estimated.
+            return max(estimate, self._window + 1)
+        if counted is not None:
+            self._exact = True
+            self.counted += 1
+            if chars:
+                self.tokens_per_char = max(counted / chars, 1e-3)
+            return counted
+        self._exact = False
+        return estimate
+
+
+# ------------------------------------------------------------------------------------ fitting
+
+
+@dataclass
+class FittedContext:
+    """The eval-context document the judges will see, its rendered shared prompt, and what was done."""
+
+    doc: dict[str, Any]
+    shared_context: str
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def adjusted(self) -> bool:
+        return bool(self.report.get("adjusted"))
+
+
+def prompt_limit(window: int, output_tokens: int) -> int:
+    """Prompt tokens allowed: the window minus the output budget and a small reserve."""
+    reserve = max(_MIN_RESERVE_TOKENS, int(window * _RESERVE_RATIO))
+    return window - output_tokens - reserve
+
+
+def _with_trace(doc: Mapping[str, Any], elision: Elision) -> dict[str, Any]:
+    compaction = dict(doc.get("compaction") or {})
+    compaction["elided_entries"] = elision.elided_entries
+    compaction["elided_bytes"] = elision.elided_bytes
+    return {**doc, "trace": elision.entries, "compaction": compaction}
+
+
+def _note(report: Mapping[str, Any], model: str) -> str | None:
+    parts: list[str] = []
+    if report["threshold_used"] != report["threshold_requested"]:
+        parts.append(f"the tool-output threshold was lowered from {report['threshold_requested']} to "
+                     f"{report['threshold_used']} bytes")
+    if report["elided_entries"]:
+        parts.append(f"{report['elided_entries']} trace entries ({report['elided_bytes']} bytes) from the middle "
+                     "of the session were elided (the opening request/plan and the latest entries were kept)")
+    if not parts:
+        return None
+    return (f"The trace did not fit {model}'s {report['context_window']}-token context window: "
+            + " and ".join(parts) + ".")
+
+
+async def fit_context(
+    *,
+    doc: Mapping[str, Any],
+    reload: Callable[[int], Mapping[str, Any]],
+    requested_threshold: int,
+    render: Callable[[str], str],
+    longest_prompt: str,
+    meter: TokenMeter,
+    window: int,
+    output_tokens: int,
+    model: str,
+    min_threshold: int = DEFAULT_MIN_THRESHOLD,
+) -> FittedContext:
+    """Fit `doc` (an eval-context object) into `window`.
+
+    `render(context_json)` builds the shared prompt prefix; `reload(threshold)` returns the eval
+    context compacted at a lower threshold. Raises ContextTooLarge only when nothing but the
+    prompt's fixed part is left and it still does not fit.
+    """
+    limit = prompt_limit(window, output_tokens)
+    threshold = requested_threshold
+    tried = [threshold]
+    current: dict[str, Any] = dict(doc)
+    shared = render(context_json(current))
+    tokens = await meter.measure(shared, longest_prompt)
+    original_tokens = tokens
+
+    while tokens > limit and threshold > min_threshold:
+        compaction = current.get("compaction") or {}
+        if compaction.get("tool_results_truncated", 0) >= compaction.get("tool_results_total", 0):
+            break  # every tool output is already a marker: a lower threshold cannot help
+        threshold = max(min_threshold, threshold // 2)
+        tried.append(threshold)
+        current = dict(reload(threshold))
+        shared = render(context_json(current))
+        tokens = await meter.measure(shared, longest_prompt)
+
+    elision = Elision(list(current.get("trace") or []))
+    if tokens > limit:
+        trace: list[dict[str, Any]] = list(current.get("trace") or [])
+        fixed_chars = len(render(context_json({**current, "trace": []}))) + len(longest_prompt)
+        budget_chars = int(limit / meter.tokens_per_char) - fixed_chars
+        for _ in range(_ELISION_ATTEMPTS):
+            if budget_chars <= 0:
+                break
+            elision = elide_middle(trace, budget_chars)
+            candidate = _with_trace(current, elision)
+            shared = render(context_json(candidate))
+            tokens = await meter.measure(shared, longest_prompt)
+            if tokens <= limit:
+                current = candidate
+                break
+            budget_chars = int(budget_chars * 0.85)
+        if tokens > limit:
+            raise ContextTooLarge(
+                f"The session does not fit {model}'s {window}-token context window even with the trace "
+                "elided; choose a model with a larger context window.",
+                details={"context_window": window, "estimated_prompt_tokens": tokens})
+
+    report: dict[str, Any] = {
+        "threshold_requested": requested_threshold,
+        "threshold_used": threshold,
+        "thresholds_tried": tried,
+        "elided_entries": elision.elided_entries,
+        "elided_bytes": elision.elided_bytes,
+        "shortened_entries": elision.shortened_entries,
+        "estimated_prompt_tokens": tokens,
+        "original_prompt_tokens": original_tokens,
+        "context_window": window,
+        "output_tokens_reserved": output_tokens,
+        "token_count_method": meter.method,
+        "trace_entries": len(current.get("trace") or []),
+        "trace_chars": len(context_json(current)),
+        "session_chain": list(current.get("session_chain") or []),
+        "compaction": {k: (current.get("compaction") or {}).get(k) for k in (
+            "threshold_bytes", "tool_results_total", "tool_results_truncated", "bytes_saved")},
+        "vendor_overflow_retries": 0,
+    }
+    report["adjusted"] = threshold != requested_threshold or elision.elided_entries > 0
+    report["note"] = _note(report, model)
+    return FittedContext(doc=current, shared_context=shared, report=report)
+
+
+def shrink_context(fitted: FittedContext, *, render: Callable[[str], str], model: str,
+                   factor: float = 0.75) -> FittedContext:
+    """After the vendor still answered context_overflow: elide the trace to `factor` of its size."""
+    trace = list(fitted.doc.get("trace") or [])
+    budget = int(sum(_entry_chars(e) for e in trace) * factor)
+    elision = elide_middle(trace, budget)
+    doc = _with_trace(fitted.doc, elision)
+    report = dict(fitted.report)
+    report["elided_entries"] = elision.elided_entries
+    report["elided_bytes"] = elision.elided_bytes
+    report["vendor_overflow_retries"] = int(report.get("vendor_overflow_retries", 0)) + 1
+    report["trace_entries"] = len(elision.entries)
+    report["trace_chars"] = len(context_json(doc))
+    report["adjusted"] = True
+    report["note"] = _note(report, model) or "The vendor reported a context overflow; the trace was elided."
+    return FittedContext(doc=doc, shared_context=render(context_json(doc)), report=report)

@@ -1,0 +1,504 @@
+"""The worker's use case: take one queued eval run, judge it within its deadline, store and announce the result.
+
+Idempotency lives in the run record: a redelivered message for a finished run does nothing, and a
+redelivery after a crash (or a rerun) judges only questions without a stored verdict, so a
+question already scored is never billed twice. Every write is conditional on the run's status, so
+a cancel or a late duplicate can never be overwritten.
+
+Writes per run: `start` (claims the run, marks the questions running), a few coalesced progress
+writes while judges finish, and `finish` (status, result, usage, last outcomes) — at most
+2 + number of questions, in practice 3-6 for 13 questions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from chalicelib.domain.clock import Clock, iso, parse_iso
+from chalicelib.domain.errors import Conflict, DependencyUnavailable, DomainError
+from chalicelib.domain.evaluation import (
+    FailureKind,
+    FailureReason,
+    JudgeVerdict,
+    QuestionOutcome,
+    SessionEvalCompleted,
+    TokenUsage,
+    VendorName,
+)
+from chalicelib.domain.judging import JudgeModel
+from chalicelib.domain.runs import EvalJobMessage, EvalRun, QuestionRef, RunError
+from chalicelib.judges.aggregation import aggregate
+from chalicelib.judges.catalog import get_question
+from chalicelib.observability import SERVICE, logger
+from chalicelib.services.admin_settings import VendorCredentials
+from chalicelib.services.judge_runner import (
+    Deadline,
+    JudgeRunInput,
+    JudgeRunResult,
+    QuestionJob,
+    RunnerTuning,
+    judge_run,
+)
+from chalicelib.services.sessions import EvalContext
+
+EVENT_DETAIL_TYPE = "SessionEvalCompleted"
+METRICS_NAMESPACE = "EvalRunner"
+# Below this much Lambda time nothing useful can be judged and persisted: hand the message back.
+_MIN_BUDGET_SECONDS = 1.0
+
+
+# ----------------------------------------------------------------------------------------- ports
+
+
+class RunStore(Protocol):
+    def get(self, tenant: str, run_id: str) -> EvalRun | None: ...
+
+    def status_of(self, tenant: str, run_id: str) -> str | None: ...
+
+    def start(self, tenant: str, run_id: str, *, now: str, outcomes: list[QuestionOutcome],
+              context: dict[str, Any] | None = None) -> EvalRun: ...
+
+    def record_outcomes(self, tenant: str, run_id: str, outcomes: list[QuestionOutcome], usage: TokenUsage, *,
+                        extra: dict[str, Any] | None = None) -> EvalRun: ...
+
+    def finish(self, tenant: str, run_id: str, *, status: str, now: str, usage: TokenUsage,
+               result: SessionEvalCompleted | None = None, error: RunError | None = None,
+               outcomes: list[QuestionOutcome] = ..., from_statuses: tuple[str, ...] = ...,
+               extra: dict[str, Any] | None = None) -> EvalRun: ...
+
+
+class VendorCredentialSource(Protocol):
+    def resolve_vendor_credentials(self, tenant: str, vendor: VendorName, *,
+                                   fresh: bool = False) -> VendorCredentials: ...
+
+    def invalidate_vendor_credentials(self, tenant: str, vendor: VendorName) -> None: ...
+
+    def mark_vendor_suspended(self, tenant: str, vendor: VendorName, reason: str, *,
+                              secret_version_id: str | None = None, actor: str = ...) -> bool: ...
+
+
+class EvalContextSource(Protocol):
+    def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = ...,
+                          chain: bool = ...) -> EvalContext: ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None: ...
+
+
+class JudgeModelFactory(Protocol):
+    def __call__(self, vendor: Literal["anthropic", "openai"], *, api_key: str, base_url: str | None,
+                 max_retries: int, timeout_seconds: float) -> JudgeModel: ...
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What processing one message did (logged by the handler; asserted on by tests)."""
+
+    action: Literal["dropped", "skipped", "finished", "cancelled"]
+    status: str | None = None
+    writes: int = 0
+
+
+def run_budget_seconds(*, deadline_at: str, now_iso: str, remaining_ms: int, grace_seconds: float) -> float:
+    """Seconds the judges may use: the run's deadline, clamped to the Lambda's remaining time minus a
+    grace for persisting. The grace scales down with a short invocation (a fifth of it, at least 1 s)
+    so a small remaining time is not swallowed whole by a grace sized for a 900 s function."""
+    lambda_seconds = remaining_ms / 1000.0
+    grace = min(grace_seconds, max(1.0, lambda_seconds * 0.2))
+    run_left = (parse_iso(deadline_at) - parse_iso(now_iso)).total_seconds()
+    return min(run_left, lambda_seconds - grace)
+
+
+def sdk_max_retries(budget_seconds: float) -> int:
+    """The SDK retries 429/5xx/529 with 0.5 s x 2^n backoff (or retry-after); more attempts only help
+    when there is time to wait for them."""
+    if budget_seconds < 30:
+        return 2
+    if budget_seconds < 120:
+        return 3
+    return 4
+
+
+class EvalJobService:
+    def __init__(self, *, runs: RunStore, settings: VendorCredentialSource, sessions: EvalContextSource,
+                 build_judge_model: JudgeModelFactory, events: EventPublisher | None, clock: Clock,
+                 grace_seconds: float, tuning: RunnerTuning | None = None) -> None:
+        self._runs = runs
+        self._settings = settings
+        self._sessions = sessions
+        self._build = build_judge_model
+        self._events = events
+        self._clock = clock
+        self._grace = grace_seconds
+        self.tuning = tuning or RunnerTuning()
+
+    # ------------------------------------------------------------------------------------ entry
+
+    def process(self, message: EvalJobMessage, *, remaining_ms: Callable[[], int]) -> JobOutcome:
+        """Judge the message's run. `remaining_ms` is the Lambda context's countdown (read again right
+        before judging, so loading the session and the vendor SDK counts against the budget)."""
+        fields = {"tenant": message.tenant, "eval_run_id": message.eval_run_id, "job_kind": message.kind}
+        run = self._runs.get(message.tenant, message.eval_run_id)
+        if run is None:
+            logger.warning("eval job for an unknown run dropped", extra=fields)
+            return JobOutcome("dropped")
+        if run.is_terminal:
+            # A redelivery (or a duplicate) of a finished run: the record is the idempotency state.
+            logger.info("eval run already finished; job ignored", extra={**fields, "status": run.status})
+            return JobOutcome("skipped", run.status)
+        if run.runner != "server" or run.vendor is None:
+            logger.warning("eval job for a run the server does not judge dropped", extra=fields)
+            return JobOutcome("dropped", run.status)
+
+        now = iso(self._clock.now())
+        budget = run_budget_seconds(deadline_at=run.deadline_at, now_iso=now, remaining_ms=remaining_ms(),
+                                    grace_seconds=self._grace)
+        questions = {ref.question_id: get_question(ref.question_id) for ref in run.questions}
+        pending = [ref for ref in run.questions if run.outcome(ref.question_id).status != "scored"]
+        run_left = (parse_iso(run.deadline_at) - parse_iso(now)).total_seconds()
+        if run_left <= 0:
+            return self._finish_expired(run, pending, fields)
+        if budget < _MIN_BUDGET_SECONDS:
+            raise DependencyUnavailable("Too little time left in this invocation to judge; the job is retried.",
+                                        code="worker_out_of_time")
+
+        try:
+            creds = self._settings.resolve_vendor_credentials(run.tenant, run.vendor)
+        except Conflict as exc:
+            return self._fail_before_start(run, exc.code, exc.message, fields, details={"vendor": run.vendor})
+        if creds.status == "suspended":
+            return self._fail_before_start(
+                run, "vendor_suspended", f"The {run.vendor} key is suspended (the vendor rejected it); an admin "
+                                         "must replace it before evaluations can run.", fields,
+                details={"vendor": run.vendor})
+        try:
+            context = self._sessions.load_eval_context(run.tenant, run.session_id, run.threshold, run.chain)
+        except DomainError as exc:
+            if exc.status >= 500:
+                raise  # storage trouble: let SQS redeliver
+            return self._fail_before_start(run, exc.code, exc.message, fields)
+        if not context.trace:
+            return self._fail_before_start(run, "session_empty",
+                                           "The session has no recorded activity to evaluate.", fields)
+
+        jobs: list[QuestionJob] = []
+        unknown: list[QuestionOutcome] = []
+        for ref in pending:
+            question = questions[ref.question_id]
+            prior = run.outcome(ref.question_id)
+            if question is None:
+                unknown.append(_outcome_failed(ref, prior, "internal", "The question is not in the catalog."))
+            else:
+                jobs.append(QuestionJob(question=question, prior=prior))
+        running = [QuestionOutcome(question_id=j.question.id, category=j.question.category, status="running",
+                                   usage=j.prior.usage, attempts=j.prior.attempts) for j in jobs]
+        try:
+            started = self._runs.start(run.tenant, run.eval_run_id, now=now, outcomes=running)
+        except Conflict:
+            logger.info("eval run changed before it started (cancelled?); job ignored", extra=fields)
+            return JobOutcome("cancelled")
+        logger.info("eval run started", extra={**fields, "vendor": run.vendor, "model": run.model or creds.model,
+                                               "questions": len(run.questions), "pending": len(jobs),
+                                               "budget_seconds": round(budget, 1)})
+
+        ports = _RunPorts(self, started, creds)
+        model_name = run.model or creds.model
+        prior_verdicts: dict[str, JudgeVerdict] = {
+            ref.question_id: o.judge_verdict for ref in run.questions
+            if (o := run.outcome(ref.question_id)).status == "scored" and o.judge_verdict is not None}
+        selected = [q for q in questions.values() if q is not None]
+        run_input = JudgeRunInput(
+            eval_run_id=run.eval_run_id, session_id=run.session_id, model_name=model_name, questions=selected,
+            jobs=jobs, prior_verdicts=prior_verdicts, context_doc=context.model_dump(mode="json"),
+            reload_context=_recompactor(context), requested_threshold=run.threshold,
+            deadline=Deadline(budget, self._clock.monotonic), log_fields=fields)
+        result = asyncio.run(self._judge(run_input, ports, creds, budget, remaining_ms))
+        return self._persist(started, result, ports, unknown, fields)
+
+    async def _judge(self, run_input: JudgeRunInput, ports: _RunPorts, creds: VendorCredentials, budget: float,
+                     remaining_ms: Callable[[], int]) -> JudgeRunResult:
+        # SDK clients bind to the event loop that first uses them: build inside it. On a cold container
+        # this imports the SDK (about a second), so the deadline is taken after it.
+        model = ports.build_model(creds, budget)
+        budget = run_budget_seconds(deadline_at=ports.run.deadline_at, now_iso=iso(self._clock.now()),
+                                    remaining_ms=remaining_ms(), grace_seconds=self._grace)
+        run_input.deadline = Deadline(budget, self._clock.monotonic)
+        return await judge_run(run_input, model, ports, self.tuning)
+
+    # ------------------------------------------------------------------------------------ endings
+
+    def _persist(self, run: EvalRun, res: JudgeRunResult, ports: _RunPorts, unknown: list[QuestionOutcome],
+                 fields: Mapping[str, Any]) -> JobOutcome:
+        usage = run.usage + res.usage
+        self._emit_judge_metrics(run, res)
+        if res.stop == "cancelled":
+            logger.info("eval run cancelled; in-flight judges aborted", extra={**fields, "calls": res.calls})
+            self._emit_run_metric(run, "cancelled")
+            return JobOutcome("cancelled", "cancelled", writes=1 + ports.writes)
+
+        by_id = {ref.question_id: ref for ref in run.questions}
+        outcomes = [*ports.carry, *res.unflushed, *unknown]
+        result: SessionEvalCompleted | None = None
+        error: RunError | None = None
+        if res.abort is not None:
+            status = "failed"
+            kind: FailureKind = res.abort.kind
+            message = "Not judged: the vendor rejected the API key." if kind == "auth" else \
+                "Not judged: the vendor does not know the configured model."
+            outcomes += [_outcome_failed(by_id[q], run.outcome(q), kind, message) for q in res.unfinished]
+            error = self._abort_error(run, res, ports)
+        elif res.context_error is not None:
+            status = "failed"
+            outcomes += [_outcome_failed(by_id[q], run.outcome(q), "context_overflow", res.context_error.message)
+                         for q in res.unfinished]
+            error = RunError(code=res.context_error.code, message=res.context_error.message,
+                             details=res.context_error.details)
+        elif res.stop == "deadline":
+            status = "timed_out"
+            outcomes += [_outcome_failed(by_id[q], run.outcome(q), "timed_out",
+                                         "The run reached its deadline before this judge answered.",
+                                         status="timed_out") for q in res.unfinished]
+            result = res.result
+            judged = len(result.verdicts()) if result else 0
+            error = RunError(code="run_timed_out",
+                             message=f"The run reached its deadline with {judged} of {len(run.questions)} questions "
+                                     "judged; rerun it to judge the rest, or raise run_timeout_seconds.",
+                             details={"run_timeout_seconds": run.run_timeout_seconds})
+        elif res.result is None:
+            status = "failed"
+            failures = Counter(o.failure_reason.kind for o in [*res.outcomes.values(), *unknown] if o.failure_reason)
+            error = RunError(code="all_judges_failed", message="No judge produced a usable verdict; see the per-"
+                                                                "question failure reasons, then rerun.",
+                             details={"failures": dict(failures)})
+        else:
+            status = "succeeded"
+            result = res.result
+        extra: dict[str, Any] = {}
+        if res.context_report is not None:
+            extra["context"] = res.context_report
+        if res.retrospective_status is not None:
+            extra["retrospective_status"] = res.retrospective_status
+        try:
+            finished = self._runs.finish(run.tenant, run.eval_run_id, status=status, now=iso(self._clock.now()),
+                                         usage=usage, result=result, error=error, outcomes=_dedupe(outcomes),
+                                         from_statuses=("running",), extra=extra)
+        except Conflict:
+            logger.info("eval run changed while judging (cancelled?); result discarded", extra=fields)
+            self._emit_run_metric(run, "cancelled")
+            return JobOutcome("cancelled", "cancelled", writes=2 + ports.writes)
+        logger.info(f"eval run {status}", extra={
+            **fields, "status": status, "overall_score": result.overall_score if result else None,
+            "error_code": error.code if error else None, "calls": res.calls, "wall_ms": res.wall_ms,
+            "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cache_read_input_tokens,
+            "cache_creation_input_tokens": usage.cache_creation_input_tokens})
+        self._emit_run_metric(run, status)
+        self._announce(finished)
+        return JobOutcome("finished", status, writes=2 + ports.writes)
+
+    def _abort_error(self, run: EvalRun, res: JudgeRunResult, ports: _RunPorts) -> RunError:
+        assert res.abort is not None and run.vendor is not None
+        if res.abort.kind == "auth":
+            try:
+                self._settings.mark_vendor_suspended(run.tenant, run.vendor, res.abort.message,
+                                                     secret_version_id=ports.creds.secret_version_id)
+            except DomainError as exc:
+                logger.error("could not suspend the vendor after an auth failure",
+                             extra={"tenant": run.tenant, "vendor": run.vendor, "error_code": exc.code})
+            return RunError(code="vendor_auth_failed",
+                            message=f"{run.vendor} rejected the API key (HTTP 401/403), also after re-reading it; "
+                                    "the vendor is suspended until an admin replaces the key.",
+                            details={"vendor": run.vendor, "kind": "auth", "vendor_message": res.abort.message})
+        return RunError(code="vendor_model_not_found",
+                        message=f"{run.vendor} does not offer the configured model; an admin must change it.",
+                        details={"vendor": run.vendor, "model": run.model, "kind": res.abort.kind,
+                                 "vendor_message": res.abort.message})
+
+    def _fail_before_start(self, run: EvalRun, code: str, message: str, fields: Mapping[str, Any], *,
+                           details: dict[str, Any] | None = None) -> JobOutcome:
+        logger.warning("eval run failed before judging", extra={**fields, "error_code": code})
+        try:
+            finished = self._runs.finish(run.tenant, run.eval_run_id, status="failed", now=iso(self._clock.now()),
+                                         usage=run.usage, error=RunError(code=code, message=message, details=details),
+                                         from_statuses=("queued", "running"))
+        except Conflict:
+            return JobOutcome("cancelled")
+        self._emit_run_metric(run, "failed")
+        self._announce(finished)
+        return JobOutcome("finished", "failed", writes=1)
+
+    def _finish_expired(self, run: EvalRun, pending: Sequence[QuestionRef], fields: Mapping[str, Any]) -> JobOutcome:
+        """The deadline passed before this delivery could start (e.g. a redelivery after a crash)."""
+        outcomes = [_outcome_failed(ref, run.outcome(ref.question_id), "timed_out",
+                                    "The run reached its deadline before this judge ran.", status="timed_out")
+                    for ref in pending]
+        verdicts = [o.judge_verdict for ref in run.questions
+                    if (o := run.outcome(ref.question_id)).judge_verdict is not None]
+        selected = [q for ref in run.questions if (q := get_question(ref.question_id)) is not None]
+        result = aggregate(run.eval_run_id, run.model or "unknown", selected, verdicts, None) if verdicts else None
+        error = RunError(code="run_timed_out", message=f"The run reached its deadline with {len(verdicts)} of "
+                                                        f"{len(run.questions)} questions judged; rerun it to judge "
+                                                        "the rest.")
+        try:
+            finished = self._runs.finish(run.tenant, run.eval_run_id, status="timed_out", now=iso(self._clock.now()),
+                                         usage=run.usage, result=result, error=error, outcomes=outcomes,
+                                         from_statuses=("queued", "running"))
+        except Conflict:
+            return JobOutcome("cancelled")
+        logger.warning("eval run expired before judging", extra=dict(fields))
+        self._emit_run_metric(run, "timed_out")
+        self._announce(finished)
+        return JobOutcome("finished", "timed_out", writes=1)
+
+    # ------------------------------------------------------------------------------------ outputs
+
+    def _announce(self, run: EvalRun) -> None:
+        if self._events is None:
+            return
+        result = run.result
+        detail = {
+            "tenant": run.tenant, "session_id": run.session_id, "eval_run_id": run.eval_run_id,
+            "status": run.status, "overall_score": result.overall_score if result else None,
+            "judge_model": result.judge_model if result else run.model, "vendor": run.vendor,
+            "runner": run.runner, "questions_total": len(run.questions),
+            "questions_scored": len(result.verdicts()) if result else 0,
+            "categories": {c.name: c.score for c in result.categories} if result else {},
+            "error_code": run.error.code if run.error else None, "usage": run.usage.model_dump(mode="json"),
+            "finished_at": run.finished_at,
+        }
+        try:
+            self._events.publish(EVENT_DETAIL_TYPE, detail)
+        except (DomainError, ValueError) as exc:
+            # The run is stored; a lost notification must not re-run judges (the record is the truth).
+            logger.error("SessionEvalCompleted event not published", extra={
+                "tenant": run.tenant, "eval_run_id": run.eval_run_id, "error_type": type(exc).__name__})
+
+    def _emit_run_metric(self, run: EvalRun, status: str) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+        with single_metric(name="EvalRuns", unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE,
+                           default_dimensions={"service": SERVICE, "status": status,
+                                               "vendor": run.vendor or "none"}):
+            pass
+
+    def _emit_judge_metrics(self, run: EvalRun, res: JudgeRunResult) -> None:
+        from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
+
+        vendor = run.vendor or "none"
+        if res.latencies_ms or res.calls:
+            metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
+            metrics.add_dimension(name="vendor", value=vendor)
+            for latency in res.latencies_ms:
+                metrics.add_metric(name="JudgeLatency", unit=MetricUnit.Milliseconds, value=latency)
+            for name, value in (("InputTokens", res.usage.input_tokens), ("OutputTokens", res.usage.output_tokens),
+                                ("CacheReadInputTokens", res.usage.cache_read_input_tokens),
+                                ("CacheCreationInputTokens", res.usage.cache_creation_input_tokens),
+                                ("JudgeCalls", res.calls)):
+                metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+            metrics.add_metric(name="JudgePhaseDuration", unit=MetricUnit.Milliseconds, value=res.wall_ms)
+            metrics.flush_metrics()
+        for kind, count in sorted(res.vendor_errors.items()):
+            with single_metric(name="VendorErrors", unit=MetricUnit.Count, value=count, namespace=METRICS_NAMESPACE,
+                               default_dimensions={"service": SERVICE, "vendor": vendor, "kind": kind}):
+                pass
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _outcome_failed(ref: QuestionRef, prior: QuestionOutcome, kind: FailureKind, message: str, *,
+                    status: Literal["failed", "timed_out"] = "failed") -> QuestionOutcome:
+    return QuestionOutcome(question_id=ref.question_id, category=ref.category, status=status,
+                           failure_reason=FailureReason(kind=kind, message=message), usage=prior.usage,
+                           attempts=prior.attempts)
+
+
+def _dedupe(outcomes: Sequence[QuestionOutcome]) -> list[QuestionOutcome]:
+    # A DynamoDB update may not set the same map key twice; the last word on a question wins.
+    latest = {o.question_id: o for o in outcomes}
+    return list(latest.values())
+
+
+def _recompactor(context: EvalContext) -> Any:
+    """`reload(threshold)` for the context fit: the already loaded (redacted) trace compacted at a lower
+    threshold. Compaction is idempotent, so this equals loading the eval context at that threshold,
+    without reading the session from S3 again."""
+    from chalicelib.ingest.compaction import compact
+
+    def reload(threshold: int) -> dict[str, Any]:
+        trace, stats = compact(context.trace, threshold)
+        compaction = {**context.compaction, **stats}
+        return context.model_copy(update={"trace": trace, "compaction": compaction}).model_dump(mode="json")
+
+    return reload
+
+
+class _RunPorts:
+    """`RunPorts` for one run: progress writes, the cancel poll and the key refresh."""
+
+    def __init__(self, service: EvalJobService, run: EvalRun, creds: VendorCredentials) -> None:
+        self._service = service
+        self._run = run
+        self.run = run
+        self.creds = creds
+        self.writes = 0
+        self.carry: list[QuestionOutcome] = []  # progress a failed write could not store: goes with finish
+        self._budget = 0.0
+
+    def build_model(self, creds: VendorCredentials, budget: float) -> JudgeModel:
+        self._budget = budget
+        return self._service._build(creds.vendor, api_key=creds.api_key, base_url=creds.base_url,
+                                    max_retries=sdk_max_retries(budget), timeout_seconds=max(budget, 1.0))
+
+    async def flush(self, outcomes: Sequence[QuestionOutcome], usage: TokenUsage,
+                    context: Mapping[str, Any] | None) -> bool:
+        run = self._run
+        batch = _dedupe([*self.carry, *outcomes])
+        extra = {"context": dict(context)} if context is not None else None
+        try:
+            await asyncio.to_thread(self._service._runs.record_outcomes, run.tenant, run.eval_run_id, batch,
+                                    run.usage + usage, extra=extra)
+        except Conflict:
+            return False
+        except DomainError as exc:
+            # Progress is best effort: keep the batch for the next write (or the finish).
+            logger.warning("progress write failed; retried with the next one",
+                           extra={"tenant": run.tenant, "eval_run_id": run.eval_run_id, "error_code": exc.code})
+            self.carry = batch
+            return True
+        self.writes += 1
+        self.carry = []
+        return True
+
+    async def is_cancelled(self) -> bool:
+        run = self._run
+        try:
+            status = await asyncio.to_thread(self._service._runs.status_of, run.tenant, run.eval_run_id)
+        except Exception as exc:  # a failed poll is not a cancel; the next poll or write will tell
+            logger.warning("run status poll failed", extra={"tenant": run.tenant, "eval_run_id": run.eval_run_id,
+                                                            "error_type": type(exc).__name__})
+            return False
+        return status != "running"
+
+    async def refresh_model(self) -> JudgeModel | None:
+        run = self._run
+        assert run.vendor is not None
+        settings = self._service._settings
+        await asyncio.to_thread(settings.invalidate_vendor_credentials, run.tenant, run.vendor)
+        try:
+            fresh = await asyncio.to_thread(settings.resolve_vendor_credentials, run.tenant, run.vendor, fresh=True)
+        except DomainError:
+            return None
+        if fresh.api_key == self.creds.api_key:
+            logger.info("vendor refused the key and it was not rotated", extra={
+                "tenant": run.tenant, "eval_run_id": run.eval_run_id, "vendor": run.vendor})
+            return None
+        logger.info("vendor key was rotated; retrying with the new key", extra={
+            "tenant": run.tenant, "eval_run_id": run.eval_run_id, "vendor": run.vendor})
+        self.creds = fresh
+        return self.build_model(fresh, max(self._budget, 1.0))

@@ -1,0 +1,80 @@
+"""One SQS record → one eval run judged: message parsing, the Lambda time budget, and the retry policy.
+
+Raising makes Powertools' BatchProcessor report the record as failed, so SQS redelivers it (and
+after maxReceiveCount moves it to the DLQ). Only retryable infrastructure failures raise; a bad
+body is dropped (it would fail the same way forever) and a bug marks the run failed instead of
+looping it through redeliveries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+
+from chalicelib.domain.errors import DependencyUnavailable, DomainError
+from chalicelib.domain.runs import EvalJobMessage, RunError
+from chalicelib.observability import logger
+
+# Without a Lambda context (a direct call) assume a full worker invocation.
+_DEFAULT_REMAINING_MS = 900_000
+
+
+def _remaining_ms(context: Any) -> Callable[[], int]:
+    getter = getattr(context, "get_remaining_time_in_millis", None)
+    if callable(getter):
+        return lambda: int(getter())
+    return lambda: _DEFAULT_REMAINING_MS
+
+
+def process_job_record(record: Any, context: Any) -> None:
+    """The BatchProcessor record handler (`record` is a Powertools SQSRecord)."""
+    from chalicelib.wiring import container
+
+    message_id = getattr(record, "message_id", None)
+    try:
+        message = EvalJobMessage.model_validate_json(record.body)
+    except (ValidationError, ValueError, TypeError) as exc:
+        # Never log the body: it is untrusted input. Its id is enough to find it in the queue.
+        logger.error("malformed eval job message dropped", extra={
+            "message_id": message_id, "error_type": type(exc).__name__})
+        return
+    service = container().eval_jobs
+    try:
+        outcome = service.process(message, remaining_ms=_remaining_ms(context))
+    except (DependencyUnavailable, ClientError, BotoCoreError) as exc:
+        logger.warning("eval job failed on infrastructure; SQS will redeliver it", extra={
+            "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
+            "error_type": type(exc).__name__, "error_code": getattr(exc, "code", None)})
+        raise
+    except Exception as exc:
+        logger.exception("eval job crashed; marking the run failed", extra={
+            "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
+            "error_type": type(exc).__name__})
+        _mark_failed(message, exc)
+        return
+    logger.info("eval job processed", extra={
+        "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
+        "action": outcome.action, "status": outcome.status, "run_writes": outcome.writes})
+
+
+def _mark_failed(message: EvalJobMessage, exc: Exception) -> None:
+    from chalicelib.domain.clock import iso
+    from chalicelib.wiring import container
+
+    c = container()
+    try:
+        run = c.run_store.get(message.tenant, message.eval_run_id)
+        if run is None or run.is_terminal:
+            return
+        c.run_store.finish(message.tenant, message.eval_run_id, status="failed", now=iso(c.clock.now()),
+                           usage=run.usage, from_statuses=("queued", "running"),
+                           error=RunError(code="internal_error", message="The evaluation failed unexpectedly; "
+                                                                         "rerun it, and report it if it recurs.",
+                                          details={"error_type": type(exc).__name__}))
+    except DomainError:
+        # The run stays as it is; a redelivery after its deadline will close it as timed out.
+        logger.error("could not mark the crashed run failed", extra={
+            "tenant": message.tenant, "eval_run_id": message.eval_run_id})

@@ -1,0 +1,326 @@
+"""The async judge orchestration with an in-memory judge model: warm-up then fan-out, the concurrency bound,
+deadline and cancel (in-flight calls cancelled), key rotation, repair, overflow retry, coalesced progress,
+usage accounting, and the worker's budget rules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from chalicelib.domain.evaluation import QuestionOutcome, TokenUsage
+from chalicelib.domain.judging import JudgeCall, JudgeReply, VendorCallError
+from chalicelib.judges.catalog import QUESTIONS
+from chalicelib.services.eval_jobs import run_budget_seconds, sdk_max_retries
+from chalicelib.services.judge_runner import (
+    Deadline,
+    JudgeRunInput,
+    JudgeRunResult,
+    QuestionJob,
+    RunnerTuning,
+    judge_run,
+)
+
+_ID = re.compile(r"^ID: (\S+)$", re.M)
+FAST = RunnerTuning(concurrency=12, cancel_poll_seconds=0.02, progress_flush_seconds=0.05,
+                    retrospective_min_seconds=0.0)
+
+
+@dataclass
+class Step:
+    latency: float = 0.0
+    error: VendorCallError | None = None
+    text: str | None = None
+    hang: bool = False
+
+
+@dataclass
+class ScriptedModel:
+    """A JudgeModel whose answers are scripted per question id; records concurrency and cancellations."""
+
+    script: dict[str, list[Step]] = field(default_factory=dict)
+    default_latency: float = 0.01
+    window: int = 200_000
+    counts: bool = True
+    starts: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    contexts: list[int] = field(default_factory=list)
+    inflight: int = 0
+    max_inflight: int = 0
+    cached_prefixes: set[str] = field(default_factory=set)
+    closed: bool = False
+
+    async def judge(self, call: JudgeCall) -> JudgeReply:
+        found = _ID.search(call.prompt)
+        qid = found.group(1) if found else "retrospective"
+        self.starts.append(qid)
+        self.contexts.append(len(call.shared_context))
+        read = call.shared_context in self.cached_prefixes  # readable only once a writer completed
+        step = self.script.get(qid, [Step(self.default_latency)])
+        current = step.pop(0) if len(step) > 1 else step[0]
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            await asyncio.sleep(3600 if current.hang else current.latency)
+        except asyncio.CancelledError:
+            self.cancelled.append(qid)
+            raise
+        finally:
+            self.inflight -= 1
+        if current.error is not None:
+            raise current.error
+        self.finished.append(qid)
+        if call.shared_context:
+            self.cached_prefixes.add(call.shared_context)
+        prefix = len(call.shared_context) // 4
+        usage = TokenUsage(input_tokens=len(call.prompt) // 4, output_tokens=20,
+                           cache_read_input_tokens=prefix if read else 0,
+                           cache_creation_input_tokens=0 if read else prefix)
+        return JudgeReply(text=current.text or _verdict(qid), usage=usage, latency_ms=int(current.latency * 1000),
+                          model=call.model, request_id=None)
+
+    async def count_tokens(self, model: str, shared_context: str, prompt: str) -> int | None:
+        return (len(shared_context) + len(prompt)) // 4 if self.counts else None
+
+    def context_window(self, model: str) -> int:
+        return self.window
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _verdict(qid: str, score: int = 4) -> str:
+    if qid == "retrospective":
+        return json.dumps({"overall": "Fine.", "strengths": ["a"], "issues": [], "suggestions": []})
+    q = next(q for q in QUESTIONS if q.id == qid)
+    return json.dumps({"category": q.category, "question_id": q.id, "score": score, "verdict": "pass",
+                       "finding": f"finding for {qid}", "evidence": "src/app.py", "recommendation": None,
+                       "retain_fact": None})
+
+
+@dataclass
+class Ports:
+    cancel_when: Any = None  # callable(model) -> bool
+    refreshed_model: Any = None
+    flushes: list[list[str]] = field(default_factory=list)
+    flushed_contexts: list[Any] = field(default_factory=list)
+    refreshes: int = 0
+    model: ScriptedModel | None = None
+
+    async def flush(self, outcomes: Sequence[QuestionOutcome], usage: TokenUsage, context: Any) -> bool:
+        if await self.is_cancelled():
+            return False
+        self.flushes.append([o.question_id for o in outcomes])
+        self.flushed_contexts.append(context)
+        return True
+
+    async def is_cancelled(self) -> bool:
+        return bool(self.cancel_when and self.cancel_when(self.model))
+
+    async def refresh_model(self) -> Any:
+        self.refreshes += 1
+        return self.refreshed_model
+
+
+def doc(n: int = 30) -> dict[str, Any]:
+    trace = [{"kind": "user_message", "timestamp": "2025-06-01T10:00:00.000Z", "text": "Fix the bug"}]
+    trace += [{"kind": "assistant_message", "timestamp": "2025-06-01T10:00:01.000Z", "text": f"step {i} " * 20}
+              for i in range(n)]
+    return {"session_id": "s1", "session_chain": ["s1"], "trace": trace,
+            "compaction": {"threshold_bytes": 2000, "tool_results_total": 0, "tool_results_truncated": 0}}
+
+
+def run(model: ScriptedModel, ports: Ports | None = None, *, tuning: RunnerTuning = FAST, seconds: float = 10.0,
+        questions: Sequence[Any] = QUESTIONS, context: dict[str, Any] | None = None) -> tuple[JudgeRunResult, Ports]:
+    ports = ports or Ports()
+    ports.model = model
+    jobs = [QuestionJob(question=q, prior=QuestionOutcome(question_id=q.id, category=q.category)) for q in questions]
+    document = context or doc()
+    run_input = JudgeRunInput(eval_run_id="evr_1", session_id="s1", model_name="claude-sonnet-4-6",
+                              questions=list(questions), jobs=jobs, prior_verdicts={}, context_doc=document,
+                              reload_context=lambda _t: document, requested_threshold=2000,
+                              deadline=Deadline(seconds), log_fields={"eval_run_id": "evr_1"})
+    return asyncio.run(judge_run(run_input, model, ports, tuning)), ports
+
+
+def all_outcomes(result: JudgeRunResult) -> dict[str, QuestionOutcome]:
+    return dict(result.outcomes)
+
+
+def test_first_judge_warms_the_cache_then_the_rest_fan_out_in_parallel() -> None:
+    model = ScriptedModel(default_latency=0.05)
+    result, _ = run(model)
+
+    assert result.stop == "done" and result.result is not None
+    assert len(result.result.verdicts()) == 13
+    assert model.starts[0] == QUESTIONS[0].id
+    # Nothing else started before the warm-up judge finished, then 12 ran at once.
+    assert model.finished[0] == QUESTIONS[0].id
+    assert model.max_inflight == 12
+    usage = [o.usage for o in result.outcomes.values()]
+    assert sum(u.cache_creation_input_tokens > 0 for u in usage) == 1
+    assert sum(u.cache_read_input_tokens > 0 for u in usage) == 12
+    assert model.closed
+
+
+def test_without_warm_up_every_judge_pays_the_cache_write() -> None:
+    model = ScriptedModel(default_latency=0.05)
+    result, _ = run(model, tuning=RunnerTuning(concurrency=13, warm_up="none", cancel_poll_seconds=0.02,
+                                               retrospective=False))
+    assert model.max_inflight == 13
+    assert sum(o.usage.cache_creation_input_tokens > 0 for o in result.outcomes.values()) == 13
+
+
+def test_concurrency_is_bounded() -> None:
+    model = ScriptedModel(default_latency=0.02)
+    run(model, tuning=RunnerTuning(concurrency=3, cancel_poll_seconds=0.02))
+    assert model.max_inflight == 3
+
+
+def test_a_slow_warm_up_judge_does_not_hold_the_others_back_forever() -> None:
+    model = ScriptedModel(script={QUESTIONS[0].id: [Step(hang=True)]})
+    result, _ = run(model, seconds=0.8, tuning=RunnerTuning(cancel_poll_seconds=0.02, warm_up_share=0.25))
+    assert result.stop == "deadline"
+    assert len(model.finished) == 12
+    assert result.unfinished == [QUESTIONS[0].id]
+    assert model.cancelled == [QUESTIONS[0].id]
+
+
+def test_the_deadline_cancels_in_flight_calls_and_keeps_finished_verdicts() -> None:
+    hung = {"permission_bypass", "direct_approach"}
+    model = ScriptedModel(script={q: [Step(hang=True)] for q in hung})
+    result, _ = run(model, seconds=0.5)
+
+    assert result.stop == "deadline"
+    assert set(result.unfinished) == hung
+    assert set(model.cancelled) == hung  # the calls were cancelled, not left running
+    assert result.result is not None and len(result.result.verdicts()) == 11
+    assert result.retrospective_status == "skipped"
+
+
+def test_a_cancel_stops_in_flight_calls_and_further_writes() -> None:
+    hung = {"followed_plan", "tests_written", "redundant_calls"}
+    model = ScriptedModel(script={q: [Step(hang=True)] for q in hung})
+    ports = Ports(cancel_when=lambda m: len(m.finished) >= 10)
+    result, ports = run(model, ports)
+
+    assert result.stop == "cancelled"
+    assert set(model.cancelled) == hung
+    assert result.result is None
+    assert len(model.starts) == 13  # nothing new was sent after the cancel
+
+
+def test_a_rotated_key_is_picked_up_once_and_the_question_retried() -> None:
+    rejected = VendorCallError("auth", "invalid key", status=401)
+    old = ScriptedModel(script={q.id: [Step(error=rejected)] for q in QUESTIONS})
+    new = ScriptedModel()
+    ports = Ports(refreshed_model=new)
+    result, ports = run(old, ports)
+
+    assert result.stop == "done" and result.result is not None and len(result.result.verdicts()) == 13
+    assert ports.refreshes == 1
+    assert len(new.finished) == 14  # 13 judges + the retrospective, all on the new key
+    assert old.closed and new.closed
+
+
+def test_a_refused_key_that_was_not_rotated_aborts_the_run() -> None:
+    rejected = VendorCallError("auth", "invalid key", status=401)
+    model = ScriptedModel(script={q.id: [Step(error=rejected)] for q in QUESTIONS}, counts=False)
+    result, ports = run(model, Ports(refreshed_model=None))
+    assert result.stop == "aborted" and result.abort is not None and result.abort.kind == "auth"
+    assert ports.refreshes == 1
+    assert len(model.starts) == 1  # the warm-up judge failed: the other 12 were never sent
+
+
+def test_unknown_model_aborts_the_run() -> None:
+    missing = VendorCallError("model_not_found", "no such model", status=404)
+    model = ScriptedModel(script={q.id: [Step(error=missing)] for q in QUESTIONS}, counts=False)
+    result, _ = run(model)
+    assert result.stop == "aborted" and result.abort is not None and result.abort.kind == "model_not_found"
+
+
+def test_one_repair_re_ask_then_failure_and_no_repair_for_a_bad_score() -> None:
+    model = ScriptedModel(script={
+        "sensitive_files": [Step(text="not json at all"), Step()],
+        "followed_plan": [Step(text="{"), Step(text="still not json")],
+        "tests_written": [Step(text=_verdict("tests_written", score=9))],
+    })
+    result, _ = run(model)
+    outcomes = all_outcomes(result)
+    assert outcomes["sensitive_files"].status == "scored" and outcomes["sensitive_files"].attempts == 2
+    assert outcomes["followed_plan"].status == "failed"
+    assert outcomes["followed_plan"].failure_reason is not None
+    assert outcomes["followed_plan"].failure_reason.kind == "invalid_output"
+    assert model.starts.count("followed_plan") == 2
+    assert outcomes["tests_written"].status == "failed" and model.starts.count("tests_written") == 1
+    # Usage of the failed first attempt is kept with the question.
+    assert outcomes["sensitive_files"].usage.output_tokens == 40
+
+
+def test_a_vendor_context_overflow_shrinks_the_trace_once_and_retries() -> None:
+    overflow = VendorCallError("context_overflow", "prompt is too long", status=400)
+    model = ScriptedModel(script={QUESTIONS[0].id: [Step(error=overflow), Step()]})
+    result, _ = run(model, context=doc(400))
+    assert result.stop == "done" and result.result is not None and len(result.result.verdicts()) == 13
+    assert result.context_report is not None and result.context_report["vendor_overflow_retries"] == 1
+    assert model.contexts[1] < model.contexts[0]  # the retry carried the elided trace
+    assert result.context_report["elided_entries"] > 0
+
+
+def test_progress_is_coalesced_and_the_last_batch_is_left_for_the_finish_write() -> None:
+    model = ScriptedModel(script={q.id: [Step(latency=0.03 * i)] for i, q in enumerate(QUESTIONS)})
+    result, ports = run(model)
+    flushed = [qid for batch in ports.flushes for qid in batch]
+    assert 1 <= len(ports.flushes) < 12
+    assert any(len(batch) > 1 for batch in ports.flushes)
+    assert sorted(flushed + [o.question_id for o in result.unflushed]) == sorted(q.id for q in QUESTIONS)
+    assert ports.flushed_contexts[0] is not None  # the context report rides on the first progress write
+    assert all(c is None for c in ports.flushed_contexts[1:])
+
+
+def test_run_usage_is_the_sum_of_every_call_including_repairs_and_the_retrospective() -> None:
+    model = ScriptedModel(script={"sensitive_files": [Step(text="nope"), Step()]})
+    result, _ = run(model)
+    per_question = sum((o.usage for o in result.outcomes.values()), TokenUsage())
+    assert result.usage.output_tokens == per_question.output_tokens + 20  # + the retrospective
+    assert result.calls == 15  # 13 judges + 1 repair + the retrospective
+    assert result.retrospective_status == "succeeded"
+    assert result.result is not None and result.result.retrospective is not None
+
+
+def test_a_failed_retrospective_is_not_fatal() -> None:
+    model = ScriptedModel(script={"retrospective": [Step(text="nope"), Step(text="nope again")]})
+    result, _ = run(model)
+    assert result.stop == "done" and result.result is not None
+    assert result.result.retrospective is None and result.retrospective_status == "failed"
+
+
+def test_all_judges_failing_leaves_no_result() -> None:
+    model = ScriptedModel(script={q.id: [Step(error=VendorCallError("server", "boom", status=500))]
+                                  for q in QUESTIONS})
+    result, _ = run(model)
+    assert result.stop == "done" and result.result is None
+    assert all(o.status == "failed" and o.failure_reason and o.failure_reason.kind == "server"
+               for o in result.outcomes.values())
+
+
+@pytest.mark.parametrize(("remaining_ms", "grace", "expected"), [
+    (900_000, 60, 240.0),      # run deadline (300 s from dispatch, 60 s ago) is the tighter bound
+    (100_000, 60, 80.0),       # Lambda time minus a fifth (20 s < the 60 s grace)
+    (3_000, 60, 2.0),          # tiny invocation: grace scales down to its 1 s floor
+])
+def test_budget_is_the_run_deadline_clamped_to_lambda_time_minus_grace(remaining_ms: int, grace: int,
+                                                                       expected: float) -> None:
+    budget = run_budget_seconds(deadline_at="2026-01-01T00:05:00.000Z", now_iso="2026-01-01T00:01:00.000Z",
+                                remaining_ms=remaining_ms, grace_seconds=grace)
+    assert budget == pytest.approx(expected)
+
+
+def test_sdk_retries_follow_the_budget() -> None:
+    assert sdk_max_retries(10) < sdk_max_retries(60) < sdk_max_retries(600)
