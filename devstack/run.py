@@ -8,6 +8,7 @@ every process it started (each runs in its own process group, so grandchildren d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,7 +30,7 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"{url}: process exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=1) as resp:  # loopback only
                 if resp.status < 500:
                     return
         except urllib.error.HTTPError as exc:
@@ -57,24 +58,18 @@ class Stack:
         self.stopping = True
         for _, proc in reversed(self.procs):
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 10
         for _, proc in self.procs:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             STACK_FILE.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def main() -> int:
@@ -83,10 +78,8 @@ def main() -> int:
     vendor_port = int(os.environ.get("VENDOR_PORT", "5100"))
     region = os.environ.get("AWS_REGION", "us-east-1")
     LOCAL_DIR.mkdir(exist_ok=True)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         STACK_FILE.unlink()
-    except FileNotFoundError:
-        pass
 
     stack = Stack()
 
