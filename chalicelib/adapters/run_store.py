@@ -191,15 +191,27 @@ class DynamoRunStore:
         return EvalRun.model_validate(from_item(resp["Attributes"]))
 
     def start(self, tenant: str, run_id: str, *, now: str, outcomes: list[QuestionOutcome],
-              context: dict[str, Any] | None = None) -> EvalRun:
-        """queued/running → running, marking the given questions running in the same write."""
+              context: dict[str, Any] | None = None, lease_seconds: float | None = None) -> EvalRun:
+        """queued/running → running, marking the given questions running in the same write.
+
+        With `lease_seconds` (the server worker) the write also takes a lease: SQS may deliver one
+        message twice at once, and the second worker must not judge (and bill) the run again.
+        """
         sets: dict[str, Any] = {"status": "running", "started_at": now}
         for o in outcomes:
             sets[f"outcomes.{o.question_id}"] = _dump_outcome(o)
         if context is not None:
             sets["context"] = context
-        return self._update(tenant, run_id, sets=sets, condition="#status IN (:q, :r)",
-                            cond_values={":q": "queued", ":r": "running"})
+        condition = "#status IN (:q, :r)"
+        values: dict[str, Any] = {":q": "queued", ":r": "running"}
+        if lease_seconds is not None:
+            from chalicelib.domain.clock import parse_iso
+
+            now_epoch = int(parse_iso(now).timestamp())
+            sets["lease_until"] = now_epoch + int(lease_seconds) + 1
+            condition += " AND (attribute_not_exists(lease_until) OR lease_until < :now_epoch)"
+            values[":now_epoch"] = now_epoch
+        return self._update(tenant, run_id, sets=sets, condition=condition, cond_values=values)
 
     def claim_for_worker(self, tenant: str, run_id: str, *, now: str) -> EvalRun:
         """Counts a delivery attempt; fails if the run is already terminal."""
@@ -230,25 +242,31 @@ class DynamoRunStore:
         sets.update(extra or {})
         placeholders = {f":f{i}": s for i, s in enumerate(from_statuses)}
         condition = f"#status IN ({', '.join(placeholders)})"
-        return self._update(tenant, run_id, sets=sets, condition=condition, cond_values=placeholders)
+        return self._update(tenant, run_id, sets=sets, condition=condition, cond_values=placeholders,
+                            removes=("lease_until",))
 
-    def cancel(self, tenant: str, run_id: str, *, now: str, message: str) -> EvalRun:
+    def cancel(self, tenant: str, run_id: str, *, now: str, message: str,
+               outcomes: list[QuestionOutcome] = ()) -> EvalRun:  # type: ignore[assignment]
+        """queued/running → cancelled; unfinished questions are marked cancelled in the same write."""
         err = RunError(code="cancelled", message=message)
-        return self._update(tenant, run_id, sets={"status": "cancelled", "finished_at": now,
-                                                  "cancel_requested": True, "error": err.model_dump()},
-                            condition="#status IN (:q, :r)", cond_values={":q": "queued", ":r": "running"})
+        sets: dict[str, Any] = {"status": "cancelled", "finished_at": now, "cancel_requested": True,
+                                "error": err.model_dump()}
+        for o in outcomes:
+            sets[f"outcomes.{o.question_id}"] = _dump_outcome(o)
+        return self._update(tenant, run_id, sets=sets, condition="#status IN (:q, :r)",
+                            cond_values={":q": "queued", ":r": "running"}, removes=("lease_until",))
 
     def reopen_for_rerun(self, tenant: str, run_id: str, *, deadline_at: str, outcomes: list[QuestionOutcome],
                          expected_version: int) -> EvalRun:
-        """failed/timed_out/cancelled → queued, keeping scored questions and resetting the rest."""
+        """A finished run → queued again, keeping scored questions and resetting the rest."""
         sets: dict[str, Any] = {"status": "queued", "deadline_at": deadline_at, "cancel_requested": False}
         for o in outcomes:
             sets[f"outcomes.{o.question_id}"] = _dump_outcome(o)
         return self._update(tenant, run_id, sets=sets,
-                            condition="#status IN (:f, :t, :c) AND version = :ver",
+                            condition="#status IN (:f, :t, :c, :s) AND version = :ver",
                             cond_values={":f": "failed", ":t": "timed_out", ":c": "cancelled",
-                                         ":ver": expected_version},
-                            removes=("result", "error", "finished_at"))
+                                         ":s": "succeeded", ":ver": expected_version},
+                            removes=("result", "error", "finished_at", "lease_until"))
 
     def set_fields(self, tenant: str, run_id: str, fields: dict[str, Any], *,
                    when_status: tuple[str, ...] = ("queued", "running")) -> EvalRun:

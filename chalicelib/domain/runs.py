@@ -25,7 +25,7 @@ from chalicelib.domain.evaluation import (
 TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset({"running", "failed", "timed_out", "cancelled"}),
     "running": frozenset({"running", "succeeded", "failed", "timed_out", "cancelled"}),
-    "succeeded": frozenset(),
+    "succeeded": frozenset({"queued"}),   # rerun of questions that failed in a succeeded run
     "failed": frozenset({"queued"}),      # rerun of failed questions
     "timed_out": frozenset({"queued"}),
     "cancelled": frozenset({"queued"}),

@@ -60,7 +60,7 @@ class RunStore(Protocol):
     def status_of(self, tenant: str, run_id: str) -> str | None: ...
 
     def start(self, tenant: str, run_id: str, *, now: str, outcomes: list[QuestionOutcome],
-              context: dict[str, Any] | None = None) -> EvalRun: ...
+              context: dict[str, Any] | None = None, lease_seconds: float | None = None) -> EvalRun: ...
 
     def record_outcomes(self, tenant: str, run_id: str, outcomes: list[QuestionOutcome], usage: TokenUsage, *,
                         extra: dict[str, Any] | None = None) -> EvalRun: ...
@@ -198,9 +198,11 @@ class EvalJobService:
         running = [QuestionOutcome(question_id=j.question.id, category=j.question.category, status="running",
                                    usage=j.prior.usage, attempts=j.prior.attempts) for j in jobs]
         try:
-            started = self._runs.start(run.tenant, run.eval_run_id, now=now, outcomes=running)
+            started = self._runs.start(run.tenant, run.eval_run_id, now=now, outcomes=running,
+                                       lease_seconds=budget + self._grace)
         except Conflict:
-            logger.info("eval run changed before it started (cancelled?); job ignored", extra=fields)
+            logger.info("eval run changed before it started (cancelled, or another worker holds it); "
+                        "job ignored", extra=fields)
             return JobOutcome("cancelled")
         logger.info("eval run started", extra={**fields, "vendor": run.vendor, "model": run.model or creds.model,
                                                "questions": len(run.questions), "pending": len(jobs),

@@ -42,7 +42,8 @@ MIN_THRESHOLD = 1
 MAX_THRESHOLD = 200_000
 MAX_SELECTION_TOKENS = 64
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
-RERUNNABLE_STATUSES: frozenset[str] = frozenset({"failed", "timed_out", "cancelled"})
+# A succeeded run may still hold failed questions (aggregation drops them): those can be rerun too.
+RERUNNABLE_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 
 # Idempotency keys land in a DynamoDB sort key and in logs: printable, no spaces or separators
 # that could be confused with our own key syntax ('#').
@@ -531,9 +532,14 @@ class EvalRunService:
         self._authorize_change(principal, run, "cancel")
         if run.is_terminal:
             raise _already_finished(run.status)
+        unfinished = [QuestionOutcome(question_id=o.question_id, category=o.category, status="cancelled",
+                                      usage=o.usage, attempts=o.attempts, latency_ms=o.latency_ms,
+                                      failure_reason=FailureReason(kind="cancelled",
+                                                                   message=f"Cancelled by {principal.user}."))
+                      for o in (run.outcome(q.question_id) for q in run.questions) if not o.is_terminal]
         try:
             cancelled = self._runs.cancel(principal.tenant, run_id, now=iso(self._clock.now()),
-                                          message=f"Cancelled by {principal.user}.")
+                                          message=f"Cancelled by {principal.user}.", outcomes=unfinished)
         except Conflict as exc:
             status = (exc.details or {}).get("status", "finished")
             raise _already_finished(str(status)) from None
@@ -550,7 +556,7 @@ class EvalRunService:
         run = self._load(principal, run_id)
         self._authorize_change(principal, run, "rerun")
         if run.status not in RERUNNABLE_STATUSES:
-            raise Conflict(f"The eval run is {run.status}; only failed, timed out or cancelled runs can be rerun.",
+            raise Conflict(f"The eval run is {run.status}; only finished runs can be rerun.",
                            code="rerun_not_allowed", details={"status": run.status})
         pending = self._runs_pending(run)
         if not pending:
@@ -581,7 +587,10 @@ class EvalRunService:
 
     def _reopen(self, run: EvalRun, pending: list[QuestionRef], *, daemon_id: str | None) -> EvalRun:
         deadline = self._clock.now() + timedelta(seconds=run.run_timeout_seconds)
-        outcomes = [QuestionOutcome(question_id=q.question_id, category=q.category, status="queued")
+        # Usage and attempts carry over: a rerun adds to what the earlier attempts already billed.
+        outcomes = [QuestionOutcome(question_id=q.question_id, category=q.category, status="queued",
+                                    usage=run.outcome(q.question_id).usage,
+                                    attempts=run.outcome(q.question_id).attempts)
                     for q in pending]
         reopened = self._runs.reopen_for_rerun(run.tenant, run.eval_run_id, deadline_at=iso(deadline),
                                                outcomes=outcomes, expected_version=run.version)

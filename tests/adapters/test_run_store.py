@@ -82,3 +82,34 @@ def test_other_tenant_cannot_see_run(store: DynamoRunStore, container: Any) -> N
     assert store.get("globex", "evr_1") is None
     with pytest.raises(NotFound):
         store.cancel("globex", "evr_1", now="2026-11-29T10:00:02.000Z", message="x")
+
+
+def test_a_worker_lease_keeps_a_duplicate_delivery_out(store: DynamoRunStore, container: Any) -> None:
+    store.create(_run(), session_key=_put_session(container))
+    store.start("acme", "evr_1", now="2026-11-29T10:00:01.000Z", outcomes=[], lease_seconds=300)
+    with pytest.raises(RunStateConflict):
+        store.start("acme", "evr_1", now="2026-11-29T10:00:02.000Z", outcomes=[], lease_seconds=300)
+    # Once the lease has run out (the first worker died), a redelivery may take over.
+    store.start("acme", "evr_1", now="2026-11-29T10:05:03.000Z", outcomes=[], lease_seconds=300)
+
+
+def test_finishing_releases_the_lease_so_a_rerun_can_start_at_once(store: DynamoRunStore,
+                                                                  container: Any) -> None:
+    store.create(_run(), session_key=_put_session(container))
+    store.start("acme", "evr_1", now="2026-11-29T10:00:01.000Z", outcomes=[], lease_seconds=300)
+    run = store.finish("acme", "evr_1", status="failed", now="2026-11-29T10:00:05.000Z", usage=TokenUsage())
+    store.reopen_for_rerun("acme", "evr_1", deadline_at="2026-11-29T10:10:00.000Z", outcomes=[],
+                           expected_version=run.version)
+    started = store.start("acme", "evr_1", now="2026-11-29T10:00:06.000Z", outcomes=[], lease_seconds=300)
+    assert started.status == "running"
+
+
+def test_cancel_marks_unfinished_questions_cancelled(store: DynamoRunStore, container: Any) -> None:
+    store.create(_run(), session_key=_put_session(container))
+    running = QuestionOutcome(question_id="tests_written", category="quality", status="running")
+    store.start("acme", "evr_1", now="2026-11-29T10:00:01.000Z", outcomes=[running])
+    cancelled = QuestionOutcome(question_id="tests_written", category="quality", status="cancelled",
+                                failure_reason=FailureReason(kind="cancelled", message="Cancelled by alice."))
+    run = store.cancel("acme", "evr_1", now="2026-11-29T10:00:02.000Z", message="Cancelled by alice.",
+                       outcomes=[cancelled])
+    assert run.outcome("tests_written").status == "cancelled"

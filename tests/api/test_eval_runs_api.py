@@ -249,9 +249,16 @@ def test_rerun_state_rules(client: Any, container: Any, daemons: FakeDaemons, me
     run_id = _new_run(client, member_token)
     resp = client.post(f"/eval-runs/{run_id}/rerun", token=member_token)
     assert (resp.status_code, resp.json["error"]["code"]) == (409, "rerun_not_allowed")
+    # A succeeded run can still hold failed or unjudged questions: those (and only those) rerun,
+    # and what the earlier attempt billed stays on the question.
     _finish_partially(container, run_id, status="succeeded")
     resp = client.post(f"/eval-runs/{run_id}/rerun", token=member_token)
-    assert (resp.status_code, resp.json["error"]["code"]) == (409, "rerun_not_allowed")
+    assert resp.status_code == 202, resp.json
+    statuses = {q["question_id"]: q["status"] for q in resp.json["progress"]["questions"]}
+    first = container.run_store.require("acme", run_id).questions[0].question_id
+    assert statuses.pop(first) == "scored"
+    assert set(statuses.values()) == {"queued"}
+    assert resp.json["result"] is None
 
     # Every question scored: nothing to rerun even though the run ended failed.
     store = container.run_store
@@ -354,3 +361,14 @@ def test_a_server_run_whose_worker_vanished_reads_as_timed_out(client: Any, cont
     assert {q["status"] for q in view["progress"]["questions"]} == {"timed_out"}
     # The change is stored, not just shown.
     assert container.run_store.require("acme", run_id).status == "timed_out"
+
+
+def test_cancel_marks_every_unfinished_question_cancelled(client: Any, container: Any, daemons: FakeDaemons,
+                                                          member_token: str) -> None:
+    configure_vendors(client, "anthropic")
+    seed_session(container)
+    run_id = _new_run(client, member_token)
+    view = client.post(f"/eval-runs/{run_id}/cancel", token=member_token).json
+    assert view["status"] == "cancelled"
+    assert {q["status"] for q in view["progress"]["questions"]} == {"cancelled"}
+    assert view["progress"]["failed"] == 13
