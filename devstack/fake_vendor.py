@@ -57,6 +57,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
+
+class _FakeVendorHTTPServer(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when a run fans out 12 judges at once,
+    # which would make the local stack look slow for reasons real vendors do not have.
+    request_queue_size = 128
+    daemon_threads = True
+
 HOST = "127.0.0.1"
 CHARS_PER_TOKEN = 4
 DEFAULT_HANG_SECONDS = 3600.0
@@ -257,7 +264,7 @@ class FakeVendor:
         if self._server is not None:
             return self.base_url
         self._stopping.clear()
-        server = ThreadingHTTPServer((HOST, self._port), _make_handler(self))
+        server = _FakeVendorHTTPServer((HOST, self._port), _make_handler(self))
         server.daemon_threads = True
         server.block_on_close = False
         self._server = server
