@@ -32,6 +32,11 @@ BENCHES: dict[str, list[str]] = {
     "memory": ["bench/memory/bench_memory.py"],
 }
 
+# A bench's stdout is its markdown section: keep the service's INFO log lines and EMF metric blobs
+# (both printed to stdout by Powertools) out of it. Benches that measure a server (bench/load) give
+# that server the production settings back.
+QUIET_SERVICE = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+
 
 def _machine() -> str:
     cpu = "unknown CPU"
@@ -70,7 +75,7 @@ def main() -> int:
         print(f"[bench] {name} …", file=sys.stderr, flush=True)
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, *script], cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              env={**os.environ, "PYTHONPATH": str(ROOT), **QUIET_SERVICE})
         took = time.perf_counter() - start
         if proc.returncode != 0:
             failures.append(name)

@@ -8,7 +8,6 @@ or a later test succeeds; a success lifts a suspension of that same key version.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Literal, Protocol
@@ -85,6 +84,9 @@ class ConnectionTestService:
                          max_output_tokens=PROBE_MAX_OUTPUT_TOKENS, timeout_seconds=self._timeout)
         started = self._monotonic()
         error: ConnectionTestError | None = None
+        status_written = False
+        import asyncio  # here, not at module top: the API handler's cold start never needs the event loop
+
         try:
             reply = asyncio.run(self._probe(vendor, creds.api_key, creds.base_url, call))
             parsed = parse_verdict(reply.text, PROBE_QUESTION)
@@ -101,11 +103,16 @@ class ConnectionTestService:
                 self._settings.mark_vendor_suspended(tenant, vendor, error.message,
                                                      secret_version_id=creds.secret_version_id,
                                                      actor=principal.user)
+                status_written = True
         latency_ms = max(0, int((self._monotonic() - started) * 1000))
-        if error is None:
+        if error is None and creds.status == "suspended":
             self._settings.mark_vendor_ok(tenant, vendor, secret_version_id=creds.secret_version_id,
                                           actor=principal.user)
-        status = self._settings.load_runner_settings(tenant, fresh=True).vendor(vendor).status
+            status_written = True
+        # The credentials were read fresh above; only a status write since then needs a second read
+        # (each status write re-reads the item itself, so skipping a no-op saves two round trips).
+        status = (self._settings.load_runner_settings(tenant, fresh=True).vendor(vendor).status
+                  if status_written else creds.status)
         logger.info("vendor connection tested", extra={"tenant": tenant, "vendor": vendor, "ok": error is None,
                                                         "error_kind": error.kind if error else None,
                                                         "latency_ms": latency_ms})
@@ -115,6 +122,8 @@ class ConnectionTestService:
     async def _probe(self, vendor: VendorName, api_key: str, base_url: str | None, call: JudgeCall) -> JudgeReply:
         model = self._build(vendor, api_key=api_key, base_url=base_url, max_retries=self._max_retries,
                             timeout_seconds=self._timeout)
+        import asyncio
+
         try:
             async with asyncio.timeout(self._timeout + 2.0):
                 return await model.judge(call)

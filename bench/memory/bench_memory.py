@@ -1,0 +1,341 @@
+"""Worker memory: peak RSS of one eval run in a fresh worker process, on the largest trace the model's
+context window takes as it is and on a 200 MB session that the context fit has to shrink.
+
+Setup (this process): moto server and the fake vendor as their own processes (`devstack.moto_server`,
+`devstack.fake_vendor`), the stack's resources provisioned from the infra template, the tenant's
+anthropic settings pointing at the fake vendor, the sessions uploaded through the service (a native
+PUT body; the 200 MB Claude Code transcript through the presigned flow: create upload, PUT the file to
+the presigned S3 URL, complete), and one run dispatched per session. Each run is then judged by a
+fresh `python` child that imports the app like the worker Lambda, turns the queued message into an SQS
+event and calls `chalicelib.worker.eval_worker.handle_sqs_batch`; the child reports its
+`ru_maxrss` (peak resident set), so nothing of the setup or of AWS/the vendor is counted.
+
+Usage: .venv/bin/python bench/memory/bench_memory.py [--session-mb 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TENANT = "acme"
+MODEL = "claude-sonnet-4-6"  # a 200k-token context window
+API_KEY = "sk-ant-memory-bench-0123456789abcdef"
+MB = 1024 * 1024
+# Tool outputs below the default 2000-byte threshold, so nothing is truncated: the trace reaches the
+# judges as it is. 420 pairs ≈ 0.7 MB of eval context ≈ 175k tokens at the fake's 4 chars per token.
+WINDOW_PAIRS = 420
+WINDOW_OUTPUT_CHARS = 1500
+_WORDS = ["the", "invoice", "total", "rounding", "test", "route", "handler", "module", "config", "deploy", "build",
+          "error", "retry", "cache", "request", "response", "schema", "field", "value", "parser", "stream", "buffer",
+          "limit", "queue", "worker", "user", "order", "price", "session"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+@contextmanager
+def services() -> Iterator[dict[str, str]]:
+    """moto server + fake vendor on free loopback ports; yields the worker's environment."""
+    aws_port, vendor_port = _free_port(), _free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    base.update({"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_REGION": "us-east-1",
+                 "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(ROOT)})
+    procs = [subprocess.Popen([sys.executable, "-m", "devstack.moto_server", "--port", str(aws_port)], cwd=ROOT,
+                              env=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+             subprocess.Popen([sys.executable, "-m", "devstack.fake_vendor", "--port", str(vendor_port)], cwd=ROOT,
+                              env=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        aws_url, vendor_url = f"http://127.0.0.1:{aws_port}", f"http://127.0.0.1:{vendor_port}"
+        _wait(f"{aws_url}/moto-api/", procs[0])
+        _wait(f"{vendor_url}/_fake/stats", procs[1])
+        import boto3
+
+        from devstack.resources import provision
+
+        session = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1")
+        resources = provision(session, stack_name="eval-runner-memory", endpoint_url=aws_url)
+        env = {**base, **resources.env(stage="dev"), "AWS_ENDPOINT_URL": aws_url, "STAGE": "dev",
+               "AUTH_MODE": "hs256", "DEV_JWT_SECRET": "memory-bench-secret-0123456789abcdef0123",
+               "ALLOWED_BASE_URL_HOSTS": "127.0.0.1,localhost", "ALLOW_HTTP_BASE_URLS": "true",
+               "MAX_RUN_TIMEOUT_SECONDS": "840", "WORKER_GRACE_SECONDS": "60", "FAKE_VENDOR_URL": vendor_url,
+               "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+        yield env
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _window_trace() -> bytes:
+    ts = "2025-06-01T{:02d}:{:02d}:{:02d}.000Z"
+    entries: list[dict[str, Any]] = [
+        {"kind": "user_message", "timestamp": ts.format(9, 0, 0), "text": "Fix the failing invoice rounding tests"},
+        {"kind": "plan", "timestamp": ts.format(9, 0, 1), "text": "1. reproduce 2. fix rounding 3. run the suite"},
+    ]
+    for i in range(WINDOW_PAIRS):
+        words = " ".join(_WORDS[(i * 7 + k) % len(_WORDS)] for k in range(WINDOW_OUTPUT_CHARS // 6))
+        second = 2 + 2 * i
+        entries += [
+            {"kind": "tool_invocation", "timestamp": ts.format(10 + second // 3600, second // 60 % 60, second % 60),
+             "tool": "Bash", "call_id": f"c{i}", "arguments": {"command": f"pytest tests/test_invoice_{i}.py -q"}},
+            {"kind": "tool_result", "timestamp": ts.format(10 + second // 3600, second // 60 % 60, second % 60 + 1),
+             "tool": "Bash", "call_id": f"c{i}", "output": words[:WINDOW_OUTPUT_CHARS]},
+        ]
+    entries.append({"kind": "assistant_message", "timestamp": ts.format(23, 59, 59), "text": "Fixed rounding."})
+    return json.dumps({"trace": entries, "title": "window-sized session"}).encode()
+
+
+def setup(env: dict[str, str], session_mb: int, tmp: Path) -> dict[str, dict[str, Any]]:
+    """Settings, sessions and one queued run per case; returns case → {message, session facts}."""
+    import httpx
+
+    os.environ.update(env)
+    from bench.sessions.bench_sessions import generate
+    from chalicelib.config import runtime_config_from_env
+    from chalicelib.domain.principal import Principal
+    from chalicelib.domain.settings import EvalRunnerSettingsUpdate
+    from chalicelib.services.eval_runs import EvalRunRequest
+    from chalicelib.services.sessions import UploadRequest
+    from chalicelib.wiring import Container
+
+    c = Container(runtime_config_from_env(env))
+    admin = Principal(tenant=TENANT, user="root", roles=("admin",))
+    member = Principal(tenant=TENANT, user="bob", roles=())
+    c.admin_settings.update_eval_runner_settings(admin, EvalRunnerSettingsUpdate.model_validate(
+        {"anthropic": {"api_key": API_KEY, "model": MODEL, "base_url": env["FAKE_VENDOR_URL"]},
+         "run_timeout_seconds": 840}))
+
+    cases: dict[str, dict[str, Any]] = {}
+    small = json.dumps({"trace": [
+        {"kind": "user_message", "timestamp": "2025-06-01T10:00:00Z", "text": "Add a README"},
+        {"kind": "assistant_message", "timestamp": "2025-06-01T10:01:00Z", "text": "Added README.md"}]}).encode()
+    stored = c.sessions.store_native(member, "mem-small", small)
+    cases["small session (2 entries)"] = {"session_id": "mem-small", "bytes": len(small), "entries": stored.entries}
+    window = _window_trace()
+    stored = c.sessions.store_native(member, "mem-window", window)
+    cases["largest trace the window takes as is"] = {"session_id": "mem-window", "bytes": len(window),
+                                                     "entries": stored.entries}
+
+    path = tmp / f"claude-{session_mb}mb.jsonl"
+    size = generate(path, session_mb)
+    ticket = c.sessions.create_upload(member, "mem-big", UploadRequest(format="claude-code", content_length=size))
+    with path.open("rb") as body:
+        httpx.put(ticket.url, content=body, headers=ticket.headers, timeout=600).raise_for_status()
+    stored = c.sessions.complete_upload(member, "mem-big", ticket.upload_id)
+    path.unlink()
+    cases[f"{session_mb} MB Claude Code session (presigned upload)"] = {
+        "session_id": "mem-big", "bytes": size, "entries": stored.entries}
+
+    for case in cases.values():
+        accepted = c.eval_runs.dispatch_eval_run(member, case["session_id"], EvalRunRequest.model_validate({}),
+                                                 idempotency_key=f"memory-{case['session_id']}")
+        case["eval_run_id"] = accepted.eval_run_id
+    messages = []
+    while True:
+        got = c.sqs.receive_message(QueueUrl=c.config.queue_url, MaxNumberOfMessages=10,
+                                    WaitTimeSeconds=0).get("Messages", [])
+        if not got:
+            break
+        for m in got:
+            messages.append(m)
+            c.sqs.delete_message(QueueUrl=c.config.queue_url, ReceiptHandle=m["ReceiptHandle"])
+    by_run = {json.loads(m["Body"])["eval_run_id"]: m for m in messages}
+    for case in cases.values():
+        m = by_run[case["eval_run_id"]]
+        case["record"] = {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                          "attributes": {}, "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
+                          "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+                          "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:eval-runner-jobs"}
+    return cases
+
+
+@contextmanager
+def quiet_stdout() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+# ----------------------------------------------------------------------------------- child
+
+
+class _Context:
+    function_name = "eval_worker"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:eval_worker"
+    aws_request_id = "req-memory"
+
+    def __init__(self, remaining_ms: int) -> None:
+        self._until = time.monotonic() + remaining_ms / 1000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._until - time.monotonic()) * 1000))
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(record_file: str | None) -> None:
+    """One worker Lambda invocation in this fresh process; prints JSON facts on the last stdout line."""
+    started = time.monotonic()
+    import app  # noqa: F401  (what the Lambda runtime imports first)
+    from chalicelib.worker.eval_worker import handle_sqs_batch
+
+    imported = {"rss_after_import_mb": _rss_mb(), "import_seconds": time.monotonic() - started,
+                "import_cpu_seconds": time.process_time()}
+    if record_file is None:
+        import anthropic  # noqa: F401  (a warm worker has the SDK loaded)
+
+        print(json.dumps({**imported, "rss_with_sdk_mb": _rss_mb(), "import_cpu_with_sdk_seconds": time.process_time(),
+                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return
+    record = json.loads(Path(record_file).read_text())
+    t0, cpu0 = time.monotonic(), time.process_time()
+    result = handle_sqs_batch({"Records": [record]}, _Context(900_000))
+    seconds, cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from chalicelib.wiring import container
+
+    body = json.loads(record["body"])
+    run = container().run_store.require(body["tenant"], body["eval_run_id"])
+    prompt_tokens = max((o.usage.input_tokens + o.usage.cache_read_input_tokens + o.usage.cache_creation_input_tokens
+                         for o in run.outcomes.values()), default=0)
+    print(json.dumps({**imported, "peak_rss_mb": peak, "rss_end_mb": _rss_mb(), "run_seconds": seconds,
+                      "run_cpu_seconds": cpu_seconds,
+                      "failures": result.get("batchItemFailures"), "status": run.status,
+                      "context": run.context, "prompt_tokens": prompt_tokens}))
+
+
+def run_child(env: dict[str, str], record: dict[str, Any] | None, tmp: Path) -> dict[str, Any]:
+    args = [sys.executable, str(Path(__file__).resolve()), "--child"]
+    if record is not None:
+        record_file = tmp / f"record-{record['messageId']}.json"
+        record_file.write_text(json.dumps(record))
+        args.append(str(record_file))
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--session-mb", type=int, default=200)
+    parser.add_argument("--child", nargs="?", const="", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(args.child or None)
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp_name, services() as env:
+        tmp = Path(tmp_name)
+        setup_started = time.monotonic()
+        with quiet_stdout():  # the service's EMF metrics and log lines
+            cases = setup(env, args.session_mb, tmp)
+        setup_seconds = time.monotonic() - setup_started
+        idle = run_child(env, None, tmp)
+        results = {name: run_child(env, case["record"], tmp) for name, case in cases.items()}
+
+    print("## Worker memory\n")
+    print(f"Peak RSS (`ru_maxrss`) of a fresh worker process judging one 13-question run (anthropic SDK → fake "
+          f"vendor at no latency, `{MODEL}`, 200k-token window; AWS = moto server in its own process, so the "
+          f"stored objects are not in the worker's memory). Setup took {setup_seconds:.0f} s. CPU seconds are "
+          f"this machine's (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores).\n")
+    print(f"Worker process before any run: {idle['rss_after_import_mb']:.0f} MB after `import app` + the worker "
+          f"module, {idle['rss_with_sdk_mb']:.0f} MB with the anthropic SDK imported.\n")
+    print("| session | stored | entries | status | context fit | largest judge prompt (tokens) "
+          "| run wall s | run CPU s | peak RSS | over idle worker |")
+    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|")
+    for name, case in cases.items():
+        r = results[name]
+        ctx = r.get("context") or {}
+        fit = (f"threshold {ctx.get('threshold_used')}, elided {ctx.get('elided_entries', 0):,} entries"
+               if ctx else "n/a")
+        print(f"| {name} | {case['bytes'] / MB:.1f} MB | {case['entries']:,} | {r['status']} | {fit} | "
+              f"{r['prompt_tokens'] or 0:,} | {r['run_seconds']:.1f} | {r['run_cpu_seconds']:.1f} | "
+              f"**{r['peak_rss_mb']:.0f} MB** | {r['peak_rss_mb'] - idle['rss_with_sdk_mb']:+.0f} MB |")
+
+    # Sizing: memory for the largest session the service accepts, CPU for the single-threaded worker.
+    big_name = next(n for n in cases if "MB Claude Code" in n)
+    big, big_case = results[big_name], cases[big_name]
+    per_mb = (big["peak_rss_mb"] - idle["rss_with_sdk_mb"]) / (big_case["bytes"] / MB)
+    max_session_mb = 256
+    worst = idle["rss_with_sdk_mb"] + per_mb * max_session_mb
+    import_cpu = idle["import_cpu_with_sdk_seconds"]
+    configured = json.loads((ROOT / ".chalice" / "config.json").read_text())["lambda_functions"]["eval_worker"][
+        "lambda_memory_size"]
+    print(f"\nThe worker holds the session's whole redacted, compacted trace while the context fit shrinks it, so "
+          f"peak memory grows with the session: about {per_mb:.2f} MB per stored MB, i.e. ≈ **{worst:.0f} MB** "
+          f"for the {max_session_mb} MiB session limit. A cold worker also spends {import_cpu:.1f} CPU s here "
+          "importing the app and the anthropic SDK (the SDK on the first run, inside its deadline).\n")
+    print("| `lambda_memory_size` | vCPU share (1,769 MB = 1 vCPU) | headroom over the 256 MiB-session peak "
+          "| cold import, est. s | CPU part of the 200 MB run, est. s |")
+    print("|---:|---:|---:|---:|---:|")
+    for size in (512, 1024, 1769, 3008):
+        share = min(size, 1769) / 1769
+        marker = " (configured)" if size == configured else ""
+        print(f"| {size}{marker} | {share:.2f} | {size / worst:.1f}x | {import_cpu / share:.1f} | "
+              f"{big['run_cpu_seconds'] / share:.1f} |")
+    print(f"\nConfigured: **{configured} MB** for `eval_worker`. 512 MB would run out of memory on the largest "
+          "sessions. Above 1,769 MB Lambda adds a second vCPU that a single-threaded asyncio worker cannot use. "
+          "Between them, more memory buys CPU for the CPU-bound parts (cold import, redact/compact/fit of a big "
+          "session, JSON of 13 large prompts), which otherwise eat into the run's deadline; judge calls are I/O "
+          "waits. Cost does not decide it: at arm64 list price ($0.0000133334 per GB-s) a 60 s run at 1,769 MB is "
+          "about $0.0014, while its 13 judge calls on a 190k-token prompt (one cache write at 1.25x, twelve "
+          "reads at 0.1x, Sonnet input at $3 per million tokens) are about $1.40.\n")
+
+if __name__ == "__main__":
+    main()
