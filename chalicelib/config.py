@@ -47,6 +47,12 @@ class RuntimeConfig(BaseModel):
     websocket_stage: str = "api"
     websocket_endpoint_url: str | None = None
 
+    # How the worker copes with a vendor's per-key rate limit (README "Vendor rate limits"):
+    # "shared": the fleet-wide limiter on DynamoDB (one 429 pauses every worker; calls are paced at a
+    # learned rate) and 429s waited out until the run's deadline; "retry": only the waiting, each run on
+    # its own; "off": the SDK's few retries only (benchmark baselines).
+    vendor_rate_limiter: Literal["shared", "retry", "off"] = "shared"
+
     @property
     def worker_timeout_seconds(self) -> int:
         """The worker Lambda's timeout: the run ceiling plus time to persist the result."""
@@ -77,6 +83,7 @@ _ENV_MAP: dict[str, str] = {
     "websocket_api_id": "WEBSOCKET_API_ID",
     "websocket_stage": "WEBSOCKET_STAGE",
     "websocket_endpoint_url": "WEBSOCKET_ENDPOINT_URL",
+    "vendor_rate_limiter": "VENDOR_RATE_LIMITER",
 }
 
 

@@ -7,6 +7,7 @@ pointed at moto, and `reset_container()` between tests.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,11 +23,14 @@ if TYPE_CHECKING:
     from chalicelib.adapters.daemon_store import DynamoDaemonStore
     from chalicelib.adapters.event_publisher import EventBridgePublisher
     from chalicelib.adapters.job_queue import SqsJobQueue
+    from chalicelib.adapters.rate_limiter import DynamoPacingStore, SharedRateGate
     from chalicelib.adapters.run_store import DynamoRunStore
     from chalicelib.adapters.secret_store import SecretStore
     from chalicelib.adapters.settings_store import SettingsStore
     from chalicelib.adapters.ws_push import WebSocketPush
+    from chalicelib.domain.evaluation import VendorName
     from chalicelib.domain.judging import JudgeModel
+    from chalicelib.domain.rate_limit import VendorCallGate
     from chalicelib.services.admin_settings import AdminSettingsService
     from chalicelib.services.connection_test import ConnectionTestService
     from chalicelib.services.daemons import DaemonService
@@ -227,7 +231,19 @@ class Container:
         # Assign before first use of `eval_jobs` to change it (tests use short poll intervals).
         from chalicelib.services.judge_runner import RunnerTuning
 
-        return RunnerTuning()
+        return RunnerTuning(retry_rate_limited=self.config.vendor_rate_limiter != "off")
+
+    @cached_property
+    def pacing_store(self) -> DynamoPacingStore:
+        from chalicelib.adapters.rate_limiter import DynamoPacingStore
+
+        return DynamoPacingStore(self.dynamodb, self.config.table_name)
+
+    def rate_gate(self, tenant: str, vendor: VendorName, *, log_fields: Mapping[str, Any]) -> SharedRateGate:
+        """A run's view of the fleet-wide limiter of (tenant, vendor); built per run, in its event loop."""
+        from chalicelib.adapters.rate_limiter import SharedRateGate
+
+        return SharedRateGate(self.pacing_store, tenant, vendor, log_fields=log_fields)
 
     @cached_property
     def eval_jobs(self) -> EvalJobService:
@@ -236,16 +252,17 @@ class Container:
         # Vendor SDK clients are built per run from the tenant's key (and closed after the run).
         return EvalJobService(runs=self.run_store, settings=self.admin_settings, sessions=self.sessions,
                               build_judge_model=_build_judge_model, events=self.event_publisher, clock=self.clock,
-                              grace_seconds=self.config.worker_grace_seconds, tuning=self.judge_tuning)
+                              grace_seconds=self.config.worker_grace_seconds, tuning=self.judge_tuning,
+                              rate_gates=self.rate_gate if self.config.vendor_rate_limiter == "shared" else None)
 
 
 def _build_judge_model(vendor: Literal["anthropic", "openai"], *, api_key: str, base_url: str | None,
-                       max_retries: int, timeout_seconds: float) -> JudgeModel:
+                       max_retries: int, timeout_seconds: float, gate: VendorCallGate | None = None) -> JudgeModel:
     # Imported on first use so the API handler's cold start never loads the vendor SDKs.
     from chalicelib.adapters.judge_models import build_judge_model
 
     return build_judge_model(vendor, api_key=api_key, base_url=base_url, max_retries=max_retries,
-                             timeout_seconds=timeout_seconds)
+                             timeout_seconds=timeout_seconds, gate=gate)
 
 
 _container: Container | None = None

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from chalicelib.domain.evaluation import VendorName
 from chalicelib.domain.judging import JudgeModel
+from chalicelib.domain.rate_limit import VendorCallGate
 
 ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CONNECT_TIMEOUT_SECONDS = 5.0
+# The generate endpoints, which the vendors' request limits count (token counting has its own limit).
+_GATED_PATH_SUFFIXES = ("/messages", "/chat/completions")
 
 
 def build_judge_model(
@@ -17,6 +23,7 @@ def build_judge_model(
     base_url: str | None,
     max_retries: int = 4,
     timeout_seconds: float,
+    gate: VendorCallGate | None = None,
 ) -> JudgeModel:
     """A judge model for `vendor` whose client retries 408/409/429/5xx and timeouts with the SDK's backoff.
 
@@ -25,6 +32,9 @@ def build_judge_model(
     `timeout_seconds` is the per-attempt default; `JudgeCall.timeout_seconds` overrides it per call.
     The base URL is explicit (the vendor's public API when None): environment variables such as
     ANTHROPIC_BASE_URL / OPENAI_BASE_URL are deliberately not consulted.
+
+    `gate` (the fleet's rate limiter) wraps every HTTP attempt of a generate call, the SDK's retries
+    included: it runs as the SDK's httpx event hooks, inside the SDK's retry loop.
     """
     if not api_key:
         raise ValueError("an API key is required")
@@ -44,6 +54,7 @@ def build_judge_model(
                 base_url=base_url or ANTHROPIC_DEFAULT_BASE_URL,
                 max_retries=max_retries,
                 timeout=anthropic.Timeout(timeout_seconds, connect=connect),
+                http_client=anthropic.DefaultAsyncHttpxClient(event_hooks=gate_hooks(gate)) if gate else None,
             )
         )
     if vendor == "openai":
@@ -57,6 +68,25 @@ def build_judge_model(
                 base_url=base_url or OPENAI_DEFAULT_BASE_URL,
                 max_retries=max_retries,
                 timeout=openai.Timeout(timeout_seconds, connect=connect),
+                http_client=openai.DefaultAsyncHttpxClient(event_hooks=gate_hooks(gate)) if gate else None,
             )
         )
     raise ValueError(f"unknown judge vendor {vendor!r}")
+
+
+def gate_hooks(gate: VendorCallGate) -> dict[str, list[Callable[[Any], Awaitable[None]]]]:
+    """httpx event hooks (they run once per attempt) that hold each generate request for the gate and
+    report each answer to it."""
+
+    def gated(path: str) -> bool:
+        return path.endswith(_GATED_PATH_SUFFIXES)
+
+    async def on_request(request: Any) -> None:
+        if gated(request.url.path):
+            await gate.before_send()
+
+    async def on_response(response: Any) -> None:
+        if gated(response.request.url.path):
+            await gate.after_response(response.status_code, response.headers)
+
+    return {"request": [on_request], "response": [on_response]}

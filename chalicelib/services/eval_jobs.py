@@ -30,10 +30,11 @@ from chalicelib.domain.evaluation import (
     VendorName,
 )
 from chalicelib.domain.judging import JudgeModel
+from chalicelib.domain.rate_limit import VendorCallGate
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, QuestionRef, RunError
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import get_question
-from chalicelib.observability import SERVICE, logger
+from chalicelib.observability import SERVICE, bind_log_keys, emit_run_status, logger
 from chalicelib.services.admin_settings import VendorCredentials
 from chalicelib.services.judge_runner import (
     Deadline,
@@ -92,7 +93,21 @@ class EventPublisher(Protocol):
 
 class JudgeModelFactory(Protocol):
     def __call__(self, vendor: Literal["anthropic", "openai"], *, api_key: str, base_url: str | None,
-                 max_retries: int, timeout_seconds: float) -> JudgeModel: ...
+                 max_retries: int, timeout_seconds: float, gate: VendorCallGate | None = None) -> JudgeModel: ...
+
+
+class RunRateGate(VendorCallGate, Protocol):
+    """The fleet's rate limiter as one run sees it (`chalicelib.adapters.rate_limiter.SharedRateGate`)."""
+
+    def prefetch(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+class RateGateFactory(Protocol):
+    def __call__(self, tenant: str, vendor: VendorName, *, log_fields: Mapping[str, Any]) -> RunRateGate: ...
 
 
 @dataclass(frozen=True)
@@ -127,7 +142,8 @@ def sdk_max_retries(budget_seconds: float) -> int:
 class EvalJobService:
     def __init__(self, *, runs: RunStore, settings: VendorCredentialSource, sessions: EvalContextSource,
                  build_judge_model: JudgeModelFactory, events: EventPublisher | None, clock: Clock,
-                 grace_seconds: float, tuning: RunnerTuning | None = None) -> None:
+                 grace_seconds: float, tuning: RunnerTuning | None = None,
+                 rate_gates: RateGateFactory | None = None) -> None:
         self._runs = runs
         self._settings = settings
         self._sessions = sessions
@@ -136,6 +152,7 @@ class EvalJobService:
         self._clock = clock
         self._grace = grace_seconds
         self.tuning = tuning or RunnerTuning()
+        self._rate_gates = rate_gates
 
     # ------------------------------------------------------------------------------------ entry
 
@@ -147,6 +164,7 @@ class EvalJobService:
         if run is None:
             logger.warning("eval job for an unknown run dropped", extra=fields)
             return JobOutcome("dropped")
+        bind_log_keys(user=run.created_by)
         if run.is_terminal:
             # A redelivery (or a duplicate) of a finished run: the record is the idempotency state.
             logger.info("eval run already finished; job ignored", extra={**fields, "status": run.status})
@@ -225,12 +243,21 @@ class EvalJobService:
     async def _judge(self, run_input: JudgeRunInput, ports: _RunPorts, creds: VendorCredentials, budget: float,
                      remaining_ms: Callable[[], int]) -> JudgeRunResult:
         # SDK clients bind to the event loop that first uses them: build inside it. On a cold container
-        # this imports the SDK (about a second), so the deadline is taken after it.
-        model = ports.build_model(creds, budget)
-        budget = run_budget_seconds(deadline_at=ports.run.deadline_at, now_iso=iso(self._clock.now()),
-                                    remaining_ms=remaining_ms(), grace_seconds=self._grace)
-        run_input.deadline = Deadline(budget, self._clock.monotonic)
-        return await judge_run(run_input, model, ports, self.tuning)
+        # this imports the SDK (about a second), so the deadline is taken after it. So does the rate
+        # gate, whose first read of the shared state overlaps the context fit.
+        run = ports.run
+        if self._rate_gates is not None and run.vendor is not None:
+            ports.gate = self._rate_gates(run.tenant, run.vendor, log_fields=run_input.log_fields)
+            ports.gate.prefetch()
+        try:
+            model = ports.build_model(creds, budget)
+            budget = run_budget_seconds(deadline_at=run.deadline_at, now_iso=iso(self._clock.now()),
+                                        remaining_ms=remaining_ms(), grace_seconds=self._grace)
+            run_input.deadline = Deadline(budget, self._clock.monotonic)
+            return await judge_run(run_input, model, ports, self.tuning)
+        finally:
+            if ports.gate is not None:
+                await ports.gate.aclose()
 
     # ------------------------------------------------------------------------------------ endings
 
@@ -298,7 +325,8 @@ class EvalJobService:
             "error_code": error.code if error else None, "calls": res.calls, "wall_ms": res.wall_ms,
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             "cache_read_input_tokens": usage.cache_read_input_tokens,
-            "cache_creation_input_tokens": usage.cache_creation_input_tokens})
+            "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+            **(ports.gate.summary() if ports.gate is not None else {})})
         self._emit_run_metric(run, status)
         self._announce(finished)
         return JobOutcome("finished", status, writes=2 + ports.writes)
@@ -381,12 +409,9 @@ class EvalJobService:
                 "tenant": run.tenant, "eval_run_id": run.eval_run_id, "error_type": type(exc).__name__})
 
     def _emit_run_metric(self, run: EvalRun, status: str) -> None:
-        from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
-        with single_metric(name="EvalRuns", unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE,
-                           default_dimensions={"service": SERVICE, "status": status,
-                                               "vendor": run.vendor or "none"}):
-            pass
+        if status == "cancelled":
+            return  # counted once, by the cancel request that made the run cancelled (eval_runs)
+        emit_run_status(status, runner=run.runner, vendor=run.vendor)
 
     def _emit_judge_metrics(self, run: EvalRun, res: JudgeRunResult) -> None:
         from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
@@ -450,12 +475,14 @@ class _RunPorts:
         self.creds = creds
         self.writes = 0
         self.carry: list[QuestionOutcome] = []  # progress a failed write could not store: goes with finish
+        self.gate: RunRateGate | None = None  # every model of the run (a rotated key too) shares it
         self._budget = 0.0
 
     def build_model(self, creds: VendorCredentials, budget: float) -> JudgeModel:
         self._budget = budget
         return self._service._build(creds.vendor, api_key=creds.api_key, base_url=creds.base_url,
-                                    max_retries=sdk_max_retries(budget), timeout_seconds=max(budget, 1.0))
+                                    max_retries=sdk_max_retries(budget), timeout_seconds=max(budget, 1.0),
+                                    gate=self.gate)
 
     async def flush(self, outcomes: Sequence[QuestionOutcome], usage: TokenUsage,
                     context: Mapping[str, Any] | None) -> bool:

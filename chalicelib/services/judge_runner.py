@@ -9,7 +9,10 @@ Pain points of the reference runner this module exists to avoid (kapacitor-evals
 - cosmetic cancellation (§8.13): a cancel or the deadline cancels the asyncio tasks, which aborts
   their HTTP requests; nothing keeps running or billing after the run stops;
 - lost accounting (§8.14): every reply's usage (incl. cache read/write, repair asks and the
-  retrospective) is summed per question and per run.
+  retrospective) is summed per question and per run;
+- rate limits: a 429 that outlasts the SDK's retries waits and is asked again until the deadline
+  (`RunnerTuning.retry_rate_limited`); fleet-wide pacing runs inside the SDK client
+  (`chalicelib.adapters.rate_limiter`, README "Vendor rate limits").
 
 Everything that touches AWS is behind `RunPorts` (implemented by `chalicelib.services.eval_jobs`),
 so the benchmark drives this module with no AWS at all.
@@ -103,6 +106,11 @@ class RunnerTuning:
     # The per-call timeout is the time left plus this slack, so at the deadline the run's own
     # cancellation (question marked timed_out) wins over the SDK timeout (question failed).
     call_timeout_slack_seconds: float = 0.5
+    # A 429 that outlasts the SDK's retries waits (its retry-after, else the backoff below) and is asked
+    # again while the run has time: only the deadline (or a cancel) ends a rate-limited question.
+    # False restores the SDK-retries-only behaviour (the rate-limit benchmark's baseline).
+    retry_rate_limited: bool = True
+    rate_limit_backoff_seconds: float = 1.0
     # Context windows for models the built-in table does not know (or knows wrong).
     context_window_overrides: Mapping[str, int] = field(default_factory=dict)
 
@@ -224,6 +232,14 @@ class JudgeSession:
             self.shared_context = smaller
             return True
 
+    async def _wait_out_rate_limit(self, exc: VendorCallError) -> None:
+        # Cancellation (a cancel, the deadline) interrupts the sleep like any in-flight call; like a call's
+        # timeout it ends past the deadline, so the run's own stop wins. With the fleet's gate installed
+        # the next attempt also waits for the shared pause and pace.
+        wait = exc.retry_after if exc.retry_after is not None else self.tuning.rate_limit_backoff_seconds
+        limit = max(self.deadline.remaining(), 0.0) + self.tuning.call_timeout_slack_seconds
+        await asyncio.sleep(min(max(wait, 0.05), limit))
+
     async def count_tokens(self, shared_context: str, prompt: str) -> int | None:
         auth_retried = False
         while True:
@@ -268,6 +284,9 @@ class JudgeSession:
                     overflow_retried = True
                     if await self._after_overflow(context):
                         continue
+                if exc.kind == "rate_limited" and self.tuning.retry_rate_limited:
+                    await self._wait_out_rate_limit(exc)
+                    continue  # the next attempt raises "timeout" once the deadline has passed
                 raise
             self.calls += 1
             self.usage = self.usage + reply.usage
