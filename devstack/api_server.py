@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from chalice.cli import create_local_server
 from chalice.cli.factory import CLIFactory
+from chalice.local import ChaliceRequestHandler
 
 from devstack.common import ROOT
+
+
+def _answer_every_method() -> None:
+    """`chalice local` handles only the seven REST methods and lets http.server answer any other
+    (TRACE, QUERY, made-up ones) with a 501 HTML page. Route every method through the app like API
+    Gateway does, so an unsupported one gets the contract's 405 error body."""
+
+    def any_method(self: ChaliceRequestHandler, name: str) -> Any:
+        if name.startswith("do_"):
+            return self._generic_handle
+        raise AttributeError(name)
+
+    ChaliceRequestHandler.__getattr__ = any_method  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -20,6 +35,7 @@ def main() -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     import os
 
+    _answer_every_method()
     factory = CLIFactory(project_dir=str(ROOT), debug=False, environ=dict(os.environ))
     server = create_local_server(factory, args.host, args.port, args.stage)
     server.serve_forever()

@@ -43,7 +43,12 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from chalicelib.config import load_runtime_config
-    from chalicelib.worker.eval_worker import handle_sqs_batch
+    from chalicelib.observability import lambda_entry
+    from chalicelib.worker.eval_worker import handle_sqs_batch as sqs_handler
+
+    # What the deployed worker gets from the app's middleware: cold_start and the Lambda context on
+    # every log line, keys cleared per invocation, metrics flushed.
+    handle_sqs_batch = lambda_entry(sqs_handler)
 
     config = load_runtime_config()
     sqs = boto3.client("sqs", endpoint_url=config.aws_endpoint_url, region_name=config.region)

@@ -9,6 +9,7 @@ from chalice import Blueprint
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
 from chalicelib.domain.settings import (
     MAX_SETTINGS_BODY_BYTES,
+    VENDORS,
     AuditQuery,
     EvalRunnerSettingsUpdate,
     EvalRunnerSettingsView,
@@ -26,6 +27,7 @@ admin_bp = Blueprint(__name__)
 
 SETTINGS_PATH = "/admin/settings/eval-runner"
 _TAGS = ("admin",)
+_VENDOR_PARAM = {"vendor": {"type": "string", "enum": list(VENDORS)}}
 _ERRORS = {400: "Invalid settings (details.fields names each field)", 401: "Missing or invalid token",
            403: "Not an admin of this tenant"}
 
@@ -63,7 +65,7 @@ def put_eval_runner_settings(ctx: RequestContext) -> ApiResponse:
     return _with_etag(_settings().update_eval_runner_settings(ctx.principal, update, if_match))
 
 
-@endpoint(admin_bp, SETTINGS_PATH + "/vendors/{vendor}", "DELETE", auth="admin",
+@endpoint(admin_bp, SETTINGS_PATH + "/vendors/{vendor}", "DELETE", path_params=_VENDOR_PARAM, auth="admin",
           response_model=EvalRunnerSettingsView, tags=_TAGS,
           extra_responses={**_ERRORS, 404: "Unknown vendor", 412: "If-Match names an older version"})
 def delete_eval_runner_vendor(ctx: RequestContext, vendor: str) -> ApiResponse:
@@ -72,7 +74,7 @@ def delete_eval_runner_vendor(ctx: RequestContext, vendor: str) -> ApiResponse:
     return _with_etag(_settings().remove_vendor(ctx.principal, parse_vendor(vendor), if_match))
 
 
-@endpoint(admin_bp, SETTINGS_PATH + "/vendors/{vendor}/test", "POST", auth="admin",
+@endpoint(admin_bp, SETTINGS_PATH + "/vendors/{vendor}/test", "POST", path_params=_VENDOR_PARAM, auth="admin",
           response_model=ConnectionTestResult, tags=_TAGS,
           extra_responses={**_ERRORS, 404: "Unknown vendor", 409: "The vendor has no key or model"})
 def test_eval_runner_vendor(ctx: RequestContext, vendor: str) -> ConnectionTestResult:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from chalice import Blueprint, Response
+from pydantic import Field
 
-from chalicelib.api.http import ApiResponse, RequestContext, endpoint
+from chalicelib.api.http import ApiResponse, BodySchema, RequestContext, endpoint
 from chalicelib.domain.daemons import (
     MAX_EVENT_BYTES,
     MAX_RESULT_BYTES,
+    CancelNotice,
+    DaemonJob,
     DaemonList,
     DaemonRegistration,
     DaemonView,
@@ -17,6 +20,7 @@ from chalicelib.domain.daemons import (
     JobPollQuery,
     ResultAccepted,
 )
+from chalicelib.domain.evaluation import EvalProgressEvent, SessionEvalCompleted
 
 if TYPE_CHECKING:
     from chalicelib.services.daemons import DaemonService
@@ -25,6 +29,9 @@ daemon_bp = Blueprint(__name__)
 
 _TAGS = ("daemons",)
 _SMALL_BODY_BYTES = 4 * 1024
+# Documented with the models the reporter validates them with (parse_progress_event, SessionEvalCompleted).
+_EVENT_BODY = BodySchema("EvalProgressEvent", EvalProgressEvent)
+_POLL_BODY = BodySchema("DaemonPollMessage", Annotated[DaemonJob | CancelNotice, Field(discriminator="type")])
 _OWNER_ERRORS = {403: "Your daemon does not hold this run's job", 404: "No such eval run in this tenant",
                  409: "The run already ended, timed out, or its job is not claimed", 413: "Body too large"}
 
@@ -67,7 +74,8 @@ def daemon_heartbeat(ctx: RequestContext, daemon_id: str) -> DaemonView:
     return _service().heartbeat(ctx.principal, daemon_id)
 
 
-@endpoint(daemon_bp, "/daemons/{daemon_id}/jobs", "GET", query_model=JobPollQuery, tags=_TAGS,
+@endpoint(daemon_bp, "/daemons/{daemon_id}/jobs", "GET", query_model=JobPollQuery, response_model=_POLL_BODY,
+          tags=_TAGS,
           extra_responses={204: "Nothing within the wait", 404: "Not your daemon, or its presence expired"},
           summary="Long poll (wait ≤ 25 s): 200 with a job claimed by this call or a cancel notice, else 204")
 def poll_daemon_jobs(ctx: RequestContext, daemon_id: str) -> Response | ApiResponse:
@@ -79,7 +87,8 @@ def poll_daemon_jobs(ctx: RequestContext, daemon_id: str) -> Response | ApiRespo
     return ApiResponse(found)
 
 
-@endpoint(daemon_bp, "/eval-runs/{eval_run_id}/events", "POST", response_model=EventAccepted, tags=_TAGS,
+@endpoint(daemon_bp, "/eval-runs/{eval_run_id}/events", "POST", request_model=_EVENT_BODY,
+          response_model=EventAccepted, tags=_TAGS,
           extra_responses={400: "Not one of the nine events, or it does not match the run", **_OWNER_ERRORS},
           summary="One progress event from the daemon running this eval run")
 def post_eval_run_event(ctx: RequestContext, eval_run_id: str) -> EventAccepted:
@@ -87,7 +96,8 @@ def post_eval_run_event(ctx: RequestContext, eval_run_id: str) -> EventAccepted:
     return _service().reporter.post_event(ctx.principal, eval_run_id, data)
 
 
-@endpoint(daemon_bp, "/eval-runs/{eval_run_id}/result", "POST", response_model=ResultAccepted, tags=_TAGS,
+@endpoint(daemon_bp, "/eval-runs/{eval_run_id}/result", "POST", request_model=SessionEvalCompleted,
+          response_model=ResultAccepted, tags=_TAGS,
           extra_responses={400: "Not a valid SessionEvalCompleted for this run", **_OWNER_ERRORS},
           summary="The daemon's SessionEvalCompleted; scores are re-derived and the run succeeds")
 def post_eval_run_result(ctx: RequestContext, eval_run_id: str) -> ResultAccepted:

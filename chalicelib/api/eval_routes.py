@@ -5,6 +5,7 @@ from __future__ import annotations
 from chalice import Blueprint
 
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
+from chalicelib.api.session_routes import SESSION_ID_PARAM
 from chalicelib.domain.runs import EvalRunList, EvalRunView
 from chalicelib.services.eval_runs import (
     EvalRunAccepted,
@@ -41,7 +42,8 @@ def get_eval_runners(ctx: RequestContext) -> EvalRunnersView:
     return _service().runners(ctx.principal)
 
 
-@endpoint(eval_bp, "/sessions/{session_id}/eval-runs", "POST", request_model=EvalRunRequest,
+@endpoint(eval_bp, "/sessions/{session_id}/eval-runs", "POST", path_params=SESSION_ID_PARAM,
+          request_model=EvalRunRequest,
           response_model=EvalRunAccepted, status=202, tags=_TAGS,
           extra_responses={404: "No such session in this tenant",
                            409: "The chosen vendor/runner is not available",
@@ -54,7 +56,7 @@ def dispatch_eval_run(ctx: RequestContext, session_id: str) -> ApiResponse:
     return ApiResponse(accepted, status=202, headers={"Location": f"/eval-runs/{accepted.eval_run_id}"})
 
 
-@endpoint(eval_bp, "/sessions/{session_id}/eval-runs", "GET", query_model=RunListQuery,
+@endpoint(eval_bp, "/sessions/{session_id}/eval-runs", "GET", path_params=SESSION_ID_PARAM, query_model=RunListQuery,
           response_model=EvalRunList, tags=_TAGS, summary="A session's eval runs, newest first")
 def list_session_eval_runs(ctx: RequestContext, session_id: str) -> EvalRunList:
     query = ctx.query(RunListQuery)

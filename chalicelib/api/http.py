@@ -59,6 +59,8 @@ class RouteSpec:
     tags: tuple[str, ...]
     # Media types of the success response; anything but JSON is documented as a string body.
     response_content_types: tuple[str, ...] = ("application/json",)
+    # JSON schemas of path parameters (default: a non-empty string), e.g. an id pattern or an enum.
+    path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 ROUTES: list[RouteSpec] = []
@@ -176,6 +178,7 @@ def endpoint(
     extra_responses: dict[int, str] | None = None,
     request_content_types: tuple[str, ...] = ("application/json",),
     response_content_types: tuple[str, ...] = ("application/json",),
+    path_params: dict[str, dict[str, Any]] | None = None,
     tags: tuple[str, ...] = (),
     url_prefix: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -186,7 +189,7 @@ def endpoint(
                                 response_model=response_model, status=status,
                                 extra_responses=extra_responses or {},
                                 request_content_types=request_content_types, tags=tags,
-                                response_content_types=response_content_types))
+                                response_content_types=response_content_types, path_params=path_params or {}))
 
         @functools.wraps(view)
         def handler(**path_params: str) -> Response:

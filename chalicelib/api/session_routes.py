@@ -16,6 +16,7 @@ from chalicelib.services.sessions import (
     MAX_LIST_LIMIT,
     MAX_PUT_BODY_BYTES,
     NDJSON,
+    SESSION_ID_PATTERN,
     EvalContext,
     EvalContextTooLarge,
     SessionDetails,
@@ -37,6 +38,10 @@ sessions_bp = Blueprint(__name__)
 MAX_EVAL_CONTEXT_RESPONSE_BYTES = 6_000_000 - 64 * 1024
 
 _TAGS = ("sessions",)
+# The OpenAPI schema of the {session_id} path parameter: the pattern the service validates with.
+SESSION_ID_PARAM = {"session_id": {"type": "string", "pattern": SESSION_ID_PATTERN.pattern,
+                                   "description": "Your session id: 1-200 of A-Z a-z 0-9 . _ ~ -, "
+                                                  "starting with a letter or digit."}}
 
 
 def _sessions() -> SessionService:
@@ -48,7 +53,10 @@ def _sessions() -> SessionService:
 class PutSessionQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    format: str | None = Field(default=None, description="claude-code or codex (application/x-ndjson only)")
+    # A plain string so the service answers an unknown format with its own code (unsupported_format);
+    # the document still lists the accepted values.
+    format: str | None = Field(default=None, description="claude-code or codex (application/x-ndjson only)",
+                               json_schema_extra={"enum": ["claude-code", "codex", "native"]})
     repository: str | None = Field(default=None, max_length=2048)
     title: str | None = Field(default=None, max_length=1024)
     parent_session_id: str | None = Field(default=None, max_length=200)
@@ -70,7 +78,8 @@ class EvalContextQuery(BaseModel):
     chain: bool = False
 
 
-@endpoint(sessions_bp, "/sessions/{session_id}", "PUT", auth="member", tags=_TAGS,
+@endpoint(sessions_bp, "/sessions/{session_id}", "PUT", path_params=SESSION_ID_PARAM,
+          auth="member", tags=_TAGS,
           summary="Upload (or replace) a recorded session",
           request_model=SessionUpload, query_model=PutSessionQuery, response_model=SessionStored, status=201,
           request_content_types=("application/json", NDJSON),
@@ -100,7 +109,8 @@ def put_session(ctx: RequestContext, session_id: str) -> ApiResponse:
     return ApiResponse(stored, status=201 if stored.created else 200)
 
 
-@endpoint(sessions_bp, "/sessions/{session_id}", "GET", auth="member", tags=_TAGS,
+@endpoint(sessions_bp, "/sessions/{session_id}", "GET", path_params=SESSION_ID_PARAM,
+          auth="member", tags=_TAGS,
           summary="A stored session's metadata", response_model=SessionRecord, extra_responses={404: "not found"})
 def get_session(ctx: RequestContext, session_id: str) -> SessionRecord:
     return _sessions().get_session(ctx.principal.tenant, session_id)
@@ -114,7 +124,8 @@ def list_sessions(ctx: RequestContext) -> SessionPage:
     return _sessions().list_sessions(ctx.principal.tenant, limit=query.limit, cursor=query.cursor)
 
 
-@endpoint(sessions_bp, "/sessions/{session_id}/uploads", "POST", auth="member", tags=_TAGS,
+@endpoint(sessions_bp, "/sessions/{session_id}/uploads", "POST", path_params=SESSION_ID_PARAM,
+          auth="member", tags=_TAGS,
           summary="Start a presigned upload for a session file too large for PUT",
           request_model=UploadRequest, response_model=UploadTicket, status=201)
 def create_session_upload(ctx: RequestContext, session_id: str) -> ApiResponse:
@@ -122,7 +133,8 @@ def create_session_upload(ctx: RequestContext, session_id: str) -> ApiResponse:
     return ApiResponse(ticket, status=201)
 
 
-@endpoint(sessions_bp, "/sessions/{session_id}/uploads/{upload_id}/complete", "POST", auth="member", tags=_TAGS,
+@endpoint(sessions_bp, "/sessions/{session_id}/uploads/{upload_id}/complete", "POST", path_params=SESSION_ID_PARAM,
+          auth="member", tags=_TAGS,
           summary="Parse and store a file PUT to a presigned upload url",
           response_model=SessionStored, status=201,
           extra_responses={200: "replaced an existing session", 404: "unknown or expired upload",
@@ -132,7 +144,8 @@ def complete_session_upload(ctx: RequestContext, session_id: str, upload_id: str
     return ApiResponse(stored, status=201 if stored.created else 200)
 
 
-@endpoint(sessions_bp, "/sessions/{session_id}/eval-context", "GET", auth="member", tags=_TAGS,
+@endpoint(sessions_bp, "/sessions/{session_id}/eval-context", "GET", path_params=SESSION_ID_PARAM,
+          auth="member", tags=_TAGS,
           summary="The redacted, compacted trace judges read", query_model=EvalContextQuery,
           response_model=EvalContext,
           extra_responses={404: "not found", 422: "the context is too large for one response"})

@@ -49,6 +49,8 @@ _CONTENT_TYPES = {
 _APP_CACHE = "no-cache"
 _VENDOR_CACHE = "public, max-age=86400"
 _DEFAULT_SCOPE = "openid profile email"
+# Media types of the assets (documented per route in the OpenAPI document).
+_ASSET_MEDIA_TYPES = tuple(dict.fromkeys(t.split(";")[0] for t in _CONTENT_TYPES.values()))
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ def _serve(ctx: RequestContext, folder: str, name: str) -> Response:
 
 
 @endpoint(ui_bp, "/ui", "GET", auth="public", tags=_TAGS, summary="The web console (single-page app)",
+          response_content_types=("text/html",),
           extra_responses={301: "Redirect from /ui to /ui/"})
 def console_index(ctx: RequestContext) -> Response:
     path = str((ctx.request.context or {}).get("path") or "")
@@ -185,14 +188,15 @@ def console_index(ctx: RequestContext) -> Response:
     return _serve(ctx, "", "index.html")
 
 
-@endpoint(ui_bp, "/ui/{asset}", "GET", auth="public", tags=_TAGS,
+@endpoint(ui_bp, "/ui/{asset}", "GET", auth="public", tags=_TAGS, response_model=ConsoleConfig,
+          response_content_types=("application/json", *_ASSET_MEDIA_TYPES),
           summary="A console asset, or config.json: the stage's sign-in mode, OIDC issuer and client id",
           extra_responses={304: "Not modified (If-None-Match)", 404: "No such console file"})
 def console_asset(ctx: RequestContext, asset: str) -> Response:
     return _serve(ctx, "", asset)
 
 
-@endpoint(ui_bp, "/ui/vendor/{asset}", "GET", auth="public", tags=_TAGS,
+@endpoint(ui_bp, "/ui/vendor/{asset}", "GET", auth="public", tags=_TAGS, response_content_types=_ASSET_MEDIA_TYPES,
           summary="A vendored third-party console library",
           extra_responses={304: "Not modified (If-None-Match)", 404: "No such console file"})
 def console_vendor_asset(ctx: RequestContext, asset: str) -> Response:

@@ -81,14 +81,35 @@ def _not_null(name: str, hint: str) -> Callable[[Any], Any]:
     return check
 
 
+def _not_nullable_in_schema(**extra: Any) -> Callable[[dict[str, Any]], None]:
+    """JSON-schema hook for `X | None = None` fields whose validators refuse an explicit null (omitting
+    the field is how a client keeps the stored value): the document shows X only, plus `extra`."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        options = [o for o in schema.pop("anyOf", []) if o != {"type": "null"}]
+        if len(options) == 1:
+            schema.update(options[0])
+        elif options:
+            schema["anyOf"] = options
+        schema.pop("default", None)
+        schema.update(extra)
+
+    return edit
+
+
 class VendorSettingsUpdate(BaseModel):
     """One vendor block of a PUT. Omitted fields keep their stored value; `api_key: null` removes the key."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
+    # json_schema_extra: the OpenAPI document states the same shapes the validators below enforce.
     api_key: SecretStr | None = Field(
-        default=None, description="Write-only. 8-512 printable ASCII characters; null removes the stored key.")
-    model: str | None = Field(default=None, description="Judge model id, e.g. claude-sonnet-4-6 or gpt-4o.")
+        default=None, description="Write-only. 8-512 printable ASCII characters; null removes the stored key.",
+        json_schema_extra={"minLength": MIN_API_KEY_LENGTH, "maxLength": MAX_API_KEY_LENGTH,
+                           "pattern": _API_KEY.pattern})
+    model: str | None = Field(
+        default=None, description="Judge model id, e.g. claude-sonnet-4-6 or gpt-4o.",
+        json_schema_extra=_not_nullable_in_schema(pattern=_MODEL_NAME.pattern))
     base_url: str | None = Field(default=None, description="Optional HTTPS gateway; null restores the vendor's "
                                                            "default endpoint. Changing it requires api_key.")
 
@@ -146,10 +167,12 @@ class EvalRunnerSettingsUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    anthropic: VendorSettingsUpdate | None = None
-    openai: VendorSettingsUpdate | None = None
+    # Omitted means "keep"; an explicit null is rejected, so the OpenAPI document leaves null out.
+    anthropic: VendorSettingsUpdate | None = Field(default=None, json_schema_extra=_not_nullable_in_schema())
+    openai: VendorSettingsUpdate | None = Field(default=None, json_schema_extra=_not_nullable_in_schema())
     run_timeout_seconds: int | None = Field(
-        default=None, description="Per-evaluation timeout in whole seconds; min 30, max max_run_timeout_seconds.")
+        default=None, description="Per-evaluation timeout in whole seconds; min 30, max max_run_timeout_seconds.",
+        json_schema_extra=_not_nullable_in_schema(minimum=MIN_RUN_TIMEOUT_SECONDS))
 
     @field_validator("anthropic", "openai", mode="before")
     @classmethod

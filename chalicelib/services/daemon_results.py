@@ -54,7 +54,7 @@ from chalicelib.domain.runs import EvalRun, RunError
 from chalicelib.judges.aggregation import aggregate, recompute
 from chalicelib.judges.catalog import QUESTIONS, Question
 from chalicelib.judges.verdicts import sanitize_reason
-from chalicelib.observability import logger
+from chalicelib.observability import emit_run_status, log_judge_progress, logger
 
 DEADLINE_ERROR_CODE = "deadline_exceeded"
 _REASON_LIMIT = 1000
@@ -100,6 +100,7 @@ def time_out_run(runs: DynamoRunStore, run: EvalRun, *, now: datetime, message: 
     except (RunStateConflict, NotFound):
         return runs.get(run.tenant, run.eval_run_id) or run
     logger.info("daemon run timed out", extra={"eval_run_id": run.eval_run_id})
+    emit_run_status("timed_out", runner=run.runner, vendor=run.vendor)
     return ended
 
 
@@ -248,6 +249,8 @@ class DaemonRunReporter:
                                       usage=current.usage, attempts=max(current.attempts, 1))
         merged = {**run.outcomes, question.id: outcome}
         self._runs.record_outcomes(run.tenant, run.eval_run_id, [outcome], _usage_total(merged))
+        if outcome.is_terminal:
+            log_judge_progress(outcome, event.index, event.total, runner="daemon")
         return True
 
     def _fail(self, run: EvalRun, reason: str, now: datetime) -> None:
@@ -261,6 +264,7 @@ class DaemonRunReporter:
         if run.daemon_id is not None:
             self._end_job(run.tenant, run.daemon_id, run.eval_run_id, "finished", now)
         logger.info("daemon run failed", extra={"eval_run_id": run.eval_run_id})
+        emit_run_status("failed", runner=run.runner, vendor=run.vendor)
 
     # -- result --------------------------------------------------------------------------------
     def post_result(self, principal: Principal, run_id: str, data: Any) -> ResultAccepted:
@@ -287,6 +291,7 @@ class DaemonRunReporter:
         if run.daemon_id is not None:
             self._end_job(run.tenant, run.daemon_id, run_id, "finished", now)
         logger.info("daemon run succeeded", extra={"eval_run_id": run_id, "overall_score": final.overall_score})
+        emit_run_status("succeeded", runner=run.runner, vendor=run.vendor)
         return ResultAccepted(eval_run_id=run_id, status="succeeded", overall_score=final.overall_score,
                               corrections=corrections)
 

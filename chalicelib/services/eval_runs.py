@@ -35,7 +35,7 @@ from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, EvalRunList, EvalRunView, QuestionRef, RunError, run_view
 from chalicelib.domain.settings import VENDORS, EvalRunnerSettings
 from chalicelib.judges.catalog import QUESTIONS, Question, select_questions
-from chalicelib.observability import logger
+from chalicelib.observability import emit_run_status, logger
 
 DEFAULT_THRESHOLD = 2000
 MIN_THRESHOLD = 1
@@ -431,6 +431,7 @@ class EvalRunService:
             return self._replay(principal, dup.eval_run_id)
         logger.info("eval run dispatched", extra={"eval_run_id": run.eval_run_id, "runner": run.runner,
                                                   "vendor": run.vendor, "questions": len(run.questions)})
+        emit_run_status("queued", runner=run.runner, vendor=run.vendor)
         self._hand_off(run, kind="run", now=now)
         return accepted(run)
 
@@ -544,6 +545,7 @@ class EvalRunService:
             status = (exc.details or {}).get("status", "finished")
             raise _already_finished(str(status)) from None
         logger.info("eval run cancelled", extra={"eval_run_id": run_id, "runner": run.runner})
+        emit_run_status("cancelled", runner=run.runner, vendor=run.vendor)
         if cancelled.runner == "daemon":
             try:
                 self._daemons().notify_cancel(cancelled)

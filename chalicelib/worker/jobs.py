@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from chalicelib.domain.errors import DependencyUnavailable, DomainError
 from chalicelib.domain.runs import EvalJobMessage, RunError
-from chalicelib.observability import logger
+from chalicelib.observability import logger, worker_record_log_keys
 
 # Without a Lambda context (a direct call) assume a full worker invocation.
 _DEFAULT_REMAINING_MS = 900_000
@@ -31,8 +31,6 @@ def _remaining_ms(context: Any) -> Callable[[], int]:
 
 def process_job_record(record: Any, context: Any) -> None:
     """The BatchProcessor record handler (`record` is a Powertools SQSRecord)."""
-    from chalicelib.wiring import container
-
     message_id = getattr(record, "message_id", None)
     try:
         message = EvalJobMessage.model_validate_json(record.body)
@@ -41,6 +39,15 @@ def process_job_record(record: Any, context: Any) -> None:
         logger.error("malformed eval job message dropped", extra={
             "message_id": message_id, "error_type": type(exc).__name__})
         return
+    # Every line logged while this record is processed carries its tenant and run (and the user,
+    # bound by the service once it has loaded the run).
+    with worker_record_log_keys(tenant=message.tenant, eval_run_id=message.eval_run_id):
+        _process(message, message_id, context)
+
+
+def _process(message: EvalJobMessage, message_id: str | None, context: Any) -> None:
+    from chalicelib.wiring import container
+
     service = container().eval_jobs
     try:
         outcome = service.process(message, remaining_ms=_remaining_ms(context))

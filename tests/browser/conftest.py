@@ -44,7 +44,9 @@ def _expect_timeout() -> None:
     expect.set_options(timeout=20_000)
 
 
-@pytest.fixture(scope="session")
+# Package scope: sync_playwright runs an asyncio loop in the main thread until it stops, and every
+# later test that calls asyncio.run() (the worker's judge runner) would fail while it runs.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing: run `make browsers` (installs Debian's chromium)"

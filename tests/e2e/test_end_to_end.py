@@ -100,3 +100,6 @@ def test_server_runner_end_to_end(local_stack: LocalStack) -> None:
         assert ANTHROPIC_KEY not in str(body) and OPENAI_KEY not in str(body)
     log = local_stack.log_path.read_text(errors="replace")
     assert ANTHROPIC_KEY not in log and OPENAI_KEY not in log
+    # The worker's console shows one structured progress line per judge of the run.
+    judge_lines = [line for line in log.splitlines() if accepted["eval_run_id"] in line and '"judge ' in line]
+    assert len(judge_lines) == 13, judge_lines
