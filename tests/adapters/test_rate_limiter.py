@@ -117,7 +117,10 @@ def test_paced_waves_of_two_lambdas_share_one_timeline(table: tuple[Any, str]) -
 
     a, b = run(scenario())
     assert (a.stats.paced_sends, b.stats.paced_sends) == (4, 4)
-    assert a.stats.writes == 2 and b.stats.writes - b.stats.conflicts == 1 and b.stats.reads == 1
+    # Which Lambda's reservation lands first is a race; either way each wave costs one successful
+    # write (a also wrote the pause), and the loser re-applies its change after at most one conflict.
+    assert a.stats.writes - a.stats.conflicts == 2 and b.stats.writes - b.stats.conflicts == 1
+    assert a.stats.conflicts + b.stats.conflicts <= 1 and b.stats.reads <= 1
     # The eight slots were handed out one after the other on the shared timeline, from the pause on:
     # four at 0.5 s, then four at the slightly faster pace the first reservation probed up to.
     item = stored(table)
