@@ -69,9 +69,15 @@ export async function api(method, route, options = {}) {
   if (response.status !== 204 && type.includes("json")) {
     try {
       data = await response.json();
-    } catch {
+    } catch (err) {
+      // A navigation or cancel can abort the body read after the headers arrived: that is an abort,
+      // not an empty answer (a view must never render a half-read response).
+      if (err && err.name === "AbortError") throw err;
       data = null;
     }
+  }
+  if (response.ok && response.status !== 204 && data === null && type.includes("json")) {
+    throw new ApiError(response.status, "unreadable_response", "The service's answer could not be read; try again.");
   }
   if (!response.ok) {
     const err = (data && data.error) || {};

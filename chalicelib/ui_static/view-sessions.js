@@ -51,7 +51,7 @@ async function loadList(slot, ctx, { cursor = null, items = [] } = {}) {
     replace(slot, title, errorPanel(err, () => loadList(slot, ctx)));
     return;
   }
-  const all = items.concat(page.items || []);
+  const all = items.concat((page && page.items) || []);
   if (!all.length) {
     replace(slot, title, empty("No sessions yet. Upload a transcript above to get started."));
     return;
