@@ -71,7 +71,7 @@ def emit_run_status(status: str, *, runner: str, vendor: str | None) -> None:
     with single_metric(name="EvalRuns", unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE,
                        default_dimensions={"service": SERVICE, "status": status, "runner": runner,
                                            "vendor": vendor or "none"}):
-        pass
+        pass  # single_metric emits the EMF record when the block exits
 
 
 def log_judge_progress(outcome: QuestionOutcome, index: int, total: int, *, runner: str) -> None:

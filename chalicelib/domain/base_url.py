@@ -85,7 +85,7 @@ def _check_host(host: str) -> None:
         _refuse_ip(ipaddress.IPv4Address(host))
         return
     except ipaddress.AddressValueError:
-        pass
+        pass  # not a dotted IPv4 literal: the host-name checks below apply
     labels = host.split(".")
     if _NUMERIC_LABEL.match(labels[-1]):
         raise BaseUrlRefused("invalid_host", "base_url uses a non-canonical IP address form.")

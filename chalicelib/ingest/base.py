@@ -102,7 +102,7 @@ class SessionParser(ABC):
             try:
                 ts = normalize_timestamp(raw)
             except ValueError:
-                pass
+                pass  # an unparseable timestamp keeps the previous one (see module docstring)
             else:
                 self._last_ts = ts
                 self.stats.see_timestamp(ts)

@@ -432,7 +432,7 @@ class EvalJobService:
         for kind, count in sorted(res.vendor_errors.items()):
             with single_metric(name="VendorErrors", unit=MetricUnit.Count, value=count, namespace=METRICS_NAMESPACE,
                                default_dimensions={"service": SERVICE, "vendor": vendor, "kind": kind}):
-                pass
+                pass  # single_metric emits the EMF record when the block exits
 
 
 # ------------------------------------------------------------------------------------ helpers
