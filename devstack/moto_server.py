@@ -12,6 +12,12 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import ThreadedMotoServer
 
 
+def _is_dynamodb(target: object) -> bool:
+    if isinstance(target, bytes):
+        target = target.decode("ascii", "replace")
+    return str(target or "").startswith("DynamoDB_")
+
+
 def serialize_dynamodb_requests() -> None:
     """Handle one DynamoDB request at a time. moto's backend is not thread-safe: under concurrent requests
     a TransactWriteItems can pass its condition checks while another one commits (two conditional
@@ -22,12 +28,36 @@ def serialize_dynamodb_requests() -> None:
     call = DomainDispatcherApplication.__call__
 
     def serialized(self: DomainDispatcherApplication, environ: Any, start_response: Any) -> Any:
-        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+        if not _is_dynamodb(environ.get("HTTP_X_AMZ_TARGET")):
             return call(self, environ, start_response)
         with lock:
             return call(self, environ, start_response)
 
     DomainDispatcherApplication.__call__ = serialized  # type: ignore[method-assign]
+
+
+_IN_PROCESS_LOCK = threading.Lock()
+
+
+def serialize_in_process_dynamodb() -> None:
+    """The same guarantee for moto's in-process mock (`mock_aws`), which tests use: a worker thread (its
+    progress writes, cancel polls and rate-limit exchanges run in `asyncio.to_thread`) and the test's
+    own API calls reach the one in-memory backend at once, and moto then loses conditional updates or
+    raises "dictionary changed size during iteration" mid-request. Idempotent (patched once per process)."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    if getattr(BotocoreStubber.process_request, "_serialized_dynamodb", False):
+        return
+    process = BotocoreStubber.process_request
+
+    def serialized(self: BotocoreStubber, request: Any) -> Any:
+        if not _is_dynamodb(request.headers.get("X-Amz-Target")):
+            return process(self, request)
+        with _IN_PROCESS_LOCK:
+            return process(self, request)
+
+    serialized._serialized_dynamodb = True  # type: ignore[attr-defined]
+    BotocoreStubber.process_request = serialized  # type: ignore[method-assign]
 
 
 def main() -> None:

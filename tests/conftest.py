@@ -72,6 +72,11 @@ def _key_leak_guard(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixt
 def aws() -> Iterator[Any]:
     from moto import mock_aws
 
+    from devstack.moto_server import serialize_in_process_dynamodb
+
+    # Worker threads and the test's own calls share moto's in-memory backend; DynamoDB serialises
+    # writes to an item, moto does not (see tests/adapters/test_in_process_aws.py).
+    serialize_in_process_dynamodb()
     with mock_aws():
         import boto3
 
