@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from chalice import Chalice, ConvertToMiddleware
 
+from chalicelib.api.cors import cors_middleware, register_preflight_routes
 from chalicelib.api.middleware import normalise_error_bodies
 from chalicelib.api.routes import register_routes
 from chalicelib.observability import logger, metrics
@@ -16,4 +17,6 @@ app.experimental_feature_flags.update(["WEBSOCKETS"])
 app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context(clear_state=True)), "all")
 app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "all")
 app.register_middleware(normalise_error_bodies, "http")
+app.register_middleware(cors_middleware(app), "http")
 register_routes(app)
+register_preflight_routes(app)  # after every blueprint: one OPTIONS route per path

@@ -53,6 +53,9 @@ class RuntimeConfig(BaseModel):
     # its own; "off": the SDK's few retries only (benchmark baselines).
     vendor_rate_limiter: Literal["shared", "retry", "off"] = "shared"
 
+    # Dashboard origins allowed to call the API from a browser (chalicelib/api/cors.py).
+    cors_allowed_origins: tuple[str, ...] = ()
+
     @property
     def worker_timeout_seconds(self) -> int:
         """The worker Lambda's timeout: the run ceiling plus time to persist the result."""
@@ -84,7 +87,27 @@ _ENV_MAP: dict[str, str] = {
     "websocket_stage": "WEBSOCKET_STAGE",
     "websocket_endpoint_url": "WEBSOCKET_ENDPOINT_URL",
     "vendor_rate_limiter": "VENDOR_RATE_LIMITER",
+    "cors_allowed_origins": "CORS_ALLOWED_ORIGINS",
 }
+
+
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """`CORS_ALLOWED_ORIGINS` → origins. Each must be `scheme://host[:port]` exactly as a browser
+    sends it in `Origin` (no path, no trailing slash, no wildcard): a typo fails the cold start
+    instead of silently locking the dashboard out."""
+    origins: list[str] = []
+    for part in raw.split(","):
+        origin = part.strip()
+        if not origin:
+            continue
+        scheme, sep, rest = origin.partition("://")
+        if (not sep or scheme not in ("https", "http") or not rest or "/" in rest or "*" in rest
+                or origin != origin.lower() or any(c.isspace() for c in rest)):
+            raise ValueError(f"CORS_ALLOWED_ORIGINS: {origin!r} is not an origin like https://dash.example.com "
+                             "(lower case, scheme and host, optional port, nothing after it)")
+        if origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
 
 
 def runtime_config_from_env(env: dict[str, str] | None = None) -> RuntimeConfig:
@@ -96,6 +119,11 @@ def runtime_config_from_env(env: dict[str, str] | None = None) -> RuntimeConfig:
             continue
         if field == "allowed_base_url_hosts":
             values[field] = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+        elif field == "cors_allowed_origins":
+            try:
+                values[field] = parse_origins(raw)
+            except ValueError as exc:
+                raise RuntimeError(f"eval-runner is misconfigured: {exc}") from exc
         elif field == "allow_http_base_urls":
             values[field] = raw.lower() in {"1", "true", "yes"}
         else:

@@ -113,6 +113,9 @@ def main() -> int:
 
         env = dict(base_env)
         env.update(chalice_stage_env(STAGE))
+        # The stage's dashboard origins, unless the developer names their own dashboard's origin.
+        if os.environ.get("CORS_ALLOWED_ORIGINS") is not None:
+            env["CORS_ALLOWED_ORIGINS"] = os.environ["CORS_ALLOWED_ORIGINS"]
         env.update(resources.env(stage=STAGE))
         env.update({"AWS_ENDPOINT_URL": aws_url, "DEV_JWT_SECRET": dev_jwt_secret(),
                     "EVAL_LOCAL_STACK": "1"})
@@ -126,7 +129,7 @@ def main() -> int:
             "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "EVAL_TABLE_NAME", "EVAL_BUCKET_NAME",
             "EVAL_QUEUE_URL", "EVAL_KMS_KEY_ID", "EVAL_SECRET_PREFIX", "STAGE", "AUTH_MODE",
             "ALLOWED_BASE_URL_HOSTS", "ALLOW_HTTP_BASE_URLS", "MAX_RUN_TIMEOUT_SECONDS",
-            "WORKER_GRACE_SECONDS"}}
+            "WORKER_GRACE_SECONDS", "CORS_ALLOWED_ORIGINS"}}
         info = {
             "api_url": api_url,
             "aws_endpoint_url": aws_url,

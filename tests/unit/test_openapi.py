@@ -70,8 +70,17 @@ def _views() -> dict[str, Callable[..., Any]]:
 # -- the route table and the document agree ---------------------------------------------------------
 
 
-def test_every_route_has_an_operation_and_every_operation_a_route(app: Any, doc: dict[str, Any]) -> None:
+def _operation_routes(app: Any) -> set[tuple[str, str]]:
+    """The route table minus the CORS preflight routes (transport plumbing, not operations)."""
+    from chalicelib.api.cors import PREFLIGHT_ROUTES
+
     routes = {(path, method) for path, methods in app.routes.items() for method in methods}
+    assert {(path, "OPTIONS") for path in app.routes} == PREFLIGHT_ROUTES, "a path without a preflight route"
+    return routes - PREFLIGHT_ROUTES
+
+
+def test_every_route_has_an_operation_and_every_operation_a_route(app: Any, doc: dict[str, Any]) -> None:
+    routes = _operation_routes(app)
     operations = set(_operations(doc))
     assert routes, "the app registered no routes"
     assert sorted(routes - operations) == [], "routes without an OpenAPI operation"
@@ -81,7 +90,7 @@ def test_every_route_has_an_operation_and_every_operation_a_route(app: Any, doc:
 def test_every_route_goes_through_the_endpoint_registry(app: Any) -> None:
     # A route registered with a bare @bp.route would bypass auth, error mapping and documentation.
     registered = {(s.path, s.method) for s in ROUTES}
-    routes = {(path, method) for path, methods in app.routes.items() for method in methods}
+    routes = _operation_routes(app)
     assert routes == registered
     assert len(ROUTES) == len(registered), "a route was registered twice"
 
