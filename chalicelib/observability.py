@@ -8,11 +8,13 @@ them up; `lambda_entry` / the app middleware clear them at the start of every in
 
 Metric names (namespace EvalRunner, EMF): `EvalRuns` (dimensions status, runner, vendor),
 `JudgeLatency` (ms), `InputTokens` / `OutputTokens` / `CacheReadInputTokens` /
-`CacheCreationInputTokens`, `JudgeCalls`, `JudgePhaseDuration`, `VendorErrors` (dimension kind).
+`CacheCreationInputTokens`, `JudgeCalls`, `JudgePhaseDuration`, `VendorErrors` (dimension kind),
+and Powertools' `ColdStart` (dimension function_name) once per execution environment of every function.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,11 +59,90 @@ def worker_record_log_keys(*, tenant: str, eval_run_id: str) -> Iterator[None]:
         logger.thread_safe_remove_keys(LOG_CONTEXT_KEYS)
 
 
+_announced_cold_start = False
+
+
+def _announce_cold_start(handler_name: str) -> None:
+    """One INFO line per execution environment, so every function's first invocation shows its
+    Lambda context in the logs even when the invocation itself logs nothing."""
+    global _announced_cold_start
+    if not _announced_cold_start:
+        _announced_cold_start = True
+        logger.info("cold start", extra={"handler": handler_name})
+
+
+def observe(handler: H) -> H:
+    """Wraps a plain `(event, context)` Lambda handler: cold_start and the Lambda context on every
+    line, per-invocation keys cleared, the `ColdStart` metric on a cold start, metrics flushed.
+    The app uses it as its HTTP middleware (`ConvertToMiddleware(observe)`)."""
+    name = getattr(handler, "__qualname__", getattr(handler, "__name__", "handler"))
+
+    def announced(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        _announce_cold_start(name)
+        return handler(event, context, *args, **kwargs)
+
+    wrapped = metrics.log_metrics(announced, capture_cold_start_metric=True)
+    return cast(H, logger.inject_lambda_context(clear_state=True)(wrapped))
+
+
+class _DirectCallContext:
+    """Stands in for the Lambda context when a handler is called directly (tests, tools) with None."""
+
+    def __init__(self, function_name: str) -> None:
+        import uuid
+
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 0
+        self.invoked_function_arn = ""
+        self.aws_request_id = str(uuid.uuid4())
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 0
+
+
+def _is_chalice_event(event: Any) -> bool:
+    return hasattr(event, "context") and callable(getattr(event, "to_dict", None))
+
+
 def lambda_entry(handler: H) -> H:
-    """What the app's middleware does for Chalice-invoked functions, for handlers called directly
-    (the local stack's worker loop): cold_start and the Lambda context on every line, per-invocation
-    keys cleared, metrics flushed."""
-    return cast(H, logger.inject_lambda_context(clear_state=True)(metrics.log_metrics(handler)))
+    """For every function that is not the REST API: its Lambda handler is its own module (a
+    blueprint's `module.function`), which never imports `app.py`, so the app's middleware never
+    wraps it in AWS. Put this under the Chalice decorator (it keeps the function's name, which
+    Chalice turns into the handler path):
+
+        @bp.on_sqs_message(queue=..., name="eval_worker")
+        @lambda_entry
+        def eval_worker(event): ...
+
+    It takes both shapes Chalice calls: a Chalice event object (`SQSEvent`, `CloudWatchEvent`, … with
+    `.context`), or a raw `(event, context)` (blueprint WebSocket handlers, pure Lambdas)."""
+
+    def call(event: Any, context: Any, chalice_event: Any = None) -> Any:
+        if chalice_event is not None:
+            return handler(chalice_event)
+        # The stand-in is for Powertools only: the handler sees what its caller passed.
+        return handler(event, None if isinstance(context, _DirectCallContext) else context)
+
+    call.__qualname__ = getattr(handler, "__qualname__", "handler")
+    observed = observe(call)
+
+    @functools.wraps(handler)
+    def entry(event: Any, context: Any = None) -> Any:
+        if context is None and _is_chalice_event(event):
+            return observed(event.to_dict(), event.context or _DirectCallContext(call.__qualname__), event)
+        if context is None:
+            return observed(event, _DirectCallContext(call.__qualname__))
+        return observed(event, context)
+
+    entry.__eval_runner_observed__ = True  # type: ignore[attr-defined]
+    return cast(H, entry)
+
+
+def is_observed(handler: Any) -> bool:
+    """Whether a deployed handler object (what its handler path resolves to) is wrapped by
+    `lambda_entry`, looking through Chalice's event-source wrapper."""
+    return bool(getattr(getattr(handler, "func", handler), "__eval_runner_observed__", False))
 
 
 def emit_run_status(status: str, *, runner: str, vendor: str | None) -> None:

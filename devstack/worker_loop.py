@@ -43,12 +43,10 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from chalicelib.config import load_runtime_config
-    from chalicelib.observability import lambda_entry
-    from chalicelib.worker.eval_worker import handle_sqs_batch as sqs_handler
 
-    # What the deployed worker gets from the app's middleware: cold_start and the Lambda context on
-    # every log line, keys cleared per invocation, metrics flushed.
-    handle_sqs_batch = lambda_entry(sqs_handler)
+    # The deployed handler itself (what the function's handler path resolves to), with the logging
+    # and metrics it carries in AWS.
+    from chalicelib.worker.eval_worker import eval_worker as handle_sqs_batch
 
     config = load_runtime_config()
     sqs = boto3.client("sqs", endpoint_url=config.aws_endpoint_url, region_name=config.region)

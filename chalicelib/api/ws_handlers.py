@@ -3,7 +3,8 @@
 Registered through a Blueprint: Chalice 1.34 registers Blueprint WebSocket handlers on the app
 but does not wrap them in its `WebsocketEventSourceHandler` (only `app.on_ws_*` does), so these
 receive the raw API Gateway event dict and Lambda context. That is all they need, and it keeps
-`app.py` free of handlers.
+`app.py` free of handlers. Their Lambda handler path is this module, which never imports `app.py`,
+so each carries its own logging and metrics (`lambda_entry`).
 
 `$connect` gets no API Gateway authorizer, so it verifies the bearer token itself, taken from (in
 order) the `Authorization: Bearer <token>` header (daemons), the `Sec-WebSocket-Protocol: bearer,
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from chalice import Blueprint
 
 from chalicelib.domain.errors import DomainError
-from chalicelib.observability import logger
+from chalicelib.observability import lambda_entry, logger
 
 if TYPE_CHECKING:
     from chalicelib.services.daemons import DaemonService
@@ -85,6 +86,7 @@ def _reject(status: int, code: str, message: str) -> dict[str, Any]:
 
 
 @ws_bp.on_ws_connect(name="daemon_ws_connect")
+@lambda_entry
 def daemon_ws_connect(event: Any, context: Any = None) -> dict[str, Any]:
     data = _as_dict(event)
     connection_id = str((data.get("requestContext") or {}).get("connectionId", ""))
@@ -101,6 +103,7 @@ def daemon_ws_connect(event: Any, context: Any = None) -> dict[str, Any]:
 
 
 @ws_bp.on_ws_message(name="daemon_ws_message")
+@lambda_entry
 def daemon_ws_message(event: Any, context: Any = None) -> dict[str, Any]:
     data = _as_dict(event)
     connection_id = str((data.get("requestContext") or {}).get("connectionId", ""))
@@ -114,6 +117,7 @@ def daemon_ws_message(event: Any, context: Any = None) -> dict[str, Any]:
 
 
 @ws_bp.on_ws_disconnect(name="daemon_ws_disconnect")
+@lambda_entry
 def daemon_ws_disconnect(event: Any, context: Any = None) -> dict[str, Any]:
     data = _as_dict(event)
     connection_id = str((data.get("requestContext") or {}).get("connectionId", ""))

@@ -1,7 +1,9 @@
 """The SQS worker Lambda: one eval-run job per record, partial batch failures reported.
 
-`handle_sqs_batch` is the plain-Python entry (the local stack's worker loop calls it directly);
-`eval_worker` is the Chalice registration that AWS invokes through the event source mapping.
+`eval_worker` is what AWS invokes through the event source mapping, and what the local stack's
+worker loop calls too: its Lambda handler path is this module (`chalicelib.worker.eval_worker.
+eval_worker`), which never imports `app.py`, so it carries its own logging and metrics
+(`lambda_entry`). `handle_sqs_batch` is the undecorated batch logic.
 """
 
 from __future__ import annotations
@@ -10,11 +12,17 @@ from typing import Any
 
 from chalice import Blueprint
 
+from chalicelib.observability import lambda_entry
+
 worker_bp = Blueprint(__name__)
 
 # Chalice needs the queue *name* at import; the packaged template re-points the event source at
 # the CloudFormation-managed queue (see infra/ and devstack/package.py).
 QUEUE_NAME = "eval-runner-jobs"
+# At most this many worker Lambdas poll the queue at once (the SQS event source's
+# ScalingConfig.MaximumConcurrency, 2-1000): one member's burst of dispatches queues up instead of
+# taking the account's Lambda concurrency, and the vendor sees a bounded fan-out.
+WORKER_MAX_CONCURRENCY = 20
 
 
 def handle_sqs_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -29,6 +37,8 @@ def handle_sqs_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return dict(result)
 
 
-@worker_bp.on_sqs_message(queue=QUEUE_NAME, batch_size=1, name="eval_worker")
+@worker_bp.on_sqs_message(queue=QUEUE_NAME, batch_size=1, name="eval_worker",
+                          maximum_concurrency=WORKER_MAX_CONCURRENCY)
+@lambda_entry
 def eval_worker(event: Any) -> dict[str, Any]:
     return handle_sqs_batch(event.to_dict(), event.context)
