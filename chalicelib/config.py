@@ -37,6 +37,9 @@ class RuntimeConfig(BaseModel):
     allowed_base_url_hosts: tuple[str, ...] = ()
     # Plain http is only acceptable for allow-listed dev hosts (the local fake vendor).
     allow_http_base_urls: bool = False
+    # Ports a vendor base_url (any outbound URL) may use; allow-listed hosts on an allow-http stage may
+    # use any port (the local stack's fake vendor listens on a free port).
+    allowed_base_url_ports: tuple[int, ...] = (443,)
 
     max_run_timeout_seconds: int = 840
     worker_grace_seconds: int = 60
@@ -79,6 +82,7 @@ _ENV_MAP: dict[str, str] = {
     "jwt_audience": "JWT_AUDIENCE",
     "allowed_base_url_hosts": "ALLOWED_BASE_URL_HOSTS",
     "allow_http_base_urls": "ALLOW_HTTP_BASE_URLS",
+    "allowed_base_url_ports": "ALLOWED_BASE_URL_PORTS",
     "max_run_timeout_seconds": "MAX_RUN_TIMEOUT_SECONDS",
     "worker_grace_seconds": "WORKER_GRACE_SECONDS",
     "settings_cache_seconds": "SETTINGS_CACHE_SECONDS",
@@ -124,6 +128,8 @@ def runtime_config_from_env(env: dict[str, str] | None = None) -> RuntimeConfig:
                 values[field] = parse_origins(raw)
             except ValueError as exc:
                 raise RuntimeError(f"eval-runner is misconfigured: {exc}") from exc
+        elif field == "allowed_base_url_ports":
+            values[field] = tuple(p.strip() for p in raw.split(",") if p.strip())
         elif field == "allow_http_base_urls":
             values[field] = raw.lower() in {"1", "true", "yes"}
         else:

@@ -23,11 +23,13 @@ if TYPE_CHECKING:
     from chalicelib.adapters.daemon_store import DynamoDaemonStore
     from chalicelib.adapters.event_publisher import EventBridgePublisher
     from chalicelib.adapters.job_queue import SqsJobQueue
+    from chalicelib.adapters.outbound_http import OutboundGuard
     from chalicelib.adapters.rate_limiter import DynamoPacingStore, SharedRateGate
     from chalicelib.adapters.run_store import DynamoRunStore
     from chalicelib.adapters.secret_store import SecretStore
     from chalicelib.adapters.settings_store import SettingsStore
     from chalicelib.adapters.ws_push import WebSocketPush
+    from chalicelib.domain.base_url import BaseUrlPolicy
     from chalicelib.domain.evaluation import VendorName
     from chalicelib.domain.judging import JudgeModel
     from chalicelib.domain.rate_limit import VendorCallGate
@@ -128,21 +130,42 @@ class Container:
                            monotonic=self.clock.monotonic)
 
     @cached_property
-    def admin_settings(self) -> AdminSettingsService:
+    def base_url_policy(self) -> BaseUrlPolicy:
         from chalicelib.domain.base_url import BaseUrlPolicy
+
+        return BaseUrlPolicy(allowed_hosts=self.config.allowed_base_url_hosts,
+                             allow_http=self.config.allow_http_base_urls,
+                             allowed_ports=self.config.allowed_base_url_ports)
+
+    @cached_property
+    def outbound_guard(self) -> OutboundGuard:
+        """Connect-time SSRF guard for every outbound URL (vendor SDKs; reuse it for webhooks)."""
+        from chalicelib.adapters.outbound_http import OutboundGuard
+
+        return OutboundGuard(self.base_url_policy)
+
+    @cached_property
+    def admin_settings(self) -> AdminSettingsService:
         from chalicelib.services.admin_settings import AdminSettingsService
 
-        policy = BaseUrlPolicy(allowed_hosts=self.config.allowed_base_url_hosts,
-                               allow_http=self.config.allow_http_base_urls)
         return AdminSettingsService(settings=self.settings_store, secrets=self.secret_store, clock=self.clock,
-                                    base_url_policy=policy,
+                                    base_url_policy=self.base_url_policy,
                                     max_run_timeout_seconds=self.config.max_run_timeout_seconds)
+
+    def build_judge_model(self, vendor: Literal["anthropic", "openai"], *, api_key: str, base_url: str | None,
+                          max_retries: int, timeout_seconds: float, gate: VendorCallGate | None = None) -> JudgeModel:
+        """Vendor SDK clients behind the stage's outbound guard (imported on first use so the API
+        handler's cold start never loads the SDKs)."""
+        from chalicelib.adapters.judge_models import build_judge_model
+
+        return build_judge_model(vendor, api_key=api_key, base_url=base_url, max_retries=max_retries,
+                                 timeout_seconds=timeout_seconds, gate=gate, outbound=self.outbound_guard)
 
     @cached_property
     def connection_tests(self) -> ConnectionTestService:
         from chalicelib.services.connection_test import ConnectionTestService
 
-        return ConnectionTestService(settings=self.admin_settings, build_judge_model=_build_judge_model,
+        return ConnectionTestService(settings=self.admin_settings, build_judge_model=self.build_judge_model,
                                      monotonic=self.clock.monotonic)
 
     # -- sessions ----------------------------------------------------------------------------
@@ -251,18 +274,10 @@ class Container:
 
         # Vendor SDK clients are built per run from the tenant's key (and closed after the run).
         return EvalJobService(runs=self.run_store, settings=self.admin_settings, sessions=self.sessions,
-                              build_judge_model=_build_judge_model, events=self.event_publisher, clock=self.clock,
+                              build_judge_model=self.build_judge_model, events=self.event_publisher,
+                              clock=self.clock,
                               grace_seconds=self.config.worker_grace_seconds, tuning=self.judge_tuning,
                               rate_gates=self.rate_gate if self.config.vendor_rate_limiter == "shared" else None)
-
-
-def _build_judge_model(vendor: Literal["anthropic", "openai"], *, api_key: str, base_url: str | None,
-                       max_retries: int, timeout_seconds: float, gate: VendorCallGate | None = None) -> JudgeModel:
-    # Imported on first use so the API handler's cold start never loads the vendor SDKs.
-    from chalicelib.adapters.judge_models import build_judge_model
-
-    return build_judge_model(vendor, api_key=api_key, base_url=base_url, max_retries=max_retries,
-                             timeout_seconds=timeout_seconds, gate=gate)
 
 
 _container: Container | None = None

@@ -8,12 +8,16 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, TypeVar
 
 from chalicelib.adapters.judge_models import build_judge_model
+from chalicelib.adapters.outbound_http import OutboundGuard
+from chalicelib.domain.base_url import BaseUrlPolicy
 from chalicelib.domain.judging import JudgeCall, JudgeModel
 from devstack.fake_vendor import FakeVendor, FakeVendorOptions
 
 T = TypeVar("T")
 Vendor = Literal["anthropic", "openai"]
 
+# The local stack's outbound policy: the fake vendor on 127.0.0.1 over http, any port.
+LOCAL_OUTBOUND = OutboundGuard(BaseUrlPolicy(allowed_hosts=("127.0.0.1", "localhost"), allow_http=True))
 GOOD_KEYS: dict[str, str] = {"anthropic": "sk-ant-test-0123456789abcdef", "openai": "sk-proj-test-0123456789abcdef"}
 MODELS: dict[str, str] = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4.1"}
 
@@ -72,6 +76,7 @@ def judge_model_for(
         base_url=base_url_for(fake, vendor),
         max_retries=max_retries,
         timeout_seconds=timeout_seconds,
+        outbound=LOCAL_OUTBOUND,
     )
 
 

@@ -28,6 +28,8 @@ from typing import Any, Literal
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from chalicelib.adapters.judge_models import build_judge_model
+from chalicelib.adapters.outbound_http import OutboundGuard
+from chalicelib.domain.base_url import BaseUrlPolicy
 from chalicelib.domain.evaluation import QuestionOutcome, TokenUsage
 from chalicelib.judges.catalog import QUESTIONS
 from chalicelib.services.judge_runner import (
@@ -39,6 +41,9 @@ from chalicelib.services.judge_runner import (
     judge_run,
 )
 from devstack.fake_vendor import FakeVendor, FakeVendorOptions
+
+# The fake vendor listens on 127.0.0.1 over http: the local stack's outbound policy.
+LOCAL_OUTBOUND = OutboundGuard(BaseUrlPolicy(allowed_hosts=("127.0.0.1",), allow_http=True))
 
 MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4.1"}
 
@@ -106,7 +111,7 @@ async def one_run(fake: FakeVendor, vendor: Literal["anthropic", "openai"], stra
                   doc: dict[str, Any], run_id: str) -> tuple[float, JudgeRunResult]:
     base_url = fake.anthropic_base_url if vendor == "anthropic" else fake.openai_base_url
     model = build_judge_model(vendor, api_key="sk-bench-not-a-real-key-000", base_url=base_url, max_retries=2,
-                              timeout_seconds=60)
+                              timeout_seconds=60, outbound=LOCAL_OUTBOUND)
     jobs = [QuestionJob(question=q, prior=QuestionOutcome(question_id=q.id, category=q.category)) for q in QUESTIONS]
     tuning = RunnerTuning(concurrency=strategy.concurrency, warm_up=strategy.warm_up, retrospective=False,
                           progress_flush_seconds=max(latency, 0.1))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from chalicelib.adapters.outbound_http import OutboundGuard
+from chalicelib.domain.base_url import BaseUrlPolicy
 from chalicelib.domain.evaluation import VendorName
 from chalicelib.domain.judging import JudgeModel
 from chalicelib.domain.rate_limit import VendorCallGate
@@ -14,6 +16,8 @@ OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CONNECT_TIMEOUT_SECONDS = 5.0
 # The generate endpoints, which the vendors' request limits count (token counting has its own limit).
 _GATED_PATH_SUFFIXES = ("/messages", "/chat/completions")
+# Without a stage policy: public HTTPS on 443 only (the vendors' own APIs pass; nothing internal does).
+STRICT_OUTBOUND = OutboundGuard(BaseUrlPolicy())
 
 
 def build_judge_model(
@@ -24,6 +28,7 @@ def build_judge_model(
     max_retries: int = 4,
     timeout_seconds: float,
     gate: VendorCallGate | None = None,
+    outbound: OutboundGuard = STRICT_OUTBOUND,
 ) -> JudgeModel:
     """A judge model for `vendor` whose client retries 408/409/429/5xx and timeouts with the SDK's backoff.
 
@@ -35,6 +40,11 @@ def build_judge_model(
 
     `gate` (the fleet's rate limiter) wraps every HTTP attempt of a generate call, the SDK's retries
     included: it runs as the SDK's httpx event hooks, inside the SDK's retry loop.
+
+    `outbound` (the stage's guard, `Container.outbound_guard`) builds the SDK's HTTP client: every
+    connection, redirects included, is resolved and checked against the stage's base-URL policy and
+    pinned to the checked address, and the client talks to the base URL's origin only (see
+    `chalicelib.adapters.outbound_http`). The default is the strict policy: public HTTPS on port 443.
     """
     if not api_key:
         raise ValueError("an API key is required")
@@ -43,18 +53,21 @@ def build_judge_model(
     if not timeout_seconds > 0:
         raise ValueError("timeout_seconds must be positive")
     connect = min(CONNECT_TIMEOUT_SECONDS, timeout_seconds)
+    hooks = gate_hooks(gate) if gate else {}
     if vendor == "anthropic":
         import anthropic
 
         from chalicelib.adapters.anthropic_judge import AnthropicJudgeModel
 
+        url = base_url or ANTHROPIC_DEFAULT_BASE_URL
         return AnthropicJudgeModel(
             anthropic.AsyncAnthropic(
                 api_key=api_key,
-                base_url=base_url or ANTHROPIC_DEFAULT_BASE_URL,
+                base_url=url,
                 max_retries=max_retries,
                 timeout=anthropic.Timeout(timeout_seconds, connect=connect),
-                http_client=anthropic.DefaultAsyncHttpxClient(event_hooks=gate_hooks(gate)) if gate else None,
+                http_client=anthropic.DefaultAsyncHttpxClient(transport=outbound.async_transport(url),
+                                                              trust_env=False, event_hooks=hooks),
             )
         )
     if vendor == "openai":
@@ -62,13 +75,15 @@ def build_judge_model(
 
         from chalicelib.adapters.openai_judge import OpenAIJudgeModel
 
+        url = base_url or OPENAI_DEFAULT_BASE_URL
         return OpenAIJudgeModel(
             openai.AsyncOpenAI(
                 api_key=api_key,
-                base_url=base_url or OPENAI_DEFAULT_BASE_URL,
+                base_url=url,
                 max_retries=max_retries,
                 timeout=openai.Timeout(timeout_seconds, connect=connect),
-                http_client=openai.DefaultAsyncHttpxClient(event_hooks=gate_hooks(gate)) if gate else None,
+                http_client=openai.DefaultAsyncHttpxClient(transport=outbound.async_transport(url),
+                                                           trust_env=False, event_hooks=hooks),
             )
         )
     raise ValueError(f"unknown judge vendor {vendor!r}")

@@ -5,8 +5,13 @@ judge call, from inside our network, so the URL must not reach loopback, private
 metadata addresses, and must not smuggle credentials. A stage can allow-list hosts (the local fake
 vendor on 127.0.0.1 in dev); plain http is accepted only for allow-listed hosts on stages that opt in.
 
-This is a static check of the URL text. It cannot see what a public name resolves to (DNS rebinding,
-`127.0.0.1.nip.io`); that would need resolution pinning at call time in the HTTP transport.
+Two checks, both here and both pure: `normalize_base_url` checks the URL text when an admin saves it,
+and `check_connect_target` checks one resolved address when a connection is about to be opened. The
+text alone cannot see what a public name resolves to (`127.0.0.1.nip.io`, DNS rebinding), so the
+outbound HTTP adapter (`chalicelib.adapters.outbound_http`) resolves the host itself on every new
+connection, passes every address through `check_connect_target`, and connects to the address it
+checked. Ports: 443 plus the stage's `allowed_ports`; allow-listed hosts on a stage that allows plain
+http (the local stack's fake vendor) may use any port.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 # NAT64 well-known prefix: the last 32 bits are an IPv4 address.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Cloud instance metadata (AWS IMDS on IPv4 link-local and its IPv6 ULA twin): never reachable, not
+# even through an allow-listed host name, because its answers carry the function's own credentials.
+_METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
+DEFAULT_ALLOWED_PORTS: tuple[int, ...] = (443,)
 
 
 class BaseUrlRefused(ValueError):
@@ -42,11 +51,24 @@ class BaseUrlRefused(ValueError):
 
 @dataclass(frozen=True)
 class BaseUrlPolicy:
+    """Where a stored key may travel. `allowed_hosts`: names (or literals) the operator trusts although
+    they may be private; `allow_http`: the local-development switch (plain http, any port, for those
+    hosts only); `allowed_ports`: the ports any other URL may use (443 by default)."""
+
     allowed_hosts: tuple[str, ...] = ()
     allow_http: bool = False
+    allowed_ports: tuple[int, ...] = DEFAULT_ALLOWED_PORTS
 
     def is_allow_listed(self, host: str) -> bool:
-        return host in {h.strip().lower().rstrip(".") for h in self.allowed_hosts}
+        host = host.lower().rstrip(".")
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        listed = {h.strip().lower().rstrip(".") for h in self.allowed_hosts}
+        return host in listed or bare in listed or f"[{bare}]" in listed
+
+    def port_allowed(self, host: str, port: int) -> bool:
+        if self.allow_http and self.is_allow_listed(host):
+            return True
+        return port in self.allowed_ports
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -137,6 +159,52 @@ def normalize_base_url(url: str, policy: BaseUrlPolicy) -> str:
         raise BaseUrlRefused("insecure_scheme", "base_url must use https://.")
     if not allow_listed:
         _check_host(display_host)
+    effective_port = port if port is not None else (443 if scheme == "https" else 80)
+    if not policy.port_allowed(host, effective_port):
+        allowed = ", ".join(str(p) for p in sorted(policy.allowed_ports))
+        raise BaseUrlRefused("port_not_allowed", f"base_url may only use port {allowed}.")
     netloc = display_host if port is None else f"{display_host}:{port}"
     path = parts.path.rstrip("/")
     return f"{scheme}://{netloc}{path}"
+
+
+def check_connect_target(host: str, address: str, port: int, policy: BaseUrlPolicy) -> None:
+    """Refuse (`BaseUrlRefused`) a connection to `address`:`port` that `host` resolved to.
+
+    Called for every address of every new connection, redirects included, so a name that resolves to
+    an internal address (at save time or only later: DNS rebinding) never gets a connection. An
+    allow-listed host may resolve to private addresses (an internal gateway), never to cloud metadata
+    or link-local, unspecified or multicast ones.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError as exc:
+        raise BaseUrlRefused("invalid_host", "The base URL's host resolved to something that is not an IP "
+                                             "address.") from exc
+    if not policy.port_allowed(host, port):
+        allowed = ", ".join(str(p) for p in sorted(policy.allowed_ports))
+        raise BaseUrlRefused("port_not_allowed", f"Connections may only use port {allowed}.")
+    if not policy.is_allow_listed(host):
+        _refuse_ip(ip)
+        return
+    inner = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    for candidate in (ip, inner):
+        if candidate is None:
+            continue
+        if (candidate in _METADATA_ADDRESSES or candidate.is_link_local or candidate.is_multicast
+                or candidate.is_unspecified):
+            raise BaseUrlRefused("private_host", f"{host} resolves to a link-local, metadata or multicast "
+                                                 "address; no connection is made there.")
+
+
+def refusal_in_chain(exc: BaseException | None) -> BaseUrlRefused | None:
+    """The `BaseUrlRefused` behind an error raised by a vendor SDK or HTTP client, if one caused it
+    (clients wrap transport errors, so the refusal sits somewhere down the cause chain)."""
+    seen: set[int] = set()
+    current = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, BaseUrlRefused):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -4,6 +4,10 @@ Same adapter (`build_judge_model`), same model, same structured-output mode and 
 real judge call; only the prompt is tiny and retries are off with a short timeout, so an admin gets an
 answer in seconds. A 401/403 suspends the vendor (eval dispatch refuses it) until its key is replaced
 or a later test succeeds; a success lifts a suspension of that same key version.
+
+The answer is an error kind and a short message of our own (plus the HTTP status): never text from
+the target's response, because `base_url` may point anywhere an admin chooses and the test would
+otherwise be a way to read what an internal host answers.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
+from chalicelib.domain.base_url import refusal_in_chain
 from chalicelib.domain.evaluation import VendorName
 from chalicelib.domain.judging import (
     JudgeCall,
@@ -21,7 +26,7 @@ from chalicelib.domain.judging import (
     JudgeReply,
     PublicVendorErrorKind,
     VendorCallError,
-    sanitize_vendor_message,
+    VendorErrorKind,
 )
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.settings import VendorStatus
@@ -44,6 +49,28 @@ PROBE_QUESTION = Question(category="connection_test", id="connection_probe", tex
                           prompt=_PROBE_INSTRUCTION)
 PROBE_PROMPT = f"Category: {PROBE_QUESTION.category}\nID: {PROBE_QUESTION.id}\n\n{_PROBE_INSTRUCTION}"
 _SUSPENDING_STATUSES = frozenset({401, 403})
+# What the admin reads, per internal error kind: our words only (see the module docstring).
+_OWN_MESSAGES: dict[VendorErrorKind, str] = {
+    "auth": "The vendor rejected the API key (or the account behind it); replace the key.",
+    "model_not_found": "The vendor does not offer this model, or the base URL does not serve the vendor's API.",
+    "rate_limited": "The vendor is rate limiting this key; try again later.",
+    "overloaded": "The vendor is overloaded; try again later.",
+    "network": "Could not reach the vendor's API at the configured base URL.",
+    "timeout": "The vendor did not answer in time.",
+    "server": "The vendor answered with a server error; try again later.",
+    "invalid_output": "The model answered, but not with a verdict the judges can use.",
+    "context_overflow": "The vendor refused the probe as too long for the model.",
+    "bad_request": "The vendor rejected the request; check the model and the base URL.",
+}
+
+
+def own_message(exc: VendorCallError) -> str:
+    """The admin-facing message for a failed probe: ours, with the HTTP status, never the target's text."""
+    refusal = refusal_in_chain(exc)
+    if refusal is not None:
+        return f"The base URL was refused: {refusal.message}"
+    message = _OWN_MESSAGES[exc.kind]
+    return f"{message} (HTTP {exc.status})" if exc.status is not None else message
 
 
 class JudgeModelFactory(Protocol):
@@ -91,14 +118,9 @@ class ConnectionTestService:
             reply = asyncio.run(self._probe(vendor, creds.api_key, creds.base_url, call))
             parsed = parse_verdict(reply.text, PROBE_QUESTION)
             if isinstance(parsed, VerdictFailure):
-                error = ConnectionTestError(
-                    kind="invalid_output",
-                    message=sanitize_vendor_message(
-                        "The model answered, but not with a verdict the judges can use (stop reason: "
-                        f"{reply.stop_reason or 'unknown'}): {parsed.reason}", secrets=[creds.api_key]))
+                error = ConnectionTestError(kind="invalid_output", message=_OWN_MESSAGES["invalid_output"])
         except VendorCallError as exc:
-            error = ConnectionTestError(kind=exc.public_kind,
-                                        message=sanitize_vendor_message(exc.message, secrets=[creds.api_key]))
+            error = ConnectionTestError(kind=exc.public_kind, message=own_message(exc))
             if exc.kind == "auth" and exc.status in _SUSPENDING_STATUSES:
                 self._settings.mark_vendor_suspended(tenant, vendor, error.message,
                                                      secret_version_id=creds.secret_version_id,

@@ -20,6 +20,7 @@ from devstack.fake_vendor import FakeVendor
 from tests.conftest import register_secret
 from tests.fakevendor import (
     GOOD_KEYS,
+    LOCAL_OUTBOUND,
     MODELS,
     TRACE,
     VERDICT_SCHEMA,
@@ -279,7 +280,8 @@ def test_unreachable_vendor_is_network(vendor: Vendor) -> None:
 
     async def scenario() -> VendorCallError:
         model = build_judge_model(
-            vendor, api_key=GOOD_KEYS[vendor], base_url=base_url, max_retries=0, timeout_seconds=5
+            vendor, api_key=GOOD_KEYS[vendor], base_url=base_url, max_retries=0, timeout_seconds=5,
+            outbound=LOCAL_OUTBOUND,
         )
         try:
             with pytest.raises(VendorCallError) as caught:

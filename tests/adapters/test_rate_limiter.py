@@ -18,7 +18,7 @@ from chalicelib.adapters.judge_models import build_judge_model
 from chalicelib.adapters.rate_limiter import DynamoPacingStore, SharedRateGate, rate_limit_sk
 from chalicelib.domain.rate_limit import FleetPacing, RateLimitPolicy, reserve
 from devstack.fake_vendor import FakeVendor
-from tests.fakevendor import GOOD_KEYS, base_url_for, run, running_fake_vendor, verdict_call
+from tests.fakevendor import GOOD_KEYS, LOCAL_OUTBOUND, base_url_for, run, running_fake_vendor, verdict_call
 
 T0 = 1_800_000_000.0
 
@@ -218,7 +218,7 @@ def test_every_attempt_of_a_generate_call_passes_the_gate(fake: FakeVendor, vend
 
     async def scenario() -> None:
         model = build_judge_model(vendor, api_key=GOOD_KEYS[vendor], base_url=base_url_for(fake, vendor),
-                                  max_retries=3, timeout_seconds=10, gate=gate)
+                                  max_retries=3, timeout_seconds=10, gate=gate, outbound=LOCAL_OUTBOUND)
         try:
             await model.judge(verdict_call(vendor))
             await model.count_tokens("claude-sonnet-4-6", "trace", "question")  # not a generate call

@@ -3,9 +3,12 @@ ok, auth → suspended, unknown model, rate limit, malformed output, network; pl
 
 from __future__ import annotations
 
+import http.server
+import json
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,6 +173,71 @@ def test_vendor_error_text_never_carries_the_key(client: Any, admin_token: str, 
     resp = probe(client, admin_token, "anthropic")  # GuardedClient fails the test if the key is echoed
     assert resp.json["error"]["kind"] == "auth"
     assert "sk-ant-revoked" not in client.get(PATH, token=admin_token).json["anthropic"]["status_reason"]
+
+
+MARKER = "INTERNAL-ONLY-root-password-hunter2"
+
+
+@pytest.fixture
+def hostile_target() -> Iterator[dict[str, Any]]:
+    """An internal-looking HTTP service that answers every request with `state["status"]` and a body
+    (in both vendors' error shapes and as plain text) full of things an admin must not read back."""
+    state: dict[str, Any] = {"status": 404, "port": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = json.dumps({"type": "error", "error": {"type": "not_found_error", "message": MARKER,
+                                                          "code": MARKER}, "message": MARKER, "detail": MARKER})
+            raw = body.encode() if state["status"] != 502 else f"<html>{MARKER}</html>".encode()
+            self.send_response(state["status"])
+            self.send_header("Content-Type", "application/json" if state["status"] != 502 else "text/html")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state["port"] = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("vendor", ["anthropic", "openai"])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 429, 500, 502])
+def test_the_answer_is_our_kind_and_message_never_the_targets_body(client: Any, admin_token: str, vendor: str,
+                                                                    hostile_target: dict[str, Any],
+                                                                    status: int) -> None:
+    hostile_target["status"] = status
+    path = "" if vendor == "anthropic" else "/v1"
+    configure(client, admin_token, vendor, f"sk-{vendor}-good-key-0012",
+              url=f"http://127.0.0.1:{hostile_target['port']}{path}")
+    resp = probe(client, admin_token, vendor)
+    assert resp.status_code == 200
+    error = resp.json["error"]
+    assert error["kind"] in ("auth", "model_not_found", "rate_limited", "network", "invalid_output")
+    assert MARKER not in json.dumps(resp.json)
+    assert f"(HTTP {status})" in error["message"]
+    view = client.get(PATH, token=admin_token).json[vendor]
+    assert MARKER not in json.dumps(view)  # nor in a suspension reason
+
+
+def test_a_base_url_refused_at_connect_time_says_why_in_our_words(client: Any, admin_token: str,
+                                                                   container: Any) -> None:
+    from chalicelib.adapters.outbound_http import OutboundGuard
+
+    # The stored URL names a public-looking host that resolves to the metadata address at call time.
+    container.outbound_guard = OutboundGuard(container.base_url_policy,
+                                             resolver=lambda host, port: ["169.254.169.254"])
+    configure(client, admin_token, "anthropic", "sk-ant-good-key-0013", url="https://169.254.169.254.nip.io")
+    resp = probe(client, admin_token, "anthropic")
+    assert resp.json["ok"] is False
+    assert resp.json["error"]["kind"] == "network"
+    assert resp.json["error"]["message"].startswith("The base URL was refused: 169.254.169.254 is a private")
 
 
 def test_unconfigured_vendor_is_409(client: Any, admin_token: str) -> None:

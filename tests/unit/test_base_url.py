@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.domain.base_url import BaseUrlPolicy, BaseUrlRefused, normalize_base_url
+from chalicelib.domain.base_url import (
+    BaseUrlPolicy,
+    BaseUrlRefused,
+    check_connect_target,
+    normalize_base_url,
+    refusal_in_chain,
+)
 
 STRICT = BaseUrlPolicy()
 DEV = BaseUrlPolicy(allowed_hosts=("127.0.0.1", "localhost", "[::1]"), allow_http=True)
+GATEWAY_PORTS = BaseUrlPolicy(allowed_ports=(443, 8443))
+INTERNAL_GATEWAY = BaseUrlPolicy(allowed_hosts=("llm-gateway.corp.example.com",))
 
 
 @pytest.mark.parametrize(("url", "expected"), [
     ("https://api.anthropic.com", "https://api.anthropic.com"),
     ("https://api.openai.com/v1/", "https://api.openai.com/v1"),
-    ("HTTPS://Gateway.Example.COM:8443/anthropic", "https://gateway.example.com:8443/anthropic"),
+    ("HTTPS://Gateway.Example.COM:443/anthropic", "https://gateway.example.com:443/anthropic"),
     ("https://gateway.example.com.", "https://gateway.example.com"),
     ("https://8.8.8.8/v1", "https://8.8.8.8/v1"),
     ("https://[2606:4700:4700::1111]/v1", "https://[2606:4700:4700::1111]/v1"),
@@ -98,3 +106,89 @@ def test_allow_list_does_not_extend_to_other_private_hosts() -> None:
         normalize_base_url("https://10.0.0.1", DEV)
     with pytest.raises(BaseUrlRefused):
         normalize_base_url("https://169.254.169.254", DEV)
+
+
+def test_a_configured_port_is_accepted_and_any_other_port_refused() -> None:
+    assert normalize_base_url("HTTPS://Gateway.Example.COM:8443/anthropic", GATEWAY_PORTS) == \
+        "https://gateway.example.com:8443/anthropic"
+    for url, policy in (("https://gateway.example.com:8443", STRICT), ("https://gateway.example.com:22", GATEWAY_PORTS),
+                        ("https://gateway.example.com:6379/v1", STRICT),
+                        ("https://llm-gateway.corp.example.com:8080", INTERNAL_GATEWAY)):
+        with pytest.raises(BaseUrlRefused) as info:
+            normalize_base_url(url, policy)
+        assert info.value.reason == "port_not_allowed"
+
+
+# ------------------------------------------------------------------ connect time: resolved addresses
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.1.2.3", "172.20.0.5", "192.168.0.1", "169.254.169.254", "100.100.100.200", "0.0.0.0",
+    "::1", "fe80::1", "fd00:ec2::254", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe",
+    "224.0.0.251",
+])
+def test_a_public_name_resolving_to_an_internal_address_gets_no_connection(address: str) -> None:
+    # e.g. 127.0.0.1.nip.io or 169.254.169.254.nip.io: the text passed the save-time check.
+    assert normalize_base_url("https://127.0.0.1.nip.io", STRICT) == "https://127.0.0.1.nip.io"
+    with pytest.raises(BaseUrlRefused) as info:
+        check_connect_target("127.0.0.1.nip.io", address, 443, STRICT)
+    assert info.value.reason == "private_host"
+
+
+def test_a_public_address_on_an_allowed_port_is_accepted() -> None:
+    check_connect_target("api.anthropic.com", "160.79.104.10", 443, STRICT)
+    check_connect_target("api.openai.com", "2606:4700::6812:1", 443, STRICT)
+    check_connect_target("gateway.example.com", "93.184.216.34", 8443, GATEWAY_PORTS)
+
+
+def test_connect_time_ports_follow_the_policy() -> None:
+    with pytest.raises(BaseUrlRefused) as info:
+        check_connect_target("gateway.example.com", "93.184.216.34", 8443, STRICT)
+    assert info.value.reason == "port_not_allowed"
+    check_connect_target("127.0.0.1", "127.0.0.1", 5100, DEV)  # the local fake vendor, any port
+
+
+def test_an_allow_listed_host_may_be_private_but_never_metadata_or_link_local() -> None:
+    check_connect_target("llm-gateway.corp.example.com", "10.20.30.40", 443, INTERNAL_GATEWAY)
+    check_connect_target("localhost", "::1", 5100, DEV)
+    for address in ("169.254.169.254", "fd00:ec2::254", "fe80::1", "::ffff:169.254.169.254", "224.0.0.1", "0.0.0.0"):
+        with pytest.raises(BaseUrlRefused) as info:
+            check_connect_target("llm-gateway.corp.example.com", address, 443, INTERNAL_GATEWAY)
+        assert info.value.reason == "private_host"
+
+
+def test_a_non_address_answer_is_refused() -> None:
+    with pytest.raises(BaseUrlRefused) as info:
+        check_connect_target("gateway.example.com", "not-an-ip", 443, STRICT)
+    assert info.value.reason == "invalid_host"
+
+
+def test_the_refusal_is_found_under_the_clients_wrapping_errors() -> None:
+    refusal = BaseUrlRefused("private_host", "no")
+    try:
+        try:
+            try:
+                raise refusal
+            except BaseUrlRefused as inner:
+                raise ConnectionError("connect failed") from inner
+        except ConnectionError as middle:
+            raise RuntimeError("sdk error") from middle
+    except RuntimeError as outer:
+        assert refusal_in_chain(outer) is refusal
+    assert refusal_in_chain(RuntimeError("unrelated")) is None
+
+
+def test_the_stage_configures_ports_and_the_container_hands_the_same_policy_to_the_wire() -> None:
+    from chalicelib.config import runtime_config_from_env
+    from chalicelib.wiring import Container
+
+    env = {"EVAL_TABLE_NAME": "t", "EVAL_BUCKET_NAME": "b", "EVAL_QUEUE_URL": "q", "EVAL_KMS_KEY_ID": "k",
+           "EVAL_SECRET_PREFIX": "p/", "ALLOWED_BASE_URL_HOSTS": "llm-gateway.corp.example.com",
+           "ALLOWED_BASE_URL_PORTS": "443, 8443"}
+    container = Container(runtime_config_from_env(env))
+    policy = container.base_url_policy
+    assert policy.allowed_ports == (443, 8443)
+    assert policy.allowed_hosts == ("llm-gateway.corp.example.com",)
+    assert container.outbound_guard.policy is policy
+    assert runtime_config_from_env({k: v for k, v in env.items() if k != "ALLOWED_BASE_URL_PORTS"}
+                                   ).allowed_base_url_ports == (443,)
