@@ -33,8 +33,9 @@ typecheck: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -m "not e2e and not browser"
 
-test: $(STAMP) browsers lint typecheck
-	$(VENV)/bin/pytest
+# SKIP_BROWSER=1: no Chromium install (no Debian apt needed) and no browser tests; everything else runs.
+test: $(STAMP) $(if $(SKIP_BROWSER),,browsers) lint typecheck
+	$(VENV)/bin/pytest $(if $(SKIP_BROWSER),-m "not browser")
 
 # Debian's Chromium for the browser tests (tests/browser): Playwright drives /usr/bin/chromium and
 # never downloads a browser. Idempotent: does nothing when chromium is already installed.

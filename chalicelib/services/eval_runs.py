@@ -34,12 +34,14 @@ from chalicelib.domain.ids import new_id
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, EvalRunList, EvalRunView, QuestionRef, RunError, run_view
 from chalicelib.domain.settings import VENDORS, EvalRunnerSettings
+from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, MAX_THRESHOLD_BYTES, MIN_THRESHOLD_BYTES
 from chalicelib.judges.catalog import QUESTIONS, Question, select_questions
 from chalicelib.observability import emit_run_status, logger
 
-DEFAULT_THRESHOLD = 2000
-MIN_THRESHOLD = 1
-MAX_THRESHOLD = 200_000
+# The same bounds as GET /sessions/{id}/eval-context (0 truncates every tool output to its marker).
+DEFAULT_THRESHOLD = DEFAULT_THRESHOLD_BYTES
+MIN_THRESHOLD = MIN_THRESHOLD_BYTES
+MAX_THRESHOLD = MAX_THRESHOLD_BYTES
 MAX_SELECTION_TOKENS = 64
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
 # A succeeded run may still hold failed questions (aggregation drops them): those can be rerun too.

@@ -283,7 +283,7 @@ def test_selection_errors(client: Any, container: Any, daemons: FakeDaemons, mem
 
 
 @pytest.mark.parametrize(("body", "code"), [
-    ({"threshold": 0}, "threshold_out_of_range"),
+    ({"threshold": -1}, "threshold_out_of_range"),
     ({"threshold": 200_001}, "threshold_out_of_range"),
     ({"threshold": "big"}, "validation_failed"),
     ({"vendor": "anthropic", "model": "gpt-4o"}, "validation_failed"),
@@ -300,10 +300,24 @@ def test_invalid_bodies_are_400(client: Any, container: Any, daemons: FakeDaemon
 def test_threshold_bounds_are_accepted(client: Any, container: Any, daemons: FakeDaemons, member_token: str) -> None:
     configure_vendors(client, "anthropic")
     seed_session(container)
-    for value in (1, 200_000):
+    for value in (0, 1, 200_000):
         resp = dispatch(client, member_token, {"threshold": value})
         assert resp.status_code == 202
         assert resp.json["threshold"] == value
+
+
+@pytest.mark.parametrize("value", [-1, 0, 1, 2000, 200_000, 200_001])
+def test_dispatch_and_eval_context_accept_exactly_the_same_thresholds(client: Any, container: Any,
+                                                                      daemons: FakeDaemons, member_token: str,
+                                                                      value: int) -> None:
+    configure_vendors(client, "anthropic")
+    trace = {"trace": [{"kind": "user_message", "timestamp": "2025-06-01T12:00:00Z", "text": "Add a README"}]}
+    assert client.put(f"/sessions/{SESSION}", token=member_token, json_body=trace).status_code in (200, 201)
+    context = client.get(f"/sessions/{SESSION}/eval-context?threshold={value}", token=member_token)
+    run = dispatch(client, member_token, {"threshold": value})
+    assert (context.status_code == 200) == (run.status_code == 202), (context.status_code, run.status_code)
+    if context.status_code != 200:
+        assert context.json["error"]["code"] == run.json["error"]["code"] == "threshold_out_of_range"
 
 
 def test_missing_or_foreign_session_is_404(client: Any, container: Any, daemons: FakeDaemons,
