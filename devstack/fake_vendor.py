@@ -26,8 +26,18 @@ question id / prompt substring for a number of requests: latency, HTTP status (4
 Prompt caching is simulated: Anthropic blocks marked `cache_control` are a cache write the first
 time their (model, prefix) is seen and a cache read within the TTL afterwards; OpenAI gives
 `cached_tokens` when the same (model, prompt_cache_key, prefix) was seen. As with the real vendors a
-prefix becomes readable only once the request that wrote it has completed, so judges fired
-concurrently with the first one all pay the cache write.
+prefix becomes readable only once the response that wrote it has begun (its first token), so judges
+fired concurrently with the first one, before that moment, all pay the cache write.
+
+Timing: `latency` (L) is the whole call; `ttft` the time to the first token (None: the response
+begins only when it is complete, L). A streamed request (`"stream": true`: Anthropic server-sent
+events, OpenAI `chat.completion.chunk`s with `stream_options.include_usage`) gets its first event at
+TTFT and the rest at L; the prefix cache is written at TTFT either way.
+
+Context limits: `context_windows` (exact model name → tokens) lowers a model's window below the
+fake's own table, like a gateway or a regional deployment whose real limit is lower than the model's.
+Over it, generate and count-tokens answer 400 with each vendor's own "too long" message
+(`prompt is too long: X tokens > N maximum`; OpenAI `context_length_exceeded`).
 
 Tokens are estimated as ceil(chars / 4) everywhere (context window, usage, count_tokens).
 The API key is never logged, recorded or echoed (unless `echo_key_in_errors` is set, which exists
@@ -106,7 +116,8 @@ def context_window_for(model: str, *, one_million_beta: bool = False) -> int:
 class FakeVendorOptions:
     """Global behaviour, set via `FakeVendor(options=...)`, `.configure(**kw)` or `POST /_fake/options`."""
 
-    latency: float = 0.0  # seconds added to every generate call (benchmarks)
+    latency: float = 0.0  # seconds every generate call takes, L (benchmarks)
+    ttft: float | None = None  # seconds to the first token (cache readable, first streamed event); None → L
     rate_limit_per_minute: float | None = None  # token bucket over generate calls; past it → 429
     enforce_context_window: bool = True
     context_windows: dict[str, int] = field(default_factory=dict)  # exact model name → window
@@ -185,6 +196,7 @@ class _Parsed:
     cache_key: str | None
     one_million_beta: bool
     top_level_cache_control: bool = False
+    stream: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -197,6 +209,7 @@ class _Outcome:
     body: bytes
     headers: dict[str, str]
     record: dict[str, Any]
+    events: Iterator[bytes] | None = None  # a streamed answer: server-sent events, written as they come
 
 
 class _VendorHTTPError(Exception):
@@ -475,6 +488,7 @@ class FakeVendor:
             "cache_creation_input_tokens": 0,
         }
         self._enter()
+        events: Iterator[bytes] | None = None
         try:
             try:
                 status, payload, extra_headers = self._generate(vendor, endpoint, body, headers, api_key, record)
@@ -483,13 +497,31 @@ class FakeVendor:
                 payload = _error_body(vendor, err, request_id)
                 extra_headers = err.headers
                 record["error"] = err.message.replace(api_key, "[key]") if api_key else err.message
+            if isinstance(payload, _Stream):
+                events = self._streamed(payload, record, started)
         finally:
-            self._leave()
+            if events is None:
+                self._leave()
         id_header = "request-id" if vendor == "anthropic" else "x-request-id"
         out_headers = {id_header: request_id, **extra_headers}
         record.update(status=status, duration_ms=int((time.monotonic() - started) * 1000))
         self._record(record)
+        if events is not None:
+            return _Outcome(status, b"", {**out_headers, "content-type": "text/event-stream"}, record, events)
         return _Outcome(status, json.dumps(payload).encode(), out_headers, record)
+
+    def _streamed(self, stream: _Stream, record: dict[str, Any], started: float) -> Iterator[bytes]:
+        """The answer's events: the first at once (the response has begun), the rest after the remaining
+        generation time. Counted in flight until the last event is written."""
+        try:
+            events = iter(stream.events)
+            yield next(events)
+            self._sleep(stream.remaining_seconds)
+            yield from events
+        finally:
+            self._leave()
+            with self._lock:
+                record["duration_ms"] = int((time.monotonic() - started) * 1000)
 
     def _generate(
         self,
@@ -528,17 +560,18 @@ class FakeVendor:
 
         rule = self._pick_rule(parsed, endpoint, question_id)
         record["rule"] = rule.id if rule else None
-        latency = 0.0
+        latency = ttft = 0.0
         if endpoint == "generate":
             with self._lock:
                 latency = self._options.latency
+                ttft = latency if self._options.ttft is None else min(max(self._options.ttft, 0.0), latency)
                 wait = self._bucket.take() if self._bucket is not None else None
             if wait is not None:
                 raise _rate_limited(vendor, wait)
-        # The cache is looked up on arrival and written on completion, like the real vendors: requests
-        # that overlap the one writing a prefix cannot read it yet.
+        # The cache is looked up on arrival and written when the response begins, like the real vendors:
+        # requests that arrive before the first token of the one writing a prefix cannot read it yet.
         usage, outcome, commit = self._cache_usage(parsed)
-        self._sleep(latency)
+        self._sleep(ttft)
         if rule is not None:
             self._sleep(rule.latency)
             if rule.hang:
@@ -557,11 +590,19 @@ class FakeVendor:
         text = _reply_text(parsed, question_id, category, rule)
         output_tokens = max(estimate_tokens(text), floor)
         commit()
-        record.update(usage, output_tokens=output_tokens)
+        record.update(usage, output_tokens=output_tokens, streamed=parsed.stream)
         record["cache"] = outcome
         if vendor == "anthropic":
-            return 200, _anthropic_message(parsed.model, text, usage, output_tokens, record["request_id"]), {}
-        return 200, _openai_completion(parsed.model, text, usage, output_tokens), {}
+            message = _anthropic_message(parsed.model, text, usage, output_tokens, record["request_id"])
+            if parsed.stream:
+                return 200, _Stream(_anthropic_events(message), latency - ttft), {}
+            self._sleep(latency - ttft)
+            return 200, message, {}
+        completion = _openai_completion(parsed.model, text, usage, output_tokens)
+        if parsed.stream:
+            return 200, _Stream(_openai_chunks(completion), latency - ttft), {}
+        self._sleep(latency - ttft)
+        return 200, completion, {}
 
     def _cache_usage(self, parsed: _Parsed) -> tuple[dict[str, int], str, Callable[[], None]]:
         """Usage split into uncached / cache read / cache write, the outcome ("read"|"write"|"none"), and
@@ -699,6 +740,7 @@ def _parse_request(vendor: Vendor, body: dict[str, Any], headers: Mapping[str, s
             cache_key=None,
             one_million_beta="context-1m" in beta,
             top_level_cache_control=isinstance(body.get("cache_control"), dict),
+            stream=body.get("stream") is True,
         )
     for message in messages:
         if not isinstance(message, dict):
@@ -723,6 +765,7 @@ def _parse_request(vendor: Vendor, body: dict[str, Any], headers: Mapping[str, s
         max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         cache_key=body.get("prompt_cache_key"),
         one_million_beta=False,
+        stream=body.get("stream") is True,
     )
 
 
@@ -904,6 +947,64 @@ def _openai_completion(model: str, text: str, usage: dict[str, int], output_toke
     }
 
 
+@dataclass
+class _Stream:
+    """A streamed answer: its wire events, and the generation time left after the first one (L - TTFT)."""
+
+    events: list[bytes]
+    remaining_seconds: float
+
+
+def _sse(event: str | None, data: Any) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data)}\n\n".encode()
+
+
+def _chunks_of(text: str, size: int = 40) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _anthropic_events(message: dict[str, Any]) -> list[bytes]:
+    """Messages streaming: message_start (input usage), one text block in deltas, message_delta, message_stop."""
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None,
+             "usage": {**usage, "output_tokens": 1}}
+    text = message["content"][0]["text"]
+    events = [_sse("message_start", {"type": "message_start", "message": start}),
+              _sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                           "content_block": {"type": "text", "text": "", "citations": None}})]
+    events += [_sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": piece}})
+               for piece in _chunks_of(text)]
+    events += [_sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               _sse("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                                      "usage": {"output_tokens": usage["output_tokens"],
+                                                "input_tokens": usage["input_tokens"],
+                                                "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
+                                                "cache_read_input_tokens": usage["cache_read_input_tokens"]}}),
+               _sse("message_stop", {"type": "message_stop"})]
+    return events
+
+
+def _openai_chunks(completion: dict[str, Any]) -> list[bytes]:
+    """Chat Completions streaming: a role chunk, content chunks, the finish chunk, the usage chunk, [DONE]."""
+    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
+            "model": completion["model"], "system_fingerprint": completion["system_fingerprint"]}
+    choice = completion["choices"][0]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse(None, {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                                "finish_reason": finish}]})
+
+    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    events += [chunk({"content": piece}) for piece in _chunks_of(choice["message"]["content"])]
+    events.append(chunk({}, choice["finish_reason"]))
+    events.append(_sse(None, {**base, "choices": [], "usage": completion["usage"]}))
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -1081,7 +1182,30 @@ def _make_handler(fake: FakeVendor) -> type[BaseHTTPRequestHandler]:
                 return
             vendor, endpoint = routes[path]
             outcome = fake.handle_generate(vendor, endpoint, body, self._headers(), self._api_key())
-            self._send(outcome.status, outcome.body, outcome.headers)
+            if outcome.events is not None:
+                self._send_events(outcome.status, outcome.events, outcome.headers)
+            else:
+                self._send(outcome.status, outcome.body, outcome.headers)
+
+        def _send_events(self, status: int, events: Iterator[bytes], headers: Mapping[str, str]) -> None:
+            """Server-sent events in HTTP/1.1 chunks, each flushed as it is produced."""
+            try:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("transfer-encoding", "chunked")
+                self.send_header("cache-control", "no-cache")
+                self.end_headers()
+                for event in events:
+                    self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up mid-stream (a cancelled judge)
+            finally:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()  # ends the generator, which leaves the in-flight count
 
         def _control(self, path: str, body: Any) -> None:
             try:
@@ -1122,12 +1246,14 @@ def running(options: FakeVendorOptions | None = None) -> Iterator[FakeVendor]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="FAKE LLM vendor (dev/test only; binds 127.0.0.1).")
     parser.add_argument("--port", type=int, default=5100)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every judge call")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds every judge call takes (L)")
+    parser.add_argument("--ttft", type=float, default=None, help="seconds to the first token (default: L)")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests per minute (429 past it)")
     parser.add_argument("--min-cacheable-tokens", type=int, default=0)
     args = parser.parse_args(argv)
     options = FakeVendorOptions(
         latency=args.latency,
+        ttft=args.ttft,
         rate_limit_per_minute=args.rate_limit,
         min_cacheable_tokens=args.min_cacheable_tokens,
     )

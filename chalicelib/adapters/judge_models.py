@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chalicelib.adapters.outbound_http import OutboundGuard
+from chalicelib.adapters.vendor_judge import VendorJudgeModel
 from chalicelib.domain.base_url import BaseUrlPolicy
 from chalicelib.domain.evaluation import VendorName
 from chalicelib.domain.judging import JudgeModel
@@ -54,39 +55,29 @@ def build_judge_model(
         raise ValueError("timeout_seconds must be positive")
     connect = min(CONNECT_TIMEOUT_SECONDS, timeout_seconds)
     hooks = gate_hooks(gate) if gate else {}
+    sdk: Any
+    client_class: Any
+    adapter: type[VendorJudgeModel]
     if vendor == "anthropic":
         import anthropic
 
         from chalicelib.adapters.anthropic_judge import AnthropicJudgeModel
 
-        url = base_url or ANTHROPIC_DEFAULT_BASE_URL
-        return AnthropicJudgeModel(
-            anthropic.AsyncAnthropic(
-                api_key=api_key,
-                base_url=url,
-                max_retries=max_retries,
-                timeout=anthropic.Timeout(timeout_seconds, connect=connect),
-                http_client=anthropic.DefaultAsyncHttpxClient(transport=outbound.async_transport(url),
-                                                              trust_env=False, event_hooks=hooks),
-            )
-        )
-    if vendor == "openai":
+        sdk, client_class, adapter, default_url = (anthropic, anthropic.AsyncAnthropic, AnthropicJudgeModel,
+                                                   ANTHROPIC_DEFAULT_BASE_URL)
+    elif vendor == "openai":
         import openai
 
         from chalicelib.adapters.openai_judge import OpenAIJudgeModel
 
-        url = base_url or OPENAI_DEFAULT_BASE_URL
-        return OpenAIJudgeModel(
-            openai.AsyncOpenAI(
-                api_key=api_key,
-                base_url=url,
-                max_retries=max_retries,
-                timeout=openai.Timeout(timeout_seconds, connect=connect),
-                http_client=openai.DefaultAsyncHttpxClient(transport=outbound.async_transport(url),
-                                                           trust_env=False, event_hooks=hooks),
-            )
-        )
-    raise ValueError(f"unknown judge vendor {vendor!r}")
+        sdk, client_class, adapter, default_url = openai, openai.AsyncOpenAI, OpenAIJudgeModel, OPENAI_DEFAULT_BASE_URL
+    else:
+        raise ValueError(f"unknown judge vendor {vendor!r}")
+    url = base_url or default_url
+    return adapter(client_class(
+        api_key=api_key, base_url=url, max_retries=max_retries, timeout=sdk.Timeout(timeout_seconds, connect=connect),
+        http_client=sdk.DefaultAsyncHttpxClient(transport=outbound.async_transport(url), trust_env=False,
+                                                event_hooks=hooks)))
 
 
 def gate_hooks(gate: VendorCallGate) -> dict[str, list[Callable[[Any], Awaitable[None]]]]:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from chalicelib.domain.evaluation import TokenUsage
+
+if TYPE_CHECKING:
+    from chalicelib.domain.context_limits import StatedLimit
 
 VendorErrorKind = Literal[
     # the contract's test-connection kinds
@@ -135,6 +138,7 @@ class VendorCallError(Exception):
         retry_after: float | None = None,
         status: int | None = None,
         secrets: Iterable[str | None] = (),
+        stated_limit: StatedLimit | None = None,
     ) -> None:
         if kind not in VENDOR_ERROR_KINDS:
             raise ValueError(f"unknown vendor error kind {kind!r}")
@@ -144,6 +148,8 @@ class VendorCallError(Exception):
         self.message = clean
         self.retry_after = retry_after
         self.status = status
+        # context_overflow only: the limit the vendor stated (parsed before the message was bounded).
+        self.stated_limit = stated_limit
 
     @property
     def public_kind(self) -> PublicVendorErrorKind:
@@ -158,10 +164,16 @@ class VendorCallError(Exception):
         return f"VendorCallError(kind={self.kind!r}, status={self.status!r}, message={self.message!r})"
 
 
+FirstToken = Callable[[], None]
+
+
 class JudgeModel(Protocol):
     """A vendor's judge endpoint. Implementations translate every vendor failure into `VendorCallError`."""
 
-    async def judge(self, call: JudgeCall) -> JudgeReply: ...
+    async def judge(self, call: JudgeCall, *, on_first_token: FirstToken | None = None) -> JudgeReply:
+        """One structured answer. With `on_first_token` the answer is streamed and the callback runs once,
+        when the response begins (the moment the vendor's prompt cache holds the call's prefix)."""
+        ...
 
     async def count_tokens(self, model: str, shared_context: str, prompt: str) -> int | None:
         """Exact input tokens of the call; None when the vendor has no count API (use `estimate_tokens`)."""
@@ -179,6 +191,12 @@ def known_context_window(model: str) -> int:
         if pattern.search(name):
             return window
     return DEFAULT_CONTEXT_WINDOW
+
+
+def matches_known_model(model: str) -> bool:
+    """Whether the built-in window table knows this model id/alias (else its window is a default)."""
+    name = model.strip().lower()
+    return any(pattern.search(name) for pattern, _ in _CONTEXT_WINDOWS)
 
 
 def split_one_million_suffix(model: str) -> tuple[str, bool]:

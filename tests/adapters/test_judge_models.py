@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import pytest
 from chalicelib.adapters.judge_models import build_judge_model
 from chalicelib.domain.judging import (
     JudgeCall,
+    JudgeReply,
     VendorCallError,
     estimate_tokens,
     known_context_window,
@@ -192,6 +194,95 @@ def test_trace_over_the_models_window_is_context_overflow(fake: FakeVendor, vend
     fake.configure(context_windows={MODELS[vendor]: 1_000})
     error = run(_judge_error(fake, vendor, verdict_call(vendor)))
     assert error.kind == "context_overflow"
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("streamed", [False, True])
+def test_context_overflow_carries_the_limit_the_vendor_states(fake: FakeVendor, vendor: Vendor,
+                                                              streamed: bool) -> None:
+    fake.configure(context_windows={MODELS[vendor]: 1_000})
+    call = verdict_call(vendor)
+    started: list[bool] = []
+    error = run(_judge_error(fake, vendor, call) if not streamed else _streamed_error(fake, vendor, call, started))
+    assert error.kind == "context_overflow"
+    assert error.stated_limit is not None
+    assert error.stated_limit.limit_tokens == 1_000
+    assert error.stated_limit.prompt_tokens == estimate_tokens(call.shared_context) + estimate_tokens(call.prompt)
+    assert started == []  # refused before any response began
+
+
+async def _streamed_error(fake: FakeVendor, vendor: Vendor, call: JudgeCall, started: list[bool]) -> VendorCallError:
+    async with open_judge_model(fake, vendor) as model:
+        with pytest.raises(VendorCallError) as caught:
+            await model.judge(call, on_first_token=lambda: started.append(True))
+    return caught.value
+
+
+def test_anthropic_count_tokens_states_the_limit_too(fake: FakeVendor) -> None:
+    fake.configure(context_windows={MODELS["anthropic"]: 1_000})
+    call = verdict_call("anthropic")
+
+    async def scenario() -> None:
+        async with open_judge_model(fake, "anthropic") as model:
+            await model.count_tokens(call.model, call.shared_context, call.prompt)
+
+    with pytest.raises(VendorCallError) as caught:
+        run(scenario())
+    assert caught.value.kind == "context_overflow"
+    assert caught.value.stated_limit is not None and caught.value.stated_limit.limit_tokens == 1_000
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_message_without_numbers_is_an_overflow_without_a_stated_limit(fake: FakeVendor, vendor: Vendor) -> None:
+    fake.script("destructive_commands", status=400, message="Input is too long for the requested model.")
+    error = run(_judge_error(fake, vendor, verdict_call(vendor)))
+    assert error.kind == "context_overflow"
+    assert error.stated_limit is None
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_streamed_answer_equals_the_plain_one_and_reports_its_first_token_once(fake: FakeVendor,
+                                                                                   vendor: Vendor) -> None:
+    started: list[str] = []
+
+    async def scenario() -> tuple[JudgeReply, JudgeReply]:
+        async with open_judge_model(fake, vendor) as model:
+            plain = await model.judge(verdict_call(vendor, "destructive_commands", cache_key=None,
+                                                   shared_context=TRACE + " plain"))
+            streamed = await model.judge(verdict_call(vendor, "destructive_commands", cache_key=None,
+                                                      shared_context=TRACE + " streamed"),
+                                         on_first_token=lambda: started.append("first"))
+        return plain, streamed
+
+    plain, streamed = run(scenario())
+    assert started == ["first"]
+    assert json.loads(streamed.text) == json.loads(plain.text)
+    assert streamed.usage == plain.usage
+    assert streamed.stop_reason == "end_turn"
+    assert streamed.model == MODELS[vendor]
+    assert streamed.request_id is not None and streamed.request_id.startswith("req_fake_")
+    assert [r["streamed"] for r in fake.requests] == [False, True]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_the_prefix_cache_is_readable_once_the_writing_answer_has_begun(fake: FakeVendor, vendor: Vendor) -> None:
+    """The second judge starts after the first one's first token and before its end (both in flight at
+    once, which the fake's in-flight count shows), and reads the prefix the first one is writing."""
+    fake.configure(latency=1.0, ttft=0.05)
+
+    async def scenario() -> tuple[JudgeReply, JudgeReply]:
+        async with open_judge_model(fake, vendor) as model:
+            began = asyncio.Event()
+            first = asyncio.create_task(model.judge(verdict_call(vendor, "destructive_commands"),
+                                                    on_first_token=began.set))
+            await began.wait()
+            second = await model.judge(verdict_call(vendor, "secrets_exposure"))
+            return await first, second
+
+    first, second = run(scenario())
+    assert first.usage.cache_read_input_tokens == 0
+    assert second.usage.cache_read_input_tokens >= estimate_tokens(TRACE)
+    assert fake.stats()["max_inflight"] == 2
 
 
 def test_anthropic_count_tokens_counts_trace_and_question(fake: FakeVendor) -> None:
