@@ -92,13 +92,14 @@ class Container:
         cfg = self.config
         if cfg.auth_mode == "jwks":
             if not (cfg.jwks_url and cfg.jwt_issuer and cfg.jwt_audience):
-                raise RuntimeError("AUTH_MODE=jwks needs JWKS_URL, JWT_ISSUER and JWT_AUDIENCE")
+                return _rejecting("AUTH_MODE=jwks needs JWKS_URL, JWT_ISSUER and JWT_AUDIENCE")
             from jwt import PyJWKClient
 
             return JWKSTokenVerifier(PyJWKClient(cfg.jwks_url, cache_keys=True, lifespan=3600, timeout=5),
                                      issuer=cfg.jwt_issuer, audience=cfg.jwt_audience)
         if not cfg.dev_jwt_secret:
-            raise RuntimeError("AUTH_MODE=hs256 needs DEV_JWT_SECRET")
+            # A deployed `dev` stack: the template deliberately carries no secret. Fail closed with 401s.
+            return _rejecting("AUTH_MODE=hs256 needs DEV_JWT_SECRET")
         return HS256TokenVerifier(cfg.dev_jwt_secret, issuer=cfg.jwt_issuer, audience=cfg.jwt_audience)
 
     def authenticate(self, request: Request) -> Principal:
@@ -278,6 +279,15 @@ class Container:
                               clock=self.clock,
                               grace_seconds=self.config.worker_grace_seconds, tuning=self.judge_tuning,
                               rate_gates=self.rate_gate if self.config.vendor_rate_limiter == "shared" else None)
+
+
+def _rejecting(reason: str) -> Any:
+    from chalicelib.adapters.jwt_tokens import RejectingTokenVerifier
+    from chalicelib.observability import logger
+
+    logger.error("token verification is not configured; every request is answered 401",
+                 extra={"reason": reason})
+    return RejectingTokenVerifier(reason)
 
 
 _container: Container | None = None

@@ -19,6 +19,8 @@ class Principal(BaseModel):
     tenant: str
     user: str
     roles: tuple[str, ...] = ()
+    # The token's `exp` (epoch seconds): what a long-lived WebSocket connection may not outlive.
+    expires_at: int | None = None
 
     @property
     def is_admin(self) -> bool:

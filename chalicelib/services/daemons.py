@@ -272,9 +272,13 @@ class DaemonService:
         if self._store.touch_daemon(principal.tenant, principal.user, daemon_id, now=iso(now),
                                     now_epoch=_epoch(now), expires_at=_epoch(now) + PRESENCE_TTL_SECONDS) is None:
             raise _daemon_not_found(daemon_id)
+        # The connection is authorised only as long as the token it connected with: every message and
+        # push reads the item against this expiry, so an expired token stops both (reconnect to renew).
+        expires_at = _epoch(now + timedelta(seconds=CONNECTION_TTL_SECONDS))
+        if principal.expires_at is not None:
+            expires_at = min(expires_at, principal.expires_at)
         conn = ConnectionRecord(connection_id=connection_id, tenant=principal.tenant, user=principal.user,
-                                daemon_id=daemon_id, connected_at=iso(now),
-                                expires_at=_epoch(now + timedelta(seconds=CONNECTION_TTL_SECONDS)))
+                                daemon_id=daemon_id, connected_at=iso(now), expires_at=expires_at)
         self._store.put_connection(conn)
         logger.info("daemon websocket connected", extra={"daemon_id": daemon_id})
         return conn
@@ -295,8 +299,8 @@ class DaemonService:
         try:
             conn = self._store.get_connection(connection_id, now_epoch=_epoch(self._clock.now()))
             if conn is None:
-                raise NotFound("This WebSocket connection is not registered; reconnect with a token.",
-                               code="connection_not_found")
+                raise NotFound("This WebSocket connection is not registered, or the token it connected with has "
+                               "expired; reconnect with a fresh token.", code="connection_not_found")
             raw = body or ""
             if len(raw.encode()) > MAX_WS_MESSAGE_BYTES:
                 raise InvalidRequest(f"Messages are limited to {MAX_WS_MESSAGE_BYTES} bytes; post large results "

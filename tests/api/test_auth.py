@@ -155,3 +155,135 @@ def test_wrong_audience_or_issuer_is_401_when_configured(audience_client: Any) -
 def test_public_routes_need_no_token(client: Any) -> None:
     assert client.get("/health").status_code == 200
     assert client.get("/openapi.json").status_code == 200
+
+
+# ------------------------------------------------------------------ JWKS (prod): algorithm tied to the key
+
+
+class StaticJWKClient(jwt.PyJWKClient):
+    """PyJWKClient over a fixed JWKS document instead of an HTTP fetch."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        super().__init__("https://idp.invalid/.well-known/jwks.json", cache_keys=True)
+        self._document = jwks
+
+    def fetch_data(self) -> Any:
+        return self._document
+
+
+@pytest.fixture(scope="module")
+def idp_keys() -> dict[str, Any]:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    keys = {"rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            "ec": ec.generate_private_key(ec.SECP256R1()), "p384": ec.generate_private_key(ec.SECP384R1()),
+            "attacker_ec": ec.generate_private_key(ec.SECP256R1())}
+    jwks = [{**json.loads(RSAAlgorithm.to_jwk(keys["rsa"].public_key())), "kid": "rsa-1", "use": "sig"},
+            {**json.loads(ECAlgorithm.to_jwk(keys["ec"].public_key())), "kid": "ec-1", "use": "sig"},
+            {**json.loads(ECAlgorithm.to_jwk(keys["p384"].public_key())), "kid": "p384-1", "use": "sig"}]
+    return {**keys, "jwks": {"keys": jwks}}
+
+
+@pytest.fixture
+def jwks_client(client: Any, container: Any, idp_keys: dict[str, Any]) -> Any:
+    from chalicelib.adapters.jwt_tokens import JWKSTokenVerifier
+
+    container.token_verifier = JWKSTokenVerifier(StaticJWKClient(idp_keys["jwks"]), issuer="https://idp.example.com",
+                                                 audience="eval-runner")
+    return client
+
+
+def _idp_claims() -> dict[str, Any]:
+    return _claims(iss="https://idp.example.com", aud="eval-runner")
+
+
+def test_jwks_tokens_signed_by_the_named_key_with_its_algorithm_pass(jwks_client: Any,
+                                                                     idp_keys: dict[str, Any]) -> None:
+    for key, alg, kid in (("rsa", "RS256", "rsa-1"), ("ec", "ES256", "ec-1")):
+        token = jwt.encode(_idp_claims(), idp_keys[key], algorithm=alg, headers={"kid": kid})
+        assert jwks_client.get(PATH, token=token).status_code == 200, (alg, kid)
+
+
+def _pem_public(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.mark.parametrize("case", ["ec signature naming the rsa kid", "rs256 naming the ec kid",
+                                  "rs384 with the rsa key", "hs256 keyed with the rsa public key",
+                                  "p-384 key", "unknown kid", "alg none naming the rsa kid"])
+def test_jwks_token_whose_algorithm_does_not_match_the_named_key_is_401_not_500(
+        jwks_client: Any, idp_keys: dict[str, Any], case: str) -> None:
+    claims = _idp_claims()
+    token = {
+        "ec signature naming the rsa kid": lambda: jwt.encode(claims, idp_keys["attacker_ec"], algorithm="ES256",
+                                                              headers={"kid": "rsa-1"}),
+        "rs256 naming the ec kid": lambda: jwt.encode(claims, idp_keys["rsa"], algorithm="RS256",
+                                                      headers={"kid": "ec-1"}),
+        "rs384 with the rsa key": lambda: jwt.encode(claims, idp_keys["rsa"], algorithm="RS384",
+                                                     headers={"kid": "rsa-1"}),
+        "hs256 keyed with the rsa public key": lambda: _hmac_with(_pem_public(idp_keys["rsa"]), claims, "rsa-1"),
+        "p-384 key": lambda: jwt.encode(claims, idp_keys["p384"], algorithm="ES384", headers={"kid": "p384-1"}),
+        "unknown kid": lambda: jwt.encode(claims, idp_keys["rsa"], algorithm="RS256", headers={"kid": "nope"}),
+        "alg none naming the rsa kid": lambda: _unsigned_with_kid(claims, "rsa-1"),
+    }[case]()
+    resp = jwks_client.get(PATH, token=token)
+    assert resp.status_code == 401, resp.json
+    assert resp.json["error"]["code"] == "invalid_token"
+
+
+def _hmac_with(secret: bytes, claims: dict[str, Any], kid: str) -> str:
+    import hashlib
+    import hmac
+
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    signing_input = f"{part({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{part(claims)}"
+    sig = base64.urlsafe_b64encode(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()).rstrip(b"=")
+    return f"{signing_input}.{sig.decode()}"
+
+
+def _unsigned_with_kid(claims: dict[str, Any], kid: str) -> str:
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT', 'kid': kid})}.{part(claims)}."
+
+
+# ------------------------------------------------------------------ a stage without its token configuration
+
+
+@pytest.mark.parametrize("missing", [{"DEV_JWT_SECRET": None},
+                                     {"AUTH_MODE": "jwks", "JWKS_URL": None, "JWT_ISSUER": None}])
+def test_a_stage_without_token_configuration_answers_401_to_every_token(runtime_env: dict[str, str], aws: Any,
+                                                                         missing: dict[str, str | None]) -> None:
+    # A deployed `dev` stack carries no DEV_JWT_SECRET: it must still reject every token, with a 401.
+    from chalice.test import Client
+
+    from app import app
+    from chalicelib.api.ws_handlers import daemon_ws_connect
+    from chalicelib.config import runtime_config_from_env
+    from chalicelib.wiring import Container, reset_container, use_container
+    from tests.conftest import GuardedClient
+
+    env = {k: v for k, v in {**runtime_env, **missing}.items() if v is not None}
+    session, _ = aws
+    use_container(Container(runtime_config_from_env(env), session=session))
+    try:
+        with Client(app, stage_name="dev") as inner:
+            client = GuardedClient(inner)
+            for token in (mint(), jwt.encode(_claims(), "any-other-secret-0123456789abcdef", algorithm="HS256"),
+                          _unsigned(_claims())):
+                resp = client.get(PATH, token=token)
+                assert resp.status_code == 401, resp.json
+                assert resp.json["error"]["code"] == "invalid_token"
+            assert client.get("/health").status_code == 200
+        refused = daemon_ws_connect({"requestContext": {"connectionId": "c1", "routeKey": "$connect"},
+                                     "headers": {"Authorization": f"Bearer {mint()}"},
+                                     "queryStringParameters": {"daemon_id": "d"}}, None)
+        assert refused["statusCode"] == 401
+    finally:
+        reset_container()

@@ -201,3 +201,30 @@ def test_expired_connection_items_are_ignored(client: Any, clock: FrozenClock, c
     now = int(clock.now().timestamp())
     assert container.daemon_store.get_connection("conn-1", now_epoch=now) is None
     assert container.daemon_store.daemon_connections("acme", daemon_id, now_epoch=now) == []
+
+
+def test_a_connection_is_authorised_only_until_its_token_expires(client: Any, clock: FrozenClock,
+                                                                 container: Any) -> None:
+    short = mint("acme", "alice", [], ttl_seconds=600)
+    daemon_id = register(client, short)
+    assert connect(short, daemon_id)["statusCode"] == 200
+
+    def heartbeat() -> dict[str, Any]:
+        daemon_ws_message(ws_event("$default", "conn-1", body='{"action": "heartbeat"}'), None)
+        return pushed("conn-1")[-1]
+
+    for _ in range(9):  # heartbeats keep the daemon present (90 s presence) up to just before the exp
+        clock.advance(65)
+        assert heartbeat()["type"] == "heartbeat_ack"
+    clock.advance(20)  # the token's exp has passed; the connection item would otherwise live 2 h
+    refused = heartbeat()
+    assert refused["type"] == "error" and refused["error"]["code"] == "connection_not_found"
+    assert "expired" in refused["error"]["message"]
+    now = int(clock.now().timestamp())
+    assert container.daemon_store.daemon_connections("acme", daemon_id, now_epoch=now) == []
+    # Nothing is pushed to it any more either: a new job goes out by poll only.
+    upload_session(client, mint("acme", "alice", []))
+    before = len(pushed("conn-1"))
+    fresh = mint("acme", "alice", [])
+    dispatch(client, fresh, questions=["sensitive_files"])
+    assert len(pushed("conn-1")) == before
