@@ -45,6 +45,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.access import (
+    PARAMETER_ENV,
+    RESOURCE_ENV,
+    STATIC_ENV,
+    Targets,
+    UnconfiguredFunction,
+    access_of,
+    role_statements,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 INFRA_DIR = ROOT / "infra"
 INFRA_TEMPLATE = INFRA_DIR / "eval-runner.json"
@@ -61,23 +71,24 @@ BUCKET = "SessionBucket"
 KEY = "EvalKey"
 # Chalice's fixed logical ids.
 API_HANDLER = "APIHandler"
+REST_API = "RestAPI"
 WEBSOCKET_API = "WebsocketAPI"
+WEBSOCKET_STAGE = "WebsocketAPIStage"
 WEBSOCKET_HANDLERS = frozenset({"WebsocketConnect", "WebsocketMessage", "WebsocketDisconnect"})
 
-# The EventBridge source the service publishes SessionEvalCompleted under.
-EVENT_SOURCE = "eval-runner"
 # Worker Lambda timeout vs queue visibility: AWS recommends at least 6x (retries within a batch).
 VISIBILITY_FACTOR = 6
-# Stack parameter -> environment variable. Deployed stacks take these only from the parameters (the
-# dev stage's loopback allowlist in .chalice/config.json is for the local stack, not for a Lambda).
-PARAMETER_ENV = {
-    "JwksUrl": "JWKS_URL",
-    "JwtIssuer": "JWT_ISSUER",
-    "JwtAudience": "JWT_AUDIENCE",
-    "AllowedBaseUrlHosts": "ALLOWED_BASE_URL_HOSTS",
-}
 # Services whose actions touch tenant data; a `*` resource on any of them fails the build.
-DATA_SERVICES = frozenset({"secretsmanager", "kms", "dynamodb", "s3", "sqs", "events"})
+DATA_SERVICES = frozenset({"secretsmanager", "kms", "dynamodb", "s3", "sqs", "events", "logs"})
+# The API Gateway access log line (JSON; no Authorization header or body, ever).
+ACCESS_LOG_FORMAT = json.dumps({
+    "requestId": "$context.requestId", "ip": "$context.identity.sourceIp",
+    "requestTime": "$context.requestTimeEpoch", "method": "$context.httpMethod",
+    "route": "$context.resourcePath", "routeKey": "$context.routeKey", "eventType": "$context.eventType",
+    "connectionId": "$context.connectionId", "status": "$context.status",
+    "responseLength": "$context.responseLength", "latencyMs": "$context.responseLatency",
+    "integrationLatencyMs": "$context.integrationLatency", "errorType": "$context.error.responseType",
+}, separators=(",", ":"))
 
 SUB = "Fn::Sub"
 ARN = "arn:${AWS::Partition}"
@@ -108,6 +119,10 @@ class PackageResult:
     reused_dependency_cache: bool = False
     functions: dict[str, str] = field(default_factory=dict)
     lint: str = "not run"
+    # Bytecode compiled at package time (compile_bytecode): files, growth of the zip, seconds.
+    pyc_files: int = 0
+    pyc_zip_bytes: int = 0
+    pyc_seconds: float = 0.0
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -188,26 +203,60 @@ def project_snapshot(*, with_dependencies: bool = True) -> Iterator[Path]:
 
 # -- merge 1: static infra ------------------------------------------------------------------------
 
-def build_infra_merge(stage: str, root: Path = ROOT) -> dict[str, Any]:
-    """infra/eval-runner.json + the stage overlay + the static Chalice patches, for `--merge-template`."""
+def data_plane_template(stage: str, root: Path = ROOT) -> dict[str, Any]:
+    """infra/eval-runner.json with the stage overlay: the data resources and the stage parameters.
+    The packaged template merges it; `make infra` deploys it as a stack of its own."""
     infra = root / INFRA_DIR.relative_to(ROOT)
-    merge: dict[str, Any] = _load(infra / INFRA_TEMPLATE.name)
+    template: dict[str, Any] = _load(infra / INFRA_TEMPLATE.name)
     overlays = {k: v for k, v in _load(infra / STAGE_OVERLAYS.name).items() if not k.startswith("_")}
-    merge = deep_merge(overlays.get(stage, {}), merge)
-    chalice_overlay = {k: v for k, v in _load(infra / CHALICE_OVERLAY.name).items() if not k.startswith("_")}
-    merge = deep_merge(chalice_overlay, merge)
-    merge.pop("AWSTemplateFormatVersion", None)
-    merge["Description"] = (f"Eval runner, stage {stage}: REST and WebSocket APIs, SQS worker, DynamoDB table, "
-                            "S3 bucket, KMS key. Built by `make package` from infra/ and .chalice/.")
-
+    template = deep_merge(overlays.get(stage, {}), template)
     if stage_config(stage, root).environment_variables.get("AUTH_MODE") == "jwks":
         # Verifying tokens needs all three: make the deploy fail fast instead of the first request.
-        params = merge["Parameters"]
+        params = template["Parameters"]
         for name in ("JwksUrl", "JwtIssuer", "JwtAudience"):
             params[name].pop("Default", None)
             params[name]["MinLength"] = 1
         params["JwksUrl"]["AllowedPattern"] = r"^https://\S+$"
         params["JwksUrl"]["ConstraintDescription"] = "an https:// URL"
+    return template
+
+
+def gateway_cors_headers(origins: tuple[str, ...]) -> dict[str, str]:
+    """Response parameters that give API Gateway's own error responses the CORS headers. A gateway
+    response cannot choose a header by the request's Origin, so it names one origin: the stage's
+    first (its primary dashboard). Empty when the stage lists none."""
+    if not origins:
+        return {}
+    from chalicelib.api.cors import EXPOSED_RESPONSE_HEADERS
+
+    return {"gatewayresponse.header.Access-Control-Allow-Origin": f"'{origins[0]}'",
+            "gatewayresponse.header.Access-Control-Expose-Headers": f"'{', '.join(EXPOSED_RESPONSE_HEADERS)}'",
+            "gatewayresponse.header.Vary": "'Origin'"}
+
+
+def build_infra_merge(stage: str, root: Path = ROOT) -> dict[str, Any]:
+    """The data plane + the Chalice patches of infra/chalice-overlay.json, for `--merge-template`."""
+    from chalicelib.config import parse_origins
+
+    merge = data_plane_template(stage, root)
+    infra = root / INFRA_DIR.relative_to(ROOT)
+    chalice_overlay = {k: v for k, v in _load(infra / CHALICE_OVERLAY.name).items() if not k.startswith("_")}
+    merge = deep_merge(chalice_overlay, merge)
+    merge.pop("AWSTemplateFormatVersion", None)
+    merge["Description"] = (f"Eval runner, stage {stage}: REST and WebSocket APIs, SQS worker, DynamoDB table, "
+                            "S3 bucket, KMS key. Built by `make package` from infra/ and .chalice/.")
+    resources = merge["Resources"]
+    resources[REST_API]["Properties"]["AccessLogSetting"]["Format"] = ACCESS_LOG_FORMAT
+    resources[WEBSOCKET_STAGE]["Properties"]["AccessLogSettings"]["Format"] = ACCESS_LOG_FORMAT
+    try:
+        origins = parse_origins(stage_config(stage, root).environment_variables.get("CORS_ALLOWED_ORIGINS", ""))
+    except ValueError as exc:
+        raise PackagingError(f"stage {stage!r}: {exc}") from None
+    cors = gateway_cors_headers(origins)
+    if cors:
+        responses = resources[REST_API]["Properties"]["DefinitionBody"]["x-amazon-apigateway-gateway-responses"]
+        for response in responses.values():
+            response.setdefault("responseParameters", {}).update(cors)
     return merge
 
 
@@ -233,138 +282,102 @@ def function_kind(name: str, function: dict[str, Any]) -> str:
     return "other"
 
 
-def _queue_name_of(event: dict[str, Any]) -> str | None:
-    queue = event.get("Properties", {}).get("Queue")
-    if isinstance(queue, dict) and isinstance(queue.get(SUB), str):
-        return str(queue[SUB]).rsplit(":", 1)[-1]
-    return None
+def log_group_id(function: str) -> str:
+    return f"{function}LogGroup"
 
 
-def role_statements(kinds: set[str], *, secret_prefix: str, websocket_stage: str | None) -> list[dict[str, Any]]:
-    """The least-privilege statements for a role used by functions of `kinds`. Every data action is
-    scoped to this stack's resources (or, for secrets, this stage's tenant name prefix)."""
-    table = {"Fn::GetAtt": [TABLE, "Arn"]}
-    queue = {"Fn::GetAtt": [QUEUE, "Arn"]}
-    key = {"Fn::GetAtt": [KEY, "Arn"]}
-    secrets = {SUB: f"{ARN}:secretsmanager:{REGION_ACCOUNT}:secret:{secret_prefix}*"}
-    statements: list[dict[str, Any]] = [
-        # Log groups are created by the stack (with retention), so no logs:CreateLogGroup. The group
-        # names carry CloudFormation-generated function names, which the role cannot reference
-        # without a dependency cycle (role -> log group -> function -> role).
-        {"Sid": "WriteFunctionLogs", "Effect": "Allow",
-         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": {SUB: f"{ARN}:logs:{REGION_ACCOUNT}:log-group:/aws/lambda/*:*"}},
-        {"Sid": "EvalTable", "Effect": "Allow",
-         "Action": ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem",
-                    "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
-                    "dynamodb:ConditionCheckItem"],
-         "Resource": [table, _sub_ref(f"{TABLE}.Arn", "/index/*")]},
-        {"Sid": "SessionObjects", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-         "Resource": _sub_ref(f"{BUCKET}.Arn", "/*")},
-        # Lets a missing object read as 404 (NoSuchKey) instead of 403.
-        {"Sid": "SessionBucketList", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": {"Fn::GetAtt": [BUCKET, "Arn"]}},
-        # The key only through the services that encrypt with it (secrets, table, bucket).
-        {"Sid": "EvalKeyViaServices", "Effect": "Allow",
-         "Action": ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
-         "Resource": key,
-         "Condition": {"StringEquals": {"kms:ViaService": [
-             {SUB: "secretsmanager.${AWS::Region}.amazonaws.com"},
-             {SUB: "dynamodb.${AWS::Region}.amazonaws.com"},
-             {SUB: "s3.${AWS::Region}.amazonaws.com"}]}}},
-        {"Sid": "EnqueueEvalJobs", "Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": queue},
-        {"Sid": "PublishEvalEvents", "Effect": "Allow", "Action": "events:PutEvents",
-         "Resource": {SUB: f"{ARN}:events:{REGION_ACCOUNT}:event-bus/default"},
-         "Condition": {"StringEquals": {"events:source": EVENT_SOURCE}}},
-    ]
-    if websocket_stage is not None:
-        statements.append(
-            {"Sid": "PushToDaemons", "Effect": "Allow", "Action": "execute-api:ManageConnections",
-             "Resource": {SUB: f"{ARN}:execute-api:{REGION_ACCOUNT}:${{{WEBSOCKET_API}}}/"
-                               f"{websocket_stage}/*/@connections/*"}})
-    if kinds - {"websocket"}:
-        # Daemon connections never see vendor keys; the API (test connection) and the worker do.
-        statements.append({"Sid": "ReadVendorKeys", "Effect": "Allow",
-                           "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                           "Resource": secrets})
-    if "api" in kinds:
-        statements.append({"Sid": "ManageVendorKeys", "Effect": "Allow",
-                           "Action": ["secretsmanager:CreateSecret", "secretsmanager:PutSecretValue",
-                                      "secretsmanager:UpdateSecret", "secretsmanager:DeleteSecret",
-                                      "secretsmanager:RestoreSecret", "secretsmanager:TagResource"],
-                           "Resource": secrets})
-    if "worker" in kinds:
-        statements.append({"Sid": "ConsumeEvalJobs", "Effect": "Allow",
-                           "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage",
-                                      "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
-                           "Resource": queue})
-    return statements
+def stack_targets(function: str, *, has_websocket: bool, websocket_stage: str, secret_prefix: str) -> Targets:
+    """The stack's resources as intrinsics, for `function`'s policy."""
+    return Targets(
+        table={"Fn::GetAtt": [TABLE, "Arn"]},
+        table_indexes=_sub_ref(f"{TABLE}.Arn", "/index/*"),
+        bucket={"Fn::GetAtt": [BUCKET, "Arn"]},
+        bucket_objects=_sub_ref(f"{BUCKET}.Arn", "/*"),
+        key={"Fn::GetAtt": [KEY, "Arn"]},
+        queue={"Fn::GetAtt": [QUEUE, "Arn"]},
+        secrets={SUB: f"{ARN}:secretsmanager:{REGION_ACCOUNT}:secret:{secret_prefix}*"},
+        event_bus={SUB: f"{ARN}:events:{REGION_ACCOUNT}:event-bus/default"},
+        connections=({SUB: f"{ARN}:execute-api:{REGION_ACCOUNT}:${{{WEBSOCKET_API}}}/{websocket_stage}"
+                                "/*/@connections/*"} if has_websocket else None),
+        log_group={"Fn::GetAtt": [log_group_id(function), "Arn"]},
+        via={service: {SUB: f"{service}.${{AWS::Region}}.amazonaws.com"}
+             for service in ("dynamodb", "s3", "secretsmanager")},
+    )
+
+
+def stack_environment(*, has_websocket: bool, websocket_stage: str) -> dict[str, Any]:
+    """Every function's environment additions (resource names from intrinsics)."""
+    env: dict[str, Any] = {var: intrinsic for var, (intrinsic, _) in RESOURCE_ENV.items()}
+    env.update(STATIC_ENV)
+    env["WEBSOCKET_STAGE"] = websocket_stage
+    env.update({var: {"Ref": param} for param, var in PARAMETER_ENV.items()})
+    if has_websocket:
+        env["WEBSOCKET_API_ID"] = {"Ref": WEBSOCKET_API}
+    return env
 
 
 def build_functions_merge(template: dict[str, Any], stage: str, root: Path = ROOT) -> dict[str, Any]:
-    """The per-function patch for the template `chalice package` generated."""
-    from chalicelib.worker.eval_worker import QUEUE_NAME as worker_queue_name
-
+    """The per-function patch for the template `chalice package` generated: for every function its
+    environment, its own log group (LoggingConfig) with retention, its own role with the
+    least-privilege statements of `devstack/access.py`, tracing from the `Tracing` parameter; for the
+    SQS worker `ReportBatchItemFailures` and its event source re-pointed at the stack's queue."""
     config = stage_config(stage, root)
-    env_config = config.environment_variables
-    secret_prefix = env_config.get("EVAL_SECRET_PREFIX", "")
+    secret_prefix = config.environment_variables.get("EVAL_SECRET_PREFIX", "")
     if not secret_prefix.endswith("/tenant/"):
         raise PackagingError(f"EVAL_SECRET_PREFIX for stage {stage!r} must end in '/tenant/', got "
                              f"{secret_prefix!r}; the IAM policy scopes Secrets Manager to it")
     resources = template["Resources"]
     has_websocket = WEBSOCKET_API in resources
-    websocket_stage = config.api_gateway_stage if has_websocket else None
-    queues = {n for n, r in resources.items() if r.get("Type") == "AWS::SQS::Queue"}
-
-    env: dict[str, Any] = {
-        "EVAL_TABLE_NAME": {"Ref": TABLE},
-        "EVAL_BUCKET_NAME": {"Ref": BUCKET},
-        "EVAL_QUEUE_URL": {"Ref": QUEUE},
-        "EVAL_KMS_KEY_ID": {"Fn::GetAtt": [KEY, "Arn"]},
-        "EVAL_EVENT_BUS_NAME": "default",
-        "WEBSOCKET_STAGE": config.api_gateway_stage,
-        **{var: {"Ref": param} for param, var in PARAMETER_ENV.items()},
-    }
-    if has_websocket:
-        env["WEBSOCKET_API_ID"] = {"Ref": WEBSOCKET_API}
+    websocket_stage = config.api_gateway_stage
+    if QUEUE not in resources:
+        raise PackagingError(f"no {QUEUE} queue in the template (infra/eval-runner.json)")
+    env = stack_environment(has_websocket=has_websocket, websocket_stage=websocket_stage)
 
     patch: dict[str, Any] = {"Resources": {}}
     out = patch["Resources"]
-    role_kinds: dict[str, set[str]] = {}
     for name, function in _functions(template).items():
-        kind = function_kind(name, function)
-        fn_patch: dict[str, Any] = {"Properties": {"Environment": {"Variables": dict(env)}}}
+        try:
+            grants = access_of(name)
+        except UnconfiguredFunction as exc:
+            raise PackagingError(str(exc)) from None
         role = function["Properties"].get("Role")
         if not (isinstance(role, dict) and "Fn::GetAtt" in role):
             raise PackagingError(f"{name}: its role is not managed in this template ({role!r}); "
                                  "keep manage_iam_role on so the least-privilege policy applies")
-        role_kinds.setdefault(role["Fn::GetAtt"][0], set()).add(kind)
-
-        for event_name, event in _sqs_events(function).items():
-            if _queue_name_of(event) != worker_queue_name:
-                raise PackagingError(f"{name}.{event_name}: consumes {event['Properties'].get('Queue')!r}, but "
-                                     f"only {worker_queue_name!r} has a queue ({QUEUE}) in infra/")
-            if QUEUE not in queues:
-                raise PackagingError(f"{name}: no {QUEUE} queue in the template to attach to")
+        role_id = role["Fn::GetAtt"][0]
+        if role_id in out:
+            raise PackagingError(f"{name} shares role {role_id} with another function; every function needs "
+                                 "its own (give it its own iam_policy_file in .chalice/config.json)")
+        group = log_group_id(name)
+        fn_patch: dict[str, Any] = {"Properties": {
+            "Environment": {"Variables": dict(env)},
+            "LoggingConfig": {"LogGroup": {"Ref": group}},
+            "Tracing": {"Ref": "Tracing"},
+        }}
+        for event_name in _sqs_events(function):
+            # Chalice only knows the queue by name; point every SQS source at the stack's queue (a string
+            # inside the generated Fn::Sub: the merge cannot swap intrinsic types).
             fn_patch["Properties"].setdefault("Events", {})[event_name] = {"Properties": {
-                # A string inside the generated Fn::Sub: the merge cannot swap intrinsic types.
                 "Queue": _sub_ref(f"{QUEUE}.Arn"),
                 "FunctionResponseTypes": ["ReportBatchItemFailures"],
             }}
         out[name] = fn_patch
-        out[f"{name}LogGroup"] = {
+        # Named after the stack and the function, not the function's generated name, so the role can
+        # name it without a cycle (role -> log group, function -> role and log group).
+        out[group] = {
             "Type": "AWS::Logs::LogGroup",
-            "Properties": {"LogGroupName": _sub_ref(name, prefix="/aws/lambda/"),
+            "Properties": {"LogGroupName": _sub_ref("AWS::StackName", f"-{name}", prefix="/aws/lambda/"),
                            "RetentionInDays": {"Ref": "LogRetentionInDays"}},
         }
-
-    for role, kinds in sorted(role_kinds.items()):
-        out[role] = {"Properties": {"Policies": [{
-            "PolicyName": f"{role}Policy",
-            "PolicyDocument": {"Version": "2012-10-17", "Statement": role_statements(
-                kinds, secret_prefix=secret_prefix, websocket_stage=websocket_stage)},
-        }]}}
+        targets = stack_targets(name, has_websocket=has_websocket, websocket_stage=websocket_stage,
+                                secret_prefix=secret_prefix)
+        out[role_id] = {"Properties": {
+            "Policies": [{"PolicyName": f"{role_id}Policy", "PolicyDocument": {
+                "Version": "2012-10-17", "Statement": role_statements(grants, targets)}}],
+            "ManagedPolicyArns": {"Fn::If": ["TracingActive", [_sub_ref(
+                "AWS::Partition", ":iam::aws:policy/AWSXRayDaemonWriteAccess", prefix="arn:")],
+                {"Ref": "AWS::NoValue"}]},
+        }}
     return patch
 
 
@@ -412,6 +425,8 @@ def check_template(template: dict[str, Any]) -> list[str]:
                                 f"{name} Timeout {timeout}")
             if "RedrivePolicy" not in queue["Properties"]:
                 problems.append(f"{queue_id}: no dead-letter queue")
+            if not props.get("ScalingConfig", {}).get("MaximumConcurrency"):
+                problems.append(f"{name}.{event_name}: no ScalingConfig.MaximumConcurrency (worker concurrency cap)")
 
     from chalicelib.config import _ENV_MAP, RuntimeConfig
 
@@ -421,8 +436,33 @@ def check_template(template: dict[str, Any]) -> list[str]:
         missing = [v for v in required if v not in variables]
         if missing:
             problems.append(f"{name}: environment lacks {missing}")
-        if f"{name}LogGroup" not in resources:
+        group = log_group_id(name)
+        if resources.get(group, {}).get("Type") != "AWS::Logs::LogGroup":
             problems.append(f"{name}: no log group with retention")
+        elif function["Properties"].get("LoggingConfig", {}).get("LogGroup") != {"Ref": group}:
+            problems.append(f"{name}: does not log to its own log group {group}")
+        role = function["Properties"].get("Role", {}).get("Fn::GetAtt", [""])[0]
+        for policy_name, document in iam_policy_documents({"Resources": {role: resources.get(role, {})}}):
+            for statement in _as_list(document.get("Statement", [])):
+                if any(str(a).startswith("logs:") for a in _as_list(statement.get("Action", []))) and \
+                        statement.get("Resource") != {"Fn::GetAtt": [group, "Arn"]}:
+                    problems.append(f"{policy_name}: log access beyond {name}'s own log group")
+
+    api = resources.get(REST_API, {}).get("Properties", {})
+    if api.get("OpenApiVersion") is None:
+        problems.append(f"{REST_API}: no OpenApiVersion (SAM would add a second stage named 'Stage')")
+    throttled = [m for m in api.get("MethodSettings", [])
+                 if m.get("ResourcePath") == "/*" and m.get("HttpMethod") == "*" and "ThrottlingRateLimit" in m]
+    if not throttled:
+        problems.append(f"{REST_API}: no stage-wide throttling (MethodSettings /* *)")
+    if "DestinationArn" not in api.get("AccessLogSetting", {}):
+        problems.append(f"{REST_API}: no access log")
+    if WEBSOCKET_API in resources:
+        ws_stage = resources.get(WEBSOCKET_STAGE, {}).get("Properties", {})
+        if "ThrottlingRateLimit" not in ws_stage.get("DefaultRouteSettings", {}):
+            problems.append(f"{WEBSOCKET_STAGE}: no stage throttling")
+        if "DestinationArn" not in ws_stage.get("AccessLogSettings", {}):
+            problems.append(f"{WEBSOCKET_STAGE}: no access log")
 
     for policy_name, document in iam_policy_documents(template):
         for statement in _as_list(document.get("Statement", [])):
@@ -560,6 +600,47 @@ def package_index_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def compile_bytecode(zip_path: Path, python_version: str) -> tuple[int, int]:
+    """Adds `__pycache__/*.cpython-3XX.pyc` for every module of the deployment zip, compiled by this
+    interpreter, which must be the Lambda runtime's version (a pyc of another minor version is
+    ignored, i.e. dead weight). Unchecked-hash pycs (PEP 552): Python uses them without comparing the
+    source's mtime, which Lambda's extraction does not preserve reliably, and never tries to rewrite
+    them (the code directory is read-only, so a stale-looking timestamp pyc would mean compiling every
+    module on every cold start). Returns (pyc files, bytes the zip grew by)."""
+    import importlib.util
+    from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr-defined]
+
+    runtime = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if runtime != python_version:
+        raise PackagingError(f"packaging runs on {runtime} but the Lambda runtime is {python_version}: run "
+                             f"`make package` with Python {python_version[6:]} so the bytecode matches")
+    before = zip_path.stat().st_size
+    partial = zip_path.with_name(zip_path.name + ".pyc.tmp")
+    compiled = 0
+    with zipfile.ZipFile(zip_path) as source, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as target:
+        names = set(source.namelist())
+        for info in source.infolist():
+            data = source.read(info)
+            target.writestr(info, data)
+            if not info.filename.endswith(".py"):
+                continue
+            folder, _, module = info.filename.rpartition("/")
+            pyc_name = f"{folder + '/' if folder else ''}__pycache__/{module[:-3]}.{sys.implementation.cache_tag}.pyc"
+            if pyc_name in names:
+                continue
+            try:
+                code = compile(data, f"/var/task/{info.filename}", "exec", dont_inherit=True)
+            except SyntaxError:
+                continue  # e.g. a vendored file for another Python version: never imported here either
+            pyc = zipfile.ZipInfo(pyc_name, date_time=info.date_time)
+            pyc.external_attr = info.external_attr
+            pyc.compress_type = zipfile.ZIP_DEFLATED
+            target.writestr(pyc, _code_to_hash_pyc(code, importlib.util.source_hash(data), checked=False))
+            compiled += 1
+    partial.replace(zip_path)
+    return compiled, zip_path.stat().st_size - before
+
+
 def run_cfn_lint(template: Path) -> tuple[int, str]:
     """cfn-lint's exit code is a bit mask: 2 errors, 4 warnings, 8 informational, 1 fatal."""
     script = Path(sys.executable).with_name("cfn-lint")
@@ -619,6 +700,10 @@ def package(stage: str, out_dir: Path | None = None, *, source: Path | None = No
         if template_only:
             zip_path.unlink(missing_ok=True)  # app-only code would fail at import: never deploy it
         else:
+            compile_started = time.monotonic()
+            result.pyc_files, result.pyc_zip_bytes = compile_bytecode(
+                zip_path, stage_config(stage, project).lambda_python_version)
+            result.pyc_seconds = round(time.monotonic() - compile_started, 1)
             with zipfile.ZipFile(zip_path) as archive:
                 infos = archive.infolist()
             result.zip_bytes = zip_path.stat().st_size
@@ -682,7 +767,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{rel}: template only (no deployment.zip)")
     else:
         print(f"{rel}/deployment.zip: {result.zip_bytes / 1e6:.1f} MB zipped, "
-              f"{result.unzipped_bytes / 1e6:.1f} MB unzipped, {result.files} files")
+              f"{result.unzipped_bytes / 1e6:.1f} MB unzipped, {result.files} files, of which "
+              f"{result.pyc_files} unchecked-hash .pyc (+{result.pyc_zip_bytes / 1e6:.1f} MB, "
+              f"{result.pyc_seconds:.1f}s)")
     cache = ("none: template only" if result.template_only else
              "reused" if result.reused_dependency_cache else "downloaded from the package index")
     print(f"chalice package: {result.chalice_seconds:.1f}s (dependencies {cache}); "

@@ -288,12 +288,71 @@ def test_prod_requires_the_oidc_parameters_and_keeps_its_data(template: dict[str
         assert template["Resources"][name]["UpdateReplacePolicy"] == "Retain", name
 
 
-def test_every_function_logs_to_a_group_with_retention(template: dict[str, Any]) -> None:
+def test_every_function_logs_to_its_own_group_with_retention_and_may_write_only_there(
+        template: dict[str, Any]) -> None:
     groups = _resources(template, "AWS::Logs::LogGroup")
-    for name in _functions(template):
+    for name, function in _functions(template).items():
         group = groups[f"{name}LogGroup"]["Properties"]
-        assert group["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${" + name + "}"}
+        assert group["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${AWS::StackName}-" + name}
         assert group["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+        assert function["Properties"]["LoggingConfig"] == {"LogGroup": {"Ref": f"{name}LogGroup"}}
+        role = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        log_statements = [s for policy, s in _allow_statements(template) if policy.startswith(f"{role}/")
+                          and any(a.startswith("logs:") for a in _list(s["Action"]))]
+        assert [s["Resource"] for s in log_statements] == [{"Fn::GetAtt": [f"{name}LogGroup", "Arn"]}], name
+
+
+def test_each_function_holds_exactly_the_grants_of_its_access_profile(template: dict[str, Any]) -> None:
+    from devstack.access import FUNCTION_ACCESS
+
+    expected_sids = {"table": {"EvalTable"}, "sessions_read": {"SessionObjects", "SessionBucketList"},
+                     "sessions_write": {"SessionObjects"}, "vendor_keys_read": {"ReadVendorKeys"},
+                     "vendor_keys_manage": {"ManageVendorKeys"}, "jobs_send": {"EnqueueEvalJobs"},
+                     "jobs_consume": {"ConsumeEvalJobs"}, "events": {"PublishEvalEvents"},
+                     "push": {"PushToDaemons"}}
+    assert set(_functions(template)) == set(FUNCTION_ACCESS)
+    for name, function in _functions(template).items():
+        role = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        sids = {s["Sid"] for policy, s in _allow_statements(template) if policy.startswith(f"{role}/")}
+        wanted = {"WriteOwnLogs"}.union(*(expected_sids[g] for g in FUNCTION_ACCESS[name]))
+        if FUNCTION_ACCESS[name] & {"table", "sessions_read", "sessions_write", "vendor_keys_read"}:
+            wanted.add("EvalKeyViaServices")
+        assert sids == wanted, name
+    # The daemon connection handlers never see vendor keys, sessions or the job queue.
+    for name in ("WebsocketConnect", "WebsocketMessage", "WebsocketDisconnect"):
+        actions = _role_actions(template, name)
+        assert not any(a.split(":")[0] in ("secretsmanager", "s3", "sqs") for a in actions), name
+
+
+def test_a_function_without_an_access_profile_fails_the_build(template: dict[str, Any], stage: str) -> None:
+    generated = copy.deepcopy(template)
+    generated["Resources"]["MaintenanceSweeper"] = copy.deepcopy(generated["Resources"]["APIHandler"])
+    with pytest.raises(pkg.PackagingError, match="MaintenanceSweeper has no entry in FUNCTION_ACCESS"):
+        pkg.build_functions_merge(generated, stage)
+
+
+def test_api_stages_are_throttled_logged_and_single(template: dict[str, Any]) -> None:
+    api = template["Resources"]["RestAPI"]["Properties"]
+    assert api["OpenApiVersion"] == "3.0.1"  # no second stage named "Stage"
+    (settings,) = api["MethodSettings"]
+    assert (settings["ResourcePath"], settings["HttpMethod"]) == ("/*", "*")
+    assert settings["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert settings["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    assert api["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["RestApiAccessLogs", "Arn"]}
+    assert "Authorization" not in api["AccessLogSetting"]["Format"]
+    if "WebsocketAPI" in template["Resources"]:
+        stage = template["Resources"]["WebsocketAPIStage"]["Properties"]
+        assert stage["DefaultRouteSettings"]["ThrottlingRateLimit"] == {"Ref": "WebsocketThrottlingRateLimit"}
+        assert stage["AccessLogSettings"]["DestinationArn"] == {"Fn::GetAtt": ["WebsocketApiAccessLogs", "Arn"]}
+
+
+def test_worker_concurrency_is_capped_and_tracing_is_a_parameter(template: dict[str, Any]) -> None:
+    for function in _workers(template).values():
+        for event in function["Properties"]["Events"].values():
+            assert 2 <= event["Properties"]["ScalingConfig"]["MaximumConcurrency"] <= 50
+    assert template["Parameters"]["Tracing"]["AllowedValues"] == ["Active", "PassThrough"]
+    for function in _functions(template).values():
+        assert function["Properties"]["Tracing"] == {"Ref": "Tracing"}
 
 
 def test_api_gateway_errors_use_the_contract_error_shape(template: dict[str, Any]) -> None:
