@@ -8,8 +8,14 @@ subprocess so that `ru_maxrss` is that run's own peak:
 - `parse+redact+compact`: the same stream redacted and compacted in batches of 1000 entries,
   which is what building an eval context costs on top of parsing.
 
-Prints one markdown table on stdout. Usage:
-    .venv/bin/python bench/sessions/bench_sessions.py [--sizes 10,50,200]
+Then the adversarial redaction benchmark (issue #12): 1 MB of each hostile input (a run of every
+detector's prefix, unterminated PEM blocks, runs of each separator character, 1 MB of base64,
+and inputs dense with real findings) redacted with `redact_text` next to 1 MB of ordinary tool
+output, in interleaved rounds in one process; the table gives the median ms per MB and the ratio
+to ordinary text measured in the same round.
+
+Prints markdown on stdout. Usage:
+    .venv/bin/python bench/sessions/bench_sessions.py [--sizes 10,50,200] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -259,6 +266,68 @@ def child(mode: str, path: str) -> None:
     )
 
 
+def _fill(piece: str, size: int = MB) -> str:
+    return (piece * (size // len(piece) + 1))[:size]
+
+
+def adversarial_inputs() -> dict[str, tuple[str, str]]:
+    """name → (group, 1 MB of text)."""
+    import base64
+
+    rng = random.Random(7)
+    ordinary = _fill("\n".join(_output(rng) for _ in range(400)))
+    cases: dict[str, tuple[str, str]] = {"ordinary tool output": ("baseline", ordinary)}
+    prefixes = ["eyJ", "sk-ant-", "sk-", "ghp_", "github_pat_", "glpat-", "GR1348941", "xoxb-", "xapp-", "sk_live_",
+                "AIza", "AKIA", "npm_", "pypi-AgEIcHlwaS5vcmc", "hf_", "SG.", "Bearer ", "BEARER ",
+                "https://hooks.slack.com/services/T", "://user:@", "-u user:", "PuTTY-User-Key-File-2:",
+                "aws_secret_key ", "aws_key = '", "token=", "password=", "secret: ", "api_key=x!", "--token x",
+                "-----BEGIN PRIVATE KEY-----\n"]
+    for prefix in prefixes:
+        cases[f"run of `{prefix.strip()}`"] = ("prefix run", _fill(prefix))
+    cases["unterminated PEM, 1 MB body"] = (
+        "PEM", "-----BEGIN RSA PRIVATE KEY-----\n" + _fill("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\n"))
+    cases["unterminated PEM headers, repeated"] = ("PEM", _fill("-----BEGIN PRIVATE KEY-----\nQUJD\n!"))
+    for char in "-_.:=\"' /@>\n":
+        cases[f"run of {char!r}"] = ("separator run", _fill(char))
+    cases["`-x` repeated"] = ("separator run", _fill("-x"))
+    cases["1 MB of base64"] = ("base64", base64.b64encode(rng.randbytes(MB * 3 // 4)).decode())
+    cases["a real finding every 11 chars (`--password x`)"] = ("dense findings", _fill("--password x "))
+    cases["a real finding every 21 chars (`Authorization: Basic`)"] = (
+        "dense findings", _fill("Authorization: Basic "))
+    return cases
+
+
+def adversarial(rounds: int) -> list[str]:
+    sys.path.insert(0, str(REPO))
+    from chalicelib.ingest import redact_text
+
+    cases = adversarial_inputs()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    ratios: dict[str, list[float]] = {name: [] for name in cases}
+    findings: dict[str, int] = {}
+    for _ in range(rounds):
+        baseline = 0.0
+        for name, (_, text) in cases.items():  # the baseline first in every round
+            started = time.perf_counter()
+            _, counts = redact_text(text)
+            took = (time.perf_counter() - started) * 1000 * MB / len(text)
+            findings[name] = sum(counts.values())
+            if name == "ordinary tool output":
+                baseline = took
+            times[name].append(took)
+            ratios[name].append(took / baseline)
+    rows = ["| input (1 MB) | group | findings | ms per MB (median) | × ordinary (median of same-round ratios) |",
+            "|---|---|---:|---:|---:|"]
+    for name, (group, _) in cases.items():
+        rows.append(f"| {name} | {group} | {findings[name]:,} | {statistics.median(times[name]):.1f} "
+                    f"| {statistics.median(ratios[name]):.1f} |")
+    worst = max((statistics.median(ratios[n]), n) for n, (g, _) in cases.items() if g != "dense findings")
+    rows.append(f"\nWorst hostile input without real findings: {worst[1]} at {worst[0]:.1f}× ordinary text. "
+                "Inputs dense with real findings cost per finding (each is checked and replaced), "
+                "still linear in the input.")
+    return rows
+
+
 def measure(mode: str, path: Path) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, "--child", mode, str(path)], check=True, capture_output=True, text=True
@@ -270,12 +339,17 @@ def measure(mode: str, path: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", default="10,50,200", help="comma-separated transcript sizes in MB")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the adversarial redaction benchmark")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
     sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+    print("## Session ingest (`bench/sessions`)\n")
+    print("### Hostile input: redaction time per MB against ordinary text\n")
+    print("\n".join(adversarial(args.rounds)))
+    print("\n### Throughput and peak memory on synthetic Claude Code transcripts\n")
     baseline = measure("baseline", Path("/dev/null"))
     rows = [
         "| transcript | entries | parse MB/s (wall / cpu) | parse peak RSS "
