@@ -13,6 +13,7 @@ writes while judges finish, and `finish` (status, result, usage, last outcomes) 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from chalicelib.domain.judging import JudgeModel
 from chalicelib.domain.rate_limit import VendorCallGate
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, QuestionRef, RunError
 from chalicelib.judges.aggregation import aggregate
-from chalicelib.judges.catalog import get_question
+from chalicelib.judges.catalog import Question, get_question
 from chalicelib.observability import SERVICE, bind_log_keys, emit_run_status, logger
 from chalicelib.services.admin_settings import VendorCredentials
 from chalicelib.services.judge_runner import (
@@ -43,6 +44,7 @@ from chalicelib.services.judge_runner import (
     QuestionJob,
     RunnerTuning,
     judge_run,
+    run_guarded,
 )
 from chalicelib.services.sessions import EvalContext
 
@@ -84,7 +86,7 @@ class VendorCredentialSource(Protocol):
 
 class EvalContextSource(Protocol):
     def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = ...,
-                          chain: bool = ...) -> EvalContext: ...
+                          chain: bool = ..., *, stop: Callable[[], bool] | None = ...) -> EvalContext: ...
 
 
 class EventPublisher(Protocol):
@@ -108,6 +110,17 @@ class RunRateGate(VendorCallGate, Protocol):
 
 class RateGateFactory(Protocol):
     def __call__(self, tenant: str, vendor: VendorName, *, log_fields: Mapping[str, Any]) -> RunRateGate: ...
+
+
+@dataclass(frozen=True)
+class _RunPlan:
+    """What a claimed run judges, besides its context (read once the run has started)."""
+
+    model_name: str
+    questions: list[Question]
+    jobs: list[QuestionJob]
+    prior_verdicts: dict[str, JudgeVerdict]
+    fields: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -194,16 +207,6 @@ class EvalJobService:
                 run, "vendor_suspended", f"The {run.vendor} key is suspended (the vendor rejected it); an admin "
                                          "must replace it before evaluations can run.", fields,
                 details={"vendor": run.vendor})
-        try:
-            context = self._sessions.load_eval_context(run.tenant, run.session_id, run.threshold, run.chain)
-        except DomainError as exc:
-            if exc.status >= 500:
-                raise  # storage trouble: let SQS redeliver
-            return self._fail_before_start(run, exc.code, exc.message, fields)
-        if not context.trace:
-            return self._fail_before_start(run, "session_empty",
-                                           "The session has no recorded activity to evaluate.", fields)
-
         jobs: list[QuestionJob] = []
         unknown: list[QuestionOutcome] = []
         for ref in pending:
@@ -215,6 +218,8 @@ class EvalJobService:
                 jobs.append(QuestionJob(question=question, prior=prior))
         running = [QuestionOutcome(question_id=j.question.id, category=j.question.category, status="running",
                                    usage=j.prior.usage, attempts=j.prior.attempts) for j in jobs]
+        # The run is claimed before its session is read: loading a large (or hostile) session is part
+        # of the run, under its deadline and its cancel like the judges, never before or outside them.
         try:
             started = self._runs.start(run.tenant, run.eval_run_id, now=now, outcomes=running,
                                        lease_seconds=budget + self._grace)
@@ -227,33 +232,73 @@ class EvalJobService:
                                                "budget_seconds": round(budget, 1)})
 
         ports = _RunPorts(self, started, creds)
-        model_name = run.model or creds.model
         prior_verdicts: dict[str, JudgeVerdict] = {
             ref.question_id: o.judge_verdict for ref in run.questions
             if (o := run.outcome(ref.question_id)).status == "scored" and o.judge_verdict is not None}
-        selected = [q for q in questions.values() if q is not None]
-        run_input = JudgeRunInput(
-            eval_run_id=run.eval_run_id, session_id=run.session_id, model_name=model_name, questions=selected,
-            jobs=jobs, prior_verdicts=prior_verdicts, context_doc=context.model_dump(mode="json"),
-            reload_context=_recompactor(context), requested_threshold=run.threshold,
-            deadline=Deadline(budget, self._clock.monotonic), log_fields=fields)
-        result = asyncio.run(self._judge(run_input, ports, creds, budget, remaining_ms))
-        return self._persist(started, result, ports, unknown, fields)
+        plan = _RunPlan(model_name=run.model or creds.model, questions=[q for q in questions.values() if q is not None],
+                        jobs=jobs, prior_verdicts=prior_verdicts, fields=fields)
+        outcome = asyncio.run(self._judge(plan, ports, creds, budget, remaining_ms))
+        if isinstance(outcome, DomainError):
+            if outcome.status >= 500:
+                raise outcome  # storage trouble: let SQS redeliver (the lease lets the next delivery start)
+            return self._fail_before_start(started, outcome.code, outcome.message, fields)
+        return self._persist(started, outcome, ports, unknown, fields)
 
-    async def _judge(self, run_input: JudgeRunInput, ports: _RunPorts, creds: VendorCredentials, budget: float,
-                     remaining_ms: Callable[[], int]) -> JudgeRunResult:
+    async def _load_context(self, plan: _RunPlan, ports: _RunPorts, deadline: Deadline
+                            ) -> EvalContext | DomainError | JudgeRunResult:
+        """The run's eval context, read under the run's deadline and cancel.
+
+        Reading runs in a worker thread that checks a stop flag between entries: the deadline or a
+        cancel sets it, the thread ends at its next entry, and the run ends timed out or cancelled.
+        """
+        run = ports.run
+        stop = threading.Event()
+        load = asyncio.to_thread(self._sessions.load_eval_context, run.tenant, run.session_id, run.threshold,
+                                 run.chain, stop=stop.is_set)
+        guarded = await run_guarded(load, deadline=deadline, poll_seconds=self.tuning.cancel_poll_seconds,
+                                    is_cancelled=ports.is_cancelled)
+        if guarded.stop != "done":
+            stop.set()
+            logger.warning("eval run stopped while its session was loading",
+                           extra={**plan.fields, "stop": guarded.stop})
+            return JudgeRunResult(stop=guarded.stop, unfinished=[j.question.id for j in plan.jobs])
+        if isinstance(guarded.error, DomainError):
+            return guarded.error
+        if guarded.error is not None:
+            raise guarded.error
+        context = guarded.value
+        assert isinstance(context, EvalContext)
+        if not context.trace:
+            return Conflict("The session has no recorded activity to evaluate.", code="session_empty")
+        return context
+
+    async def _judge(self, plan: _RunPlan, ports: _RunPorts, creds: VendorCredentials, budget: float,
+                     remaining_ms: Callable[[], int]) -> JudgeRunResult | DomainError:
         # SDK clients bind to the event loop that first uses them: build inside it. On a cold container
         # this imports the SDK (about a second), so the deadline is taken after it. So does the rate
         # gate, whose first read of the shared state overlaps the context fit.
         run = ports.run
         if self._rate_gates is not None and run.vendor is not None:
-            ports.gate = self._rate_gates(run.tenant, run.vendor, log_fields=run_input.log_fields)
+            ports.gate = self._rate_gates(run.tenant, run.vendor, log_fields=plan.fields)
             ports.gate.prefetch()
         try:
             model = ports.build_model(creds, budget)
             budget = run_budget_seconds(deadline_at=run.deadline_at, now_iso=iso(self._clock.now()),
                                         remaining_ms=remaining_ms(), grace_seconds=self._grace)
-            run_input.deadline = Deadline(budget, self._clock.monotonic)
+            deadline = Deadline(budget, self._clock.monotonic)
+            try:
+                loaded = await self._load_context(plan, ports, deadline)
+            except BaseException:
+                await model.aclose()
+                raise
+            if not isinstance(loaded, EvalContext):
+                await model.aclose()
+                return loaded
+            run_input = JudgeRunInput(
+                eval_run_id=run.eval_run_id, session_id=run.session_id, model_name=plan.model_name,
+                questions=plan.questions, jobs=plan.jobs, prior_verdicts=plan.prior_verdicts,
+                context_doc=loaded.model_dump(mode="json"), reload_context=_recompactor(loaded),
+                requested_threshold=run.threshold, deadline=deadline, log_fields=plan.fields)
             return await judge_run(run_input, model, ports, self.tuning)
         finally:
             if ports.gate is not None:

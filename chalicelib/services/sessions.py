@@ -130,6 +130,17 @@ def too_large_for_put(size: int, session_id: str) -> PayloadTooLarge:
         details={"limit_bytes": MAX_PUT_BODY_BYTES, "upload_path": f"/sessions/{session_id}/uploads"})
 
 
+class ContextLoadStopped(Exception):
+    """Reading a session for a run was stopped (the run's deadline passed or it was cancelled)."""
+
+
+def _stoppable(entries: Iterable[TraceEntry], stop: Callable[[], bool]) -> Iterator[TraceEntry]:
+    for entry in entries:
+        if stop():
+            raise ContextLoadStopped
+        yield entry
+
+
 class EvalContextTooLarge(DomainError):
     status = 422
     code = "eval_context_too_large"
@@ -635,12 +646,16 @@ class SessionService:
         return SessionPage(items=[SessionRecord.model_validate(i) for i in items], next_cursor=next_cursor)
 
     def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = DEFAULT_THRESHOLD_BYTES,
-                          chain: bool = False) -> EvalContext:
-        """The redacted, compacted trace judges read; with `chain`, the whole continuation chain."""
+                          chain: bool = False, *, stop: Callable[[], bool] | None = None) -> EvalContext:
+        """The redacted, compacted trace judges read; with `chain`, the whole continuation chain.
+
+        `stop` is polled between entries (the worker's deadline and cancel): once it answers True
+        the read ends with `ContextLoadStopped`.
+        """
         threshold_bytes = validate_threshold(threshold)
         record = self.get_session(tenant, session_id)
         records = [record]
-        stop: ChainStop | None = None
+        chain_stop: ChainStop | None = None
         missing: str | None = None
         if chain:
             seen = {record.session_id}
@@ -648,23 +663,25 @@ class SessionService:
             while current.parent_session_id:
                 parent_id = current.parent_session_id
                 if parent_id in seen:
-                    stop = "cycle"
+                    chain_stop = "cycle"
                     break
                 if len(records) >= MAX_CHAIN_DEPTH:
-                    stop = "max_depth"
+                    chain_stop = "max_depth"
                     break
                 data = self._index.get_session(tenant, parent_id)
                 if data is None:
-                    stop, missing = "missing_parent", parent_id
+                    chain_stop, missing = "missing_parent", parent_id
                     break
                 current = SessionRecord.model_validate(data)
                 records.append(current)
                 seen.add(parent_id)
             records.reverse()
-        entries = itertools.chain.from_iterable(self._trace_of(r) for r in records)
+        entries: Iterable[TraceEntry] = itertools.chain.from_iterable(self._trace_of(r) for r in records)
+        if stop is not None:
+            entries = _stoppable(entries, stop)
         trace, compaction = stream_eval_context(entries, threshold_bytes)
         return EvalContext(session_id=session_id, session_chain=[r.session_id for r in records], trace=trace,
-                           compaction=compaction, chain_incomplete=stop is not None, chain_stop_reason=stop,
+                           compaction=compaction, chain_incomplete=chain_stop is not None, chain_stop_reason=chain_stop,
                            missing_parent_session_id=missing)
 
     # -- internals -------------------------------------------------------------------------

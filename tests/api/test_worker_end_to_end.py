@@ -18,6 +18,7 @@ import pytest
 
 from chalicelib.domain.runs import EvalJobMessage
 from chalicelib.services.judge_runner import RunnerTuning
+from chalicelib.services.sessions import ContextLoadStopped
 from chalicelib.worker.eval_worker import handle_sqs_batch
 from devstack.fake_vendor import FakeVendor
 from tests.conftest import mint, register_secret
@@ -367,6 +368,67 @@ def test_cancel_mid_run_aborts_in_flight_calls(client: Any, worker: Any, fake: F
     # nothing new was sent after the cancel.
     assert all(judge_requests(fake, qid) == [] for qid in hung)
     assert len(fake.requests) == seen_at_cancel
+
+
+class EndlessSessions:
+    """A session source whose read never ends by itself, like a huge or hostile session would take
+    minutes: only the stop flag the worker passes in (the run's deadline or cancel) ends it."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+
+    def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = 2000,
+                          chain: bool = False, *, stop: Any = None) -> Any:
+        self.started.set()
+        while stop is None or not stop():
+            time.sleep(0.01)
+        self.stopped.set()
+        raise ContextLoadStopped
+
+
+def endless_loading(container: Any) -> EndlessSessions:
+    endless = EndlessSessions()
+    container.__dict__.pop("eval_jobs", None)
+    container.sessions = endless
+    return endless
+
+
+@pytest.mark.timeout(60)  # hang guard: before the fix the read ran outside the deadline and never ended
+def test_loading_the_session_runs_under_the_deadline(client: Any, worker: Any, fake: FakeVendor) -> None:
+    configure(client, fake, "anthropic")
+    upload(client, trace())
+    run_id = dispatch(client)
+    event = queued_event(worker)
+    endless = endless_loading(worker)
+
+    work(event, remaining_ms=3000)
+
+    v = view(client, run_id)
+    assert endless.stopped.is_set()
+    assert v["status"] == "timed_out" and v["error"]["code"] == "run_timed_out"
+    assert all(q["status"] == "timed_out" for q in v["progress"]["questions"])
+    assert judge_requests(fake) == []
+
+
+@pytest.mark.timeout(60)
+def test_cancel_while_the_session_loads_stops_the_read(client: Any, worker: Any, fake: FakeVendor) -> None:
+    configure(client, fake, "anthropic")
+    upload(client, trace())
+    run_id = dispatch(client)
+    event = queued_event(worker)
+    endless = endless_loading(worker)
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (work(event), done.set()), daemon=True)
+    thread.start()
+    assert endless.started.wait(20)
+    resp = client.post(f"/eval-runs/{run_id}/cancel", token=mint("acme", "bob", []))
+    assert resp.status_code == 200, resp.json
+    thread.join(timeout=20)
+
+    assert done.is_set() and endless.stopped.is_set()
+    assert view(client, run_id)["status"] == "cancelled"
+    assert judge_requests(fake) == []
 
 
 def test_redelivery_after_success_makes_no_vendor_calls(client: Any, worker: Any, fake: FakeVendor) -> None:
