@@ -64,6 +64,7 @@ from chalicelib.ingest import (
 )
 from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES
 from chalicelib.ingest.jsonl import ByteReader
+from chalicelib.ingest.redaction import REDACTION_VERSION, Redactor
 from chalicelib.observability import logger
 
 # -- limits and identifiers -----------------------------------------------------------------------
@@ -210,6 +211,12 @@ class SessionRecord(_Out):
     created_at: str
     uploaded_at: str
     uploaded_by: str
+    # Traces are redacted once, when stored. A record without this (stored before) or with an
+    # older version has its trace redacted again each time it is read.
+    redaction_version: int | None = Field(
+        default=None, description="version of the redaction rules the stored trace was redacted with at upload")
+    redactions: dict[str, int] = Field(default_factory=dict,
+                                       description="secrets replaced by <redacted:kind> at upload, per kind")
 
 
 class SessionStored(SessionRecord):
@@ -676,15 +683,30 @@ class SessionService:
                 records.append(current)
                 seen.add(parent_id)
             records.reverse()
-        entries: Iterable[TraceEntry] = itertools.chain.from_iterable(self._trace_of(r) for r in records)
+        redactions: Counter[str] = Counter()
+        entries: Iterable[TraceEntry] = itertools.chain.from_iterable(
+            self._redacted_trace_of(r, redactions) for r in records)
         if stop is not None:
             entries = _stoppable(entries, stop)
-        trace, compaction = stream_eval_context(entries, threshold_bytes)
+        trace, stats = compact(entries, threshold_bytes)
+        compaction = {**stats, "redactions": dict(sorted(redactions.items()))}
         return EvalContext(session_id=session_id, session_chain=[r.session_id for r in records], trace=trace,
                            compaction=compaction, chain_incomplete=chain_stop is not None, chain_stop_reason=chain_stop,
                            missing_parent_session_id=missing)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _redacted_trace_of(self, record: SessionRecord, redactions: Counter[str]) -> Iterator[TraceEntry]:
+        """The stored trace as judges may see it: already redacted at upload under the current rules,
+        or (stored before, or under older rules) redacted now."""
+        if record.redaction_version == REDACTION_VERSION:
+            yield from self._trace_of(record)
+            redactions.update(record.redactions)
+            return
+        redactor = Redactor()
+        for entry in self._trace_of(record):
+            yield redactor.redact(entry)
+        redactions.update(redactor.counts)
 
     def _trace_of(self, record: SessionRecord) -> Iterator[TraceEntry]:
         stream = self._objects.open(record.storage.key)
@@ -724,8 +746,10 @@ class SessionService:
         """Spool, then (input fully parsed) PUT the trace object, then write the record."""
         tenant = principal.tenant
         key = self._objects.trace_key(tenant, session_id)
+        redactor = Redactor()
         with tempfile.SpooledTemporaryFile(max_size=self._spool_memory) as spool:
-            spooled = _spool_trace(entries, spool)
+            # Redacted once, here: the stored trace never holds the secrets, and reads do not redact.
+            spooled = _spool_trace((redactor.redact(entry) for entry in entries), spool)
             # The input is fully parsed from here on: every later failure is about storage.
             if spooled.entries == 0:
                 raise InvalidRequest("The session has no conversation entries (only metadata records); "
@@ -758,6 +782,7 @@ class SessionService:
             revision=int(previous.get("revision", 0)) + 1 if previous else 1,
             created_at=str(previous.get("created_at", now)) if previous else now,
             uploaded_at=now, uploaded_by=principal.user, created=previous is None,
+            redaction_version=REDACTION_VERSION, redactions=redactor.counts,
         )
         try:
             self._index.put_session(tenant, session_id, record.model_dump(mode="json", exclude={"created"}))

@@ -16,6 +16,7 @@ from chalicelib.domain.errors import DependencyUnavailable, InvalidRequest, NotF
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.trace import TextEntry, ToolInvocation, ToolResult, TraceEntry
 from chalicelib.ingest import build_eval_context, iter_jsonl_lines, parse_session
+from chalicelib.ingest.redaction import REDACTION_VERSION
 from chalicelib.services.sessions import (
     MAX_CHAIN_DEPTH,
     EvalContext,
@@ -278,6 +279,48 @@ def test_lone_surrogates_in_native_json_are_replaced(service: SessionService, ob
     trace = service.load_eval_context("acme", "s1").trace
     assert stored.entries == 1
     assert isinstance(trace[0], TextEntry) and trace[0].text == "cut \ufffd"
+
+
+# -- redaction happens once, at upload ------------------------------------------------------------
+
+GITHUB_TOKEN = "ghp_R7tY2uI9oP4aS1dF6gH3jK8lZ5xC0vB2nM7q"
+
+
+def _stored_trace(objects: FakeObjects, session_id: str = "s1") -> str:
+    return gzip.decompress(objects.data[f"sessions/acme/{session_id}/trace.jsonl.gz"]).decode()
+
+
+def test_the_stored_trace_is_redacted_and_reads_do_not_redact_again(service: SessionService,
+                                                                     objects: FakeObjects) -> None:
+    body = (FIXTURES / "claude-code-secrets.jsonl").read_bytes()
+
+    stored = service.store_jsonl_bytes(BOB, "s1", "claude-code", body)
+
+    assert GITHUB_TOKEN.encode() in body and GITHUB_TOKEN not in _stored_trace(objects)
+    assert "<redacted:github_token>" in _stored_trace(objects)
+    assert stored.redaction_version == REDACTION_VERSION and stored.redactions["github_token"] == 2
+    context = service.load_eval_context("acme", "s1")
+    assert context.compaction["redactions"] == stored.redactions
+    reference = build_eval_context(fixture_entries("claude-code-secrets.jsonl", "claude-code"))
+    assert context.trace == reference.trace and context.compaction == reference.compaction
+
+
+@pytest.mark.parametrize("version", [None, REDACTION_VERSION - 1])
+def test_a_trace_stored_before_redaction_at_upload_is_still_redacted_on_read(
+        service: SessionService, objects: FakeObjects, index: FakeIndex, version: int | None) -> None:
+    service.store_native(BOB, "s1", native(output=f"token {GITHUB_TOKEN}"))
+    # What an older upload left: the raw trace, and a record without (or with an older) version.
+    raw = ToolResult(timestamp="2026-01-01T00:00:00.000Z", tool="Bash", call_id="c0",
+                     output=f"token {GITHUB_TOKEN}", output_bytes=47)
+    objects.data["sessions/acme/s1/trace.jsonl.gz"] = gzip.compress(raw.model_dump_json().encode() + b"\n")
+    record = index.sessions[("acme", "s1")]
+    record.pop("redactions")
+    record["redaction_version"] = version
+
+    context = service.load_eval_context("acme", "s1")
+
+    assert context.trace[0].output == "token <redacted:github_token>"  # type: ignore[union-attr]
+    assert context.compaction["redactions"] == {"github_token": 1}
 
 
 # -- presigned uploads -----------------------------------------------------------------------------
