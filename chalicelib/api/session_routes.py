@@ -83,7 +83,9 @@ class EvalContextQuery(BaseModel):
           summary="Upload (or replace) a recorded session",
           request_model=SessionUpload, query_model=PutSessionQuery, response_model=SessionStored, status=201,
           request_content_types=("application/json", NDJSON),
-          extra_responses={200: "replaced an existing session", 413: "body over 4 MiB: use the presigned upload",
+          extra_responses={200: "replaced an existing session",
+                           413: "body over 4 MiB, or over the direct-upload caps once inflated (32 MiB, "
+                                "200,000 lines, 5 s of parsing): use the presigned upload",
                            415: "content type is neither application/json nor application/x-ndjson"})
 def put_session(ctx: RequestContext, session_id: str) -> ApiResponse:
     query = ctx.query(PutSessionQuery)

@@ -71,6 +71,14 @@ from chalicelib.observability import logger
 
 MAX_PUT_BODY_BYTES = 4 * 1024 * 1024
 MAX_SESSION_BYTES = 256 * 1024 * 1024
+# Direct PUT bodies are parsed inside the API's 29 s: caps on what a small (gzip) body may expand to,
+# each checked as the body is read so a bomb is refused after a fraction of a second, never parsed
+# to the end (a 300 KB gzip of 300 MB of blank lines once held the API for 160 s).
+MAX_DIRECT_INFLATED_BYTES = 32 * 1024 * 1024
+MAX_DIRECT_LINES = 200_000
+MAX_DIRECT_PARSE_SECONDS = 5.0
+# Any session, presigned too: 256 MiB of one-byte lines would be 268 million Python iterations.
+MAX_SESSION_LINES = 4_000_000
 MAX_CHAIN_DEPTH = 50
 UPLOAD_URL_TTL_SECONDS = 15 * 60
 # Matches the bucket's lifecycle rule that expires abandoned `uploads/` objects after a day.
@@ -391,11 +399,57 @@ class _Counting:
         return data
 
 
-class _MeteredInput:
-    """The decoded upload: counts and hashes bytes, enforces the session size cap, maps gzip errors."""
+@dataclass(frozen=True)
+class _Caps:
+    """What one upload may expand to; `too_large(kind, limit)` is the error when a cap is crossed."""
 
-    def __init__(self, raw: ByteReader, *, limit: int = MAX_SESSION_BYTES) -> None:
+    inflated_bytes: int
+    lines: int
+    parse_seconds: float | None
+    too_large: Callable[[str, float], DomainError]
+
+
+def _direct_too_large(session_id: str) -> Callable[[str, float], DomainError]:
+    def error(kind: str, limit: float) -> DomainError:
+        what = {"inflated_bytes": f"more than {int(limit)} bytes once inflated",
+                "lines": f"more than {int(limit)} lines",
+                "parse_seconds": f"more than {limit:g} s to parse"}[kind]
+        return PayloadTooLarge(
+            f"The session is {what}, over what PUT /sessions accepts; upload it with the presigned upload "
+            f"instead: POST /sessions/{session_id}/uploads.",
+            code="direct_upload_too_large",
+            details={"limit_kind": kind, "limit": limit, "upload_path": f"/sessions/{session_id}/uploads"})
+
+    return error
+
+
+def _session_too_large(kind: str, limit: float) -> DomainError:
+    if kind == "inflated_bytes":
+        return PayloadTooLarge(f"The session is larger than {int(limit)} bytes uncompressed; split it or drop the "
+                               "largest tool outputs before uploading.", code="session_too_large",
+                               details={"limit_bytes": int(limit)})
+    return PayloadTooLarge(f"The session has more than {int(limit)} lines; split it before uploading.",
+                           code="session_too_large", details={"limit_kind": kind, "limit": limit})
+
+
+def _capped_lines(lines: Iterable[bytes], caps: _Caps, monotonic: Callable[[], float]) -> Iterator[bytes]:
+    """Stop at the first line over the line cap or past the parse-time cap (checked every 1024 lines)."""
+    deadline = monotonic() + caps.parse_seconds if caps.parse_seconds is not None else None
+    for count, line in enumerate(lines, 1):
+        if count > caps.lines:
+            raise caps.too_large("lines", caps.lines)
+        if deadline is not None and not count & 1023 and monotonic() > deadline:
+            raise caps.too_large("parse_seconds", caps.parse_seconds or 0.0)
+        yield line
+
+
+class _MeteredInput:
+    """The decoded upload: counts and hashes bytes, enforces the inflated size cap, maps gzip errors."""
+
+    def __init__(self, raw: ByteReader, *, limit: int = MAX_SESSION_BYTES,
+                 too_large: Callable[[str, float], DomainError] = _session_too_large) -> None:
         self._limit = limit
+        self._too_large = too_large
         self._wire = _Counting(raw)
         head = b""
         while len(head) < 2:
@@ -426,9 +480,7 @@ class _MeteredInput:
                                  code="invalid_gzip") from None
         self.bytes += len(data)
         if self.bytes > self._limit:
-            raise PayloadTooLarge(f"The session is larger than {self._limit} bytes uncompressed; "
-                                  "split it or drop the largest tool outputs before uploading.",
-                                  code="session_too_large", details={"limit_bytes": self._limit})
+            raise self._too_large("inflated_bytes", self._limit)
         self._sha.update(data)
         return data
 
@@ -565,7 +617,9 @@ class SessionService:
             raise unsupported_format(fmt)
         details = details or SessionDetails()
         self._check_parent(principal.tenant, session_id, details.parent_session_id)
-        return self._store_stream(principal, session_id, fmt, body, details)
+        caps = _Caps(inflated_bytes=min(MAX_DIRECT_INFLATED_BYTES, self._max_session), lines=MAX_DIRECT_LINES,
+                     parse_seconds=MAX_DIRECT_PARSE_SECONDS, too_large=_direct_too_large(session_id))
+        return self._store_stream(principal, session_id, fmt, body, details, caps)
 
     def store_jsonl_bytes(self, principal: Principal, session_id: str, fmt: str | None, body: bytes,
                           details: SessionDetails | None = None) -> SessionStored:
@@ -574,6 +628,12 @@ class SessionService:
             raise too_large_for_put(len(body), session_id)
         if not body.strip():
             raise InvalidRequest("The request body is empty; send the session's JSONL lines.", code="empty_body")
+        # A gzip member ends with its inflated size (mod 2^32): an honest large file is refused before
+        # any inflating. A forged or wrapped size only gets as far as the caps checked while reading.
+        if body[:2] == _GZIP_MAGIC and len(body) >= 18:
+            limit = min(MAX_DIRECT_INFLATED_BYTES, self._max_session)
+            if int.from_bytes(body[-4:], "little") > limit:
+                raise _direct_too_large(session_id)("inflated_bytes", limit)
         return self.store_jsonl(principal, session_id, fmt, io.BytesIO(body), details)
 
     def create_upload(self, principal: Principal, session_id: str, request: UploadRequest) -> UploadTicket:
@@ -736,9 +796,12 @@ class SessionService:
             current = data.get("parent_session_id") if data else None
 
     def _store_stream(self, principal: Principal, session_id: str, fmt: str, raw: ByteReader,
-                      details: SessionDetails) -> SessionStored:
-        source = _MeteredInput(raw, limit=self._max_session)
-        parsed = parse_session(fmt, iter_jsonl_lines(source, chunk_size=READ_CHUNK_BYTES))
+                      details: SessionDetails, caps: _Caps | None = None) -> SessionStored:
+        caps = caps or _Caps(inflated_bytes=self._max_session, lines=MAX_SESSION_LINES, parse_seconds=None,
+                             too_large=_session_too_large)
+        source = _MeteredInput(raw, limit=caps.inflated_bytes, too_large=caps.too_large)
+        lines = _capped_lines(iter_jsonl_lines(source, chunk_size=READ_CHUNK_BYTES), caps, self._clock.monotonic)
+        parsed = parse_session(fmt, lines)
         return self._store(principal, session_id, fmt, parsed, parsed.stats, source, details)
 
     def _store(self, principal: Principal, session_id: str, fmt: str, entries: Iterable[TraceEntry],

@@ -7,13 +7,16 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 import requests
 
+from chalicelib.services.sessions import MAX_DIRECT_INFLATED_BYTES, MAX_DIRECT_LINES
 from tests.conftest import mint, register_secret
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sessions"
@@ -628,3 +631,62 @@ def test_admin_tokens_work_too_and_openapi_lists_the_routes(client: Any) -> None
     for path in ("/sessions", "/sessions/{session_id}", "/sessions/{session_id}/eval-context",
                  "/sessions/{session_id}/uploads", "/sessions/{session_id}/uploads/{upload_id}/complete"):
         assert path in paths
+
+
+# -- direct upload caps (issue #12 item 5) ---------------------------------------------------------
+
+def _gzip_stream(piece: bytes, total: int) -> bytes:
+    """gzip of `total` bytes of `piece` repeated, compressed chunk by chunk (never held inflated)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = piece * (1024 * 1024 // len(piece))
+    out = [packer.compress(chunk) for _ in range(total // len(chunk))]
+    return b"".join(out) + packer.flush()
+
+
+@pytest.mark.timeout(60)  # hang guard: this body kept the API busy for 160 s before the caps
+def test_a_gzip_of_300_mb_of_blank_lines_is_refused_and_stores_nothing(client: Any, aws: Any,
+                                                                       member_token: str) -> None:
+    body = _gzip_stream(b"\n", 300 * 1024 * 1024)
+    assert len(body) < 400 * 1024
+
+    resp = put_ndjson(client, member_token, "s1", body)
+
+    assert resp.status_code == 413, resp.json
+    assert resp.json["error"]["code"] == "direct_upload_too_large"
+    assert resp.json["error"]["details"] == {"limit_kind": "inflated_bytes", "limit": MAX_DIRECT_INFLATED_BYTES,
+                                             "upload_path": "/sessions/s1/uploads"}
+    assert_nothing_stored(aws)
+
+
+@pytest.mark.timeout(60)
+def test_blank_line_bombs_under_the_size_cap_stop_at_the_line_cap(client: Any, aws: Any,
+                                                                   member_token: str) -> None:
+    # 30 MB of blank lines whose gzip trailer is honest, and 300 MB whose trailer lies (says 1 KB):
+    # both are stopped while reading, after at most MAX_DIRECT_LINES lines.
+    honest = _gzip_stream(b"\n", 30 * 1024 * 1024)
+    forged = _gzip_stream(b"\n", 300 * 1024 * 1024)
+    forged = forged[:-4] + (1024).to_bytes(4, "little")
+    for body in (honest, forged):
+        resp = put_ndjson(client, member_token, "s1", body)
+
+        assert resp.status_code == 413, resp.json
+        assert resp.json["error"]["code"] == "direct_upload_too_large"
+        assert resp.json["error"]["details"]["limit_kind"] == "lines"
+        assert resp.json["error"]["details"]["limit"] == MAX_DIRECT_LINES
+        assert_nothing_stored(aws)
+
+
+@pytest.mark.timeout(60)
+def test_a_gzip_inflating_past_the_direct_cap_points_at_the_presigned_upload(client: Any, aws: Any,
+                                                                            member_token: str) -> None:
+    line = json.dumps({"type": "user", "message": {"role": "user", "content": "x" * 1_000_000}}).encode() + b"\n"
+    body = _gzip_stream(line, 40 * 1024 * 1024)
+    body = body[:-4] + (1024).to_bytes(4, "little")  # a trailer that lies: caught while inflating
+
+    resp = put_ndjson(client, member_token, "s1", body)
+
+    assert resp.status_code == 413, resp.json
+    assert resp.json["error"]["code"] == "direct_upload_too_large"
+    assert resp.json["error"]["details"]["limit_kind"] == "inflated_bytes"
+    assert "POST /sessions/s1/uploads" in resp.json["error"]["message"]
+    assert_nothing_stored(aws)
