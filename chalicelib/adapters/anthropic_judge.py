@@ -67,7 +67,8 @@ class AnthropicJudgeModel(VendorJudgeModel):
     def _detail(self, exc: Any) -> str:
         if exc.api_message:
             return str(exc.api_message)
-        return exc.body[:200] if isinstance(exc.body, str) else ""
+        # The whole text: `translate` scrubs secrets before anything is cut (a cut key escapes a scrub).
+        return exc.body if isinstance(exc.body, str) else ""
 
     def _vendor_verdict(self, status: int, exc: Any, detail: str, model: str) -> Verdict | None:
         if status == 402:

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item, to_value
 from chalicelib.domain.errors import Conflict, DependencyUnavailable, InvalidRequest, NotFound
 from chalicelib.domain.evaluation import QuestionOutcome, SessionEvalCompleted, TokenUsage
+from chalicelib.domain.json_depth import loads_bounded
 from chalicelib.domain.runs import EvalRun, RunError
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -84,7 +85,7 @@ class DynamoRunStore:
         }
         if cursor:
             try:
-                kwargs["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+                kwargs["ExclusiveStartKey"] = loads_bounded(base64.urlsafe_b64decode(cursor.encode()))
             except ValueError as exc:
                 raise InvalidRequest("The cursor is not valid; start again without it.",
                                      code="invalid_cursor") from exc

@@ -27,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item
 from chalicelib.domain.errors import DependencyUnavailable, InvalidRequest
+from chalicelib.domain.json_depth import loads_bounded
 from chalicelib.observability import logger
 
 _S3_MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -179,7 +180,7 @@ def encode_cursor(gsi1sk: str) -> str:
 def decode_cursor(cursor: str) -> str:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        data = loads_bounded(base64.urlsafe_b64decode(padded.encode()))
         value = data["k"]
         if not isinstance(value, str) or "#" not in value:
             raise ValueError("bad cursor")

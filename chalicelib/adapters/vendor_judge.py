@@ -29,6 +29,7 @@ from chalicelib.domain.judging import (
     VendorErrorKind,
     known_context_window,
     parse_retry_after,
+    scrub_secrets,
 )
 
 COUNT_TOKENS_TIMEOUT_SECONDS = 30.0
@@ -122,7 +123,7 @@ class VendorJudgeModel(ABC):
             return VendorCallError("server", f"{label} call failed ({type(exc).__name__}).", secrets=secrets)
 
         status = exc.status_code
-        detail = self._detail(exc)
+        detail = scrub_secrets(self._detail(exc), secrets)
         kind, message = self._vendor_verdict(status, exc, detail, model) or _common_verdict(label, status, detail,
                                                                                              model)
         suffix = f" (HTTP {status}): {detail}" if detail else f" (HTTP {status})."

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from chalicelib.api.errors import response_for_exception
 from chalicelib.domain.errors import InvalidRequest, PayloadTooLarge, Unauthenticated, UnsupportedMediaType
+from chalicelib.domain.json_depth import JsonTooDeep, check_json_depth, json_too_deep_error, loads_bounded
 from chalicelib.domain.principal import Principal
 from chalicelib.observability import bind_log_keys
 
@@ -41,6 +42,23 @@ BodyModel = type[BaseModel] | BodySchema
 
 # API Gateway caps payloads at 10 MB; JSON control-plane bodies are far smaller than that.
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def refuse_deep_json_body(request: Request) -> None:
+    """Every JSON body is depth-checked before any view (or Chalice's own `request.json_body`) parses
+    it, so nesting thousands deep is a 400 on every route, not a RecursionError."""
+    content_type = str(request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if not _is_json(content_type):
+        return
+    raw = request.raw_body or b""
+    try:
+        check_json_depth(raw)
+    except JsonTooDeep:
+        raise json_too_deep_error() from None
 
 
 @dataclass(frozen=True)
@@ -121,10 +139,12 @@ class RequestContext:
             if allow_empty:
                 return {}
             raise InvalidRequest("The request body is empty; send a JSON object.", code="empty_body")
-        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        if ctype and not _is_json(ctype):
             raise UnsupportedMediaType(f"Send this request as application/json, not {ctype}.")
         try:
-            return json.loads(body)
+            return loads_bounded(body)
+        except JsonTooDeep:
+            raise json_too_deep_error() from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidRequest("The request body is not valid JSON.", code="malformed_json") from exc
 
@@ -205,6 +225,7 @@ def endpoint(
                                       eval_run_id=path_params.get("eval_run_id"))
                     if auth == "admin":
                         principal.require_admin()
+                refuse_deep_json_body(request)
                 result = view(RequestContext(request, principal), **path_params)
                 if isinstance(result, Response):
                     return result

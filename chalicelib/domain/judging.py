@@ -74,8 +74,12 @@ _CONTEXT_WINDOWS: tuple[tuple[re.Pattern[str], int], ...] = (
 _KEY_SHAPES = re.compile(
     r"(?i:x-api-key|api[_-]?key|authorization)\s*[:=]\s*(?:(?i:bearer)\s+)?\S+"
     r"|(?i:bearer)\s+[A-Za-z0-9._\-]{6,}"
-    r"|sk-[A-Za-z0-9_\-]{6,}"
+    r"|(?i:sk-)[A-Za-z0-9_\-]{6,}"
 )
+# Characters keys are made of; a maximal run of them is one token for `scrub_secrets`.
+_KEY_TOKEN = re.compile(r"[A-Za-z0-9_\-.+/=~]+")
+# A token sharing this many consecutive characters with a secret is treated as a piece of it.
+SECRET_FRAGMENT_CHARS = 8
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -226,13 +230,38 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-def sanitize_vendor_message(message: str, *, secrets: Iterable[str | None] = ()) -> str:
-    """Vendor text made safe to store and show: secrets and key-shaped tokens removed, one line, bounded."""
-    text = message
+def scrub_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """`text` without any trace of `secrets` or of key-shaped tokens, whatever the vendor did to them.
+
+    A vendor may echo a key upper- or lower-cased, or cut (its own truncation, or a caller's), so
+    matching the exact key is not enough: every token (a run of key characters) that shares
+    `SECRET_FRAGMENT_CHARS` consecutive characters with a secret, in any case, is removed whole.
+    Linear in the text: one pass over its tokens, a set lookup per window.
+    """
+    fragments: set[str] = set()
     for secret in secrets:
         if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    text = _KEY_SHAPES.sub("[redacted]", text)
+            lowered = secret.lower()
+            width = min(SECRET_FRAGMENT_CHARS, len(lowered))
+            fragments.update(lowered[i:i + width] for i in range(len(lowered) - width + 1))
+    widths = {len(f) for f in fragments}
+
+    def token(match: re.Match[str]) -> str:
+        value = match.group().lower()
+        for width in widths:
+            if any(value[i:i + width] in fragments for i in range(len(value) - width + 1)):
+                return "[redacted]"
+        return match.group()
+
+    if fragments:
+        text = _KEY_TOKEN.sub(token, text)
+    return _KEY_SHAPES.sub("[redacted]", text)
+
+
+def sanitize_vendor_message(message: str, *, secrets: Iterable[str | None] = ()) -> str:
+    """Vendor text made safe to store and show: secrets (any case, any cut) and key-shaped tokens
+    removed first, then one line, then bounded, so truncation can never leave a piece of a key."""
+    text = scrub_secrets(message, secrets)
     text = _WHITESPACE.sub(" ", text).strip()
     if len(text) > MAX_ERROR_MESSAGE_CHARS:
         text = text[: MAX_ERROR_MESSAGE_CHARS - 1] + "…"

@@ -21,6 +21,7 @@ from chalicelib.domain.evaluation import (
     Retrospective,
     verdict_for_score,
 )
+from chalicelib.domain.json_depth import loads_bounded
 from chalicelib.judges.catalog import Question
 
 REASON_EXCERPT_LIMIT = 500
@@ -90,7 +91,7 @@ def _load_object(raw: str, what: str) -> dict[str, Any] | str:
     """The parsed JSON object, or a failure reason."""
     text = strip_fences(raw)
     try:
-        value = json.loads(text)
+        value = loads_bounded(text)
     except (ValueError, RecursionError) as exc:  # ValueError also covers over-long integer literals
         detail = (
             f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""

@@ -9,7 +9,6 @@ dialog, every dispatch), and whenever anything is posted for the run.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -41,6 +40,7 @@ from chalicelib.domain.daemons import (
 )
 from chalicelib.domain.errors import Conflict, DomainError, InvalidRequest, NotFound
 from chalicelib.domain.ids import new_id
+from chalicelib.domain.json_depth import JsonTooDeep, json_too_deep_error, loads_bounded
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalRun
 from chalicelib.judges.catalog import QUESTIONS, Question
@@ -306,7 +306,9 @@ class DaemonService:
                 raise InvalidRequest(f"Messages are limited to {MAX_WS_MESSAGE_BYTES} bytes; post large results "
                                      "over HTTPS.", code="message_too_large")
             try:
-                data = json.loads(raw)
+                data = loads_bounded(raw)
+            except JsonTooDeep:
+                raise json_too_deep_error() from None
             except ValueError:
                 raise InvalidRequest("The message is not valid JSON.", code="malformed_json") from None
             if isinstance(data, dict) and isinstance(data.get("request_id"), str):

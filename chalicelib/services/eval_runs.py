@@ -10,7 +10,6 @@ idempotency record) and hands it off with one SQS message (or one daemon offer).
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.evaluation import FailureReason, QuestionOutcome, RunnerKind, VendorName
 from chalicelib.domain.ids import new_id
+from chalicelib.domain.json_depth import loads_bounded
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, EvalRunList, EvalRunView, QuestionRef, RunError, run_view
 from chalicelib.domain.settings import VENDORS, EvalRunnerSettings
@@ -341,7 +341,7 @@ def check_run_cursor(tenant: str, session_id: str, cursor: str) -> None:
     invalid = InvalidRequest("The cursor is not valid for this list; start again without it.",
                              code="invalid_cursor")
     try:
-        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        key = loads_bounded(base64.urlsafe_b64decode(cursor.encode()))
     except ValueError:
         raise invalid from None
     if not isinstance(key, dict) or set(key) != {"pk", "sk", "gsi1pk", "gsi1sk"}:

@@ -21,7 +21,6 @@ so the benchmark drives this module with no AWS at all.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -39,6 +38,7 @@ from chalicelib.domain.evaluation import (
     SessionEvalCompleted,
     TokenUsage,
 )
+from chalicelib.domain.json_depth import loads_bounded
 from chalicelib.domain.judging import JudgeCall, JudgeModel, JudgeReply, VendorCallError, VendorErrorKind
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import Question
@@ -315,7 +315,7 @@ def _score_out_of_range(raw: str) -> bool:
     """A well-formed verdict whose score is an integer outside 1..5: a judge error, not a format
     error, so it fails the question without a repair re-ask."""
     try:
-        data = json.loads(strip_fences(raw))
+        data = loads_bounded(strip_fences(raw))
     except ValueError:
         return False
     score = data.get("score") if isinstance(data, dict) else None

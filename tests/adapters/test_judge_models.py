@@ -435,3 +435,36 @@ def test_vendor_error_kind_is_validated() -> None:
         VendorCallError("nope", "x")  # type: ignore[arg-type]
     assert VendorCallError("context_overflow", "too long").public_kind == "invalid_output"
     assert GOOD_KEYS["anthropic"] not in VendorCallError("auth", GOOD_KEYS["anthropic"], secrets=[]).message
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("shape", ["text body, key across char 200", "json message, upper-cased key"])
+def test_a_key_echoed_by_the_vendor_never_reaches_the_error_in_any_case_or_cut(vendor: Vendor, shape: str) -> None:
+    from chalicelib.adapters.outbound_http import OutboundGuard
+    from chalicelib.domain.base_url import BaseUrlPolicy
+    from tests.adapters.test_outbound_http import recorder
+    from tests.unit.test_vendor_error_scrub import leaked
+
+    key = register_secret("gw_live_Q7mZ4xT9kL2pR8vN3bC6yH1d")
+    if shape.startswith("text"):
+        body = ("Unauthorized. " + "." * 176 + key + " is not valid.").encode()
+    else:
+        body = json.dumps({"type": "error", "error": {"type": "authentication_error",
+                                                      "message": f"Key {key.upper()} was revoked"}}).encode()
+    guard = OutboundGuard(BaseUrlPolicy(allowed_hosts=("127.0.0.1",), allow_http=True))
+    with recorder(status=401, body=body) as server:
+        base = f"http://127.0.0.1:{server.port}" + ("/v1" if vendor == "openai" else "")
+
+        async def scenario() -> VendorCallError:
+            model = build_judge_model(vendor, api_key=key, base_url=base, max_retries=0, timeout_seconds=5,
+                                      outbound=guard)
+            try:
+                with pytest.raises(VendorCallError) as caught:
+                    await model.judge(verdict_call(vendor))
+            finally:
+                await model.aclose()
+            return caught.value
+
+        error = run(scenario())
+    assert error.kind == "auth"
+    assert not leaked(error.message, key), error.message
