@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import boto3
     from chalice.app import Request
 
+    from chalicelib.adapters.catalog_store import DynamoCatalogStore
     from chalicelib.adapters.daemon_store import DynamoDaemonStore
     from chalicelib.adapters.event_publisher import EventBridgePublisher
     from chalicelib.adapters.job_queue import SqsJobQueue
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from chalicelib.domain.judging import JudgeModel
     from chalicelib.domain.rate_limit import VendorCallGate
     from chalicelib.services.admin_settings import AdminSettingsService
+    from chalicelib.services.catalog import CatalogService
     from chalicelib.services.connection_test import ConnectionTestService
     from chalicelib.services.daemons import DaemonService
     from chalicelib.services.eval_jobs import EvalJobService
@@ -179,6 +181,22 @@ class Container:
         return SessionService(objects=S3SessionObjects(self.s3, bucket=cfg.bucket_name, kms_key_id=cfg.kms_key_id),
                               index=DynamoSessionIndex(self.dynamodb, table_name=cfg.table_name), clock=self.clock)
 
+    # -- judge catalog -----------------------------------------------------------------------
+    @cached_property
+    def catalog_store(self) -> DynamoCatalogStore:
+        from chalicelib.adapters.catalog_store import DynamoCatalogStore
+
+        # The head shares the settings' cache lifetime; versions are immutable and cached for good.
+        return DynamoCatalogStore(self.dynamodb, self.config.table_name,
+                                  cache_seconds=self.config.settings_cache_seconds, monotonic=self.clock.monotonic)
+
+    @cached_property
+    def catalog(self) -> CatalogService:
+        from chalicelib.services.catalog import CatalogService
+
+        return CatalogService(store=self.catalog_store, clock=self.clock, sessions=self.sessions,
+                              runs=lambda: self.eval_runs)
+
     # -- eval runs (dispatch side) -----------------------------------------------------------
     @cached_property
     def run_store(self) -> DynamoRunStore:
@@ -197,7 +215,7 @@ class Container:
         from chalicelib.services.eval_runs import EvalRunService
 
         return EvalRunService(runs=self.run_store, queue=self.job_queue, settings=self.admin_settings,
-                              daemons=self._daemon_directory, clock=self.clock,
+                              catalog=self.catalog, daemons=self._daemon_directory, clock=self.clock,
                               max_run_timeout_seconds=self.config.max_run_timeout_seconds,
                               session_exists=self._session_exists,
                               worker_grace_seconds=self.config.worker_grace_seconds)
@@ -235,7 +253,7 @@ class Container:
 
         reporter = DaemonRunReporter(store=self.daemon_store, runs=self.run_store, clock=self.clock)
         return DaemonService(store=self.daemon_store, runs=self.run_store, push=self.ws_push, clock=self.clock,
-                             reporter=reporter, authenticate_token=self.authenticate_token)
+                             reporter=reporter, questions=self.catalog, authenticate_token=self.authenticate_token)
 
     def _session_exists(self, tenant: str, session_id: str) -> bool:
         from chalicelib.adapters.session_store import DynamoSessionIndex
@@ -275,8 +293,8 @@ class Container:
 
         # Vendor SDK clients are built per run from the tenant's key (and closed after the run).
         return EvalJobService(runs=self.run_store, settings=self.admin_settings, sessions=self.sessions,
-                              build_judge_model=self.build_judge_model, events=self.event_publisher,
-                              clock=self.clock,
+                              questions=self.catalog, build_judge_model=self.build_judge_model,
+                              events=self.event_publisher, clock=self.clock,
                               grace_seconds=self.config.worker_grace_seconds, tuning=self.judge_tuning,
                               rate_gates=self.rate_gate if self.config.vendor_rate_limiter == "shared" else None)
 

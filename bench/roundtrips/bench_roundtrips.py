@@ -41,7 +41,8 @@ DEV_SECRET = "bench-roundtrips-dev-secret-0123456789abcdef"
 
 # Targets from issue 7 (item 2).
 SETTINGS_READ_COLD = 1  # a request's settings read: at most one GetItem, none from a warm cache
-DISPATCH_BUDGET = 3
+# Cold: the settings and the judge catalog head (one GetItem each), the run transaction, the SQS send.
+DISPATCH_BUDGET = 4
 SECRET_READS_PER_KEY_VERSION = 1  # per warm container
 RUN_WRITES_BUDGET = 20  # DynamoDB writes of a 13-question run
 
@@ -193,8 +194,9 @@ class Harness:
         return json.loads(text) if text.startswith("{") else None
 
     def cold_caches(self) -> None:
-        """What a fresh container has: no cached settings, no cached keys (clients stay built)."""
+        """What a fresh container has: no cached settings, catalog or keys (clients stay built)."""
         self.container.settings_store.reset()
+        self.container.catalog_store.reset()
         self.container.secret_store.reset()
 
     def settings_body(self, key: str | None = None) -> dict[str, Any]:

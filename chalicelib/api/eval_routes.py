@@ -6,13 +6,13 @@ from chalice import Blueprint
 
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
 from chalicelib.api.session_routes import SESSION_ID_PARAM
+from chalicelib.domain.catalog import QuestionCatalog
 from chalicelib.domain.runs import EvalRunList, EvalRunView
 from chalicelib.services.eval_runs import (
     EvalRunAccepted,
     EvalRunnersView,
     EvalRunRequest,
     EvalRunService,
-    QuestionCatalog,
     RunListQuery,
 )
 
@@ -31,9 +31,9 @@ def _service() -> EvalRunService:
 
 
 @endpoint(eval_bp, "/eval/questions", "GET", response_model=QuestionCatalog, tags=_TAGS,
-          summary="The 13 judge questions in 4 categories, in catalog order")
+          summary="The tenant's enabled judge questions (built-in and its own), in catalog order")
 def list_eval_questions(ctx: RequestContext) -> QuestionCatalog:
-    return _service().questions()
+    return _service().questions(ctx.principal)
 
 
 @endpoint(eval_bp, "/eval/runners", "GET", response_model=EvalRunnersView, tags=_TAGS,

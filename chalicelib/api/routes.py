@@ -16,6 +16,7 @@ def _authenticate(request: object) -> Principal:
 
 def register_routes(app: Chalice) -> None:
     from chalicelib.api.admin_routes import admin_bp
+    from chalicelib.api.catalog_routes import catalog_bp
     from chalicelib.api.daemon_routes import daemon_bp
     from chalicelib.api.eval_routes import eval_bp
     from chalicelib.api.session_routes import sessions_bp
@@ -27,6 +28,7 @@ def register_routes(app: Chalice) -> None:
     set_authenticator(_authenticate)
     app.register_blueprint(system_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(catalog_bp)
     app.register_blueprint(eval_bp)
     app.register_blueprint(sessions_bp)
     app.register_blueprint(daemon_bp)

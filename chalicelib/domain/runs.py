@@ -20,6 +20,7 @@ from chalicelib.domain.evaluation import (
     TokenUsage,
     VendorName,
 )
+from chalicelib.judges.catalog import Question
 
 # Allowed status transitions; anything else is a conflict (e.g. a result posted after cancel).
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -80,6 +81,11 @@ class EvalRun(BaseModel):
     attempts: int = 0
     context: dict[str, Any] | None = None
     retrospective_status: str | None = None
+    # The tenant catalog version the questions come from (0: the built-ins, also for runs stored before
+    # catalogs were versioned). A try-it run judges `trial_questions` instead (its one question, saved
+    # or not), and records the version that was current for reference.
+    catalog_version: int = 0
+    trial_questions: list[Question] | None = None
     version: int = 0
 
     @property
@@ -140,6 +146,8 @@ class EvalRunView(BaseModel):
     context: dict[str, Any] | None = None
     retrospective_status: str | None = None
     duration_ms: int | None = None
+    catalog_version: int = Field(default=0, description="The judge catalog version the run's questions come from.")
+    trial: bool = Field(default=False, description="An admin's try-it run of one (possibly unsaved) question.")
 
 
 class EvalRunList(BaseModel):
@@ -172,7 +180,8 @@ def run_view(run: EvalRun) -> EvalRunView:
         result=run.result, usage=run.usage, error=run.error, created_at=run.created_at,
         started_at=run.started_at, finished_at=run.finished_at, deadline_at=run.deadline_at,
         run_timeout_seconds=run.run_timeout_seconds, created_by=run.created_by, daemon_id=run.daemon_id,
-        context=run.context, retrospective_status=run.retrospective_status, duration_ms=duration)
+        context=run.context, retrospective_status=run.retrospective_status, duration_ms=duration,
+        catalog_version=run.catalog_version, trial=bool(run.trial_questions))
 
 
 class EvalJobMessage(BaseModel):

@@ -2,13 +2,15 @@
 
 Scores use exact banker's rounding (Python `round` on a Fraction, matching .NET Math.Round):
 category score = round(mean of its question scores); overall = round(mean of the rounded
-category scores). Failed questions are simply absent from `verdicts`.
+category scores). Failed questions are simply absent from `verdicts`. Tenant categories follow the
+same rules; only their place in the order differs (`category_ranks`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import Protocol
 
 from chalicelib.domain.errors import InvalidRequest
 from chalicelib.domain.evaluation import (
@@ -19,14 +21,31 @@ from chalicelib.domain.evaluation import (
     SessionEvalCompleted,
     verdict_for_score,
 )
-from chalicelib.judges.catalog import Question
+from chalicelib.judges.catalog import CATEGORIES, Question
 from chalicelib.judges.verdicts import normalise_verdict
 
 _UNKNOWN_CATEGORY_RANK = 99
 
 
+class Categorised(Protocol):
+    """What ordering needs of a run's question: a `Question`, or the run record's `QuestionRef`."""
+
+    @property
+    def category(self) -> str: ...
+
+
 def _rounded_mean(values: Sequence[int]) -> int:
     return round(Fraction(sum(values), len(values)))
+
+
+def category_ranks(selected_questions: Sequence[Categorised]) -> dict[str, int]:
+    """Result order of categories: the four built-in ones first, in taxonomy order, then tenant
+    categories in the order they first appear in the run's (catalog-ordered) questions. An admin
+    reordering questions moves them within and across tenant categories, never ahead of the four."""
+    rank = {name: i for i, name in enumerate(CATEGORIES)}
+    for q in selected_questions:
+        rank.setdefault(q.category, len(rank))
+    return rank
 
 
 def build_summary(verdict_count: int, question_count: int, category_count: int, overall: int) -> str:
@@ -39,14 +58,15 @@ def build_summary(verdict_count: int, question_count: int, category_count: int, 
 def aggregate(
     eval_run_id: str,
     judge_model: str,
-    selected_questions: Sequence[Question],
+    selected_questions: Sequence[Categorised],
     verdicts: Sequence[JudgeVerdict],
     retrospective: Retrospective | None,
 ) -> SessionEvalCompleted:
     """Group verdicts by category and score them.
 
-    Category order is each category's first appearance in `selected_questions` (taxonomy order);
-    categories absent from it go last, in first-seen order. Verdicts keep their order within a
+    Category order is `category_ranks`: the four built-in categories first, then the tenant's in
+    their first appearance in `selected_questions` (catalog order); categories absent from both go
+    last, in first-seen order. Verdicts keep their order within a
     category. `judge_model` is stored as given (the requested alias). Raises AllJudgesFailed when
     there are no verdicts, and ValueError on two verdicts for one question (a caller bug, e.g. a
     redelivered job recorded twice).
@@ -59,9 +79,7 @@ def aggregate(
             raise ValueError(f"more than one verdict for question {v.question_id}")
         seen.add(v.question_id)
 
-    rank: dict[str, int] = {}
-    for q in selected_questions:
-        rank.setdefault(q.category, len(rank))
+    rank = category_ranks(selected_questions)
 
     grouped: dict[str, list[JudgeVerdict]] = {}
     for v in verdicts:

@@ -1,12 +1,16 @@
-"""The judge question catalog (13 questions in 4 categories) and `--questions`/`--skip` selection rules.
+"""The built-in judge questions (13 in 4 categories), the `Question` every runner judges, and
+`--questions`/`--skip` selection rules.
 
 Ids, categories, their order and `needs_tools` follow the reference taxonomy (kapacitor-evals §1.1);
-the `text` labels and judge `prompt`s are ours. Selection follows §1.3.
+the `text` labels and judge `prompt`s are ours. Selection follows §1.3. A tenant's own catalog
+(its questions, which built-ins are enabled, the order, versions) lives in
+`chalicelib.domain.catalog`; it resolves to a list of `Question`s in run order, which is all the
+prompts, the runners and the aggregation need.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +18,9 @@ from chalicelib.domain.errors import InvalidRequest
 
 
 class Question(BaseModel):
-    """One judge question. `prompt` is the full question the judge answers; `text` is its short label."""
+    """One judge question as a runner judges it. `prompt` is the full question the judge answers; `text`
+    is its short label (a tenant question's text is both). `rubric`, when set, says what each score
+    means for this question and is sent right after it. `needs_tools` is carried for tool-using judges."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -22,9 +28,11 @@ class Question(BaseModel):
     id: str = Field(min_length=1)
     text: str = Field(min_length=1)
     prompt: str = Field(min_length=1)
+    rubric: str | None = None
     needs_tools: bool = False
 
 
+# The four built-in categories in display order; results list them first, then tenant categories.
 CATEGORIES: tuple[str, ...] = ("safety", "plan_adherence", "quality", "efficiency")
 
 QUESTIONS: tuple[Question, ...] = (
@@ -260,9 +268,11 @@ QUESTIONS: tuple[Question, ...] = (
 )
 
 _BY_ID: dict[str, Question] = {q.id: q for q in QUESTIONS}
+BUILTIN_IDS: frozenset[str] = frozenset(_BY_ID)
 
 
 def get_question(question_id: str) -> Question | None:
+    """A built-in question by id (None for anything else, tenant questions included)."""
     return _BY_ID.get(question_id)
 
 
@@ -291,12 +301,14 @@ def select_questions(
     questions: list[str] | None,
     skip: list[str] | None,
     catalog: Sequence[Question] = QUESTIONS,
+    disabled: Collection[str] = (),
 ) -> list[Question]:
     """Resolve an EvalRunRequest's `questions` / `skip` into catalog-ordered, de-duplicated questions.
 
     None means "not given". `questions=[]` (or only blank tokens) is an empty selection and an error,
     never the full catalog; `skip=[]` skips nothing. Each token is a category name (checked first)
-    or a question id, exact and case-sensitive.
+    or a question id, exact and case-sensitive. `catalog` is the tenant's enabled questions;
+    naming one of its `disabled` ones is a `question_disabled` error rather than an unknown one.
     """
     if questions is not None and skip is not None:
         raise InvalidRequest(
@@ -312,6 +324,15 @@ def select_questions(
     categories: list[str] = list(dict.fromkeys(q.category for q in catalog))
     ids = {q.id for q in catalog}
     unknown = [t for t in dict.fromkeys(tokens) if t not in categories and t not in ids]
+    switched_off = [t for t in unknown if t in disabled]
+    if switched_off and len(switched_off) == len(unknown):
+        raise InvalidRequest(
+            f"Disabled in your judge catalog: {', '.join(switched_off)}. Ask an admin to enable "
+            f"{'it' if len(switched_off) == 1 else 'them'}, or leave {'it' if len(switched_off) == 1 else 'them'} out.",
+            code="question_disabled",
+            details={"disabled": switched_off, "valid_categories": categories,
+                     "valid_question_ids": [q.id for q in catalog]},
+        )
     if unknown:
         raise InvalidRequest(
             f"Unknown question or category: {', '.join(unknown)}. "

@@ -169,12 +169,25 @@ def build_shared_context(session_id: str, eval_run_id: str, eval_context_json: s
     )
 
 
+def _rubric(rubric: str | None) -> tuple[str, ...]:
+    if rubric is None or not rubric.strip():
+        return ()
+    return (
+        "Rubric for this question (what each score means here; it refines the Scoring section above, and "
+        "5 still means no concerns):",
+        rubric.strip(),
+    )
+
+
 def build_question_prompt(question: Question) -> str:
-    """The short per-question suffix that follows the shared context."""
+    """The per-question suffix that follows the shared context: everything that differs between
+    questions (category, id, the question, a tenant's rubric) is here, never in the shared prefix, so a
+    custom catalog keeps the prefix byte-identical and cacheable."""
     return _section(
         "Question",
         f"Category: {question.category}\nID: {question.id}",
         question.prompt,
+        *_rubric(question.rubric),
         f'Answer only this question. Set "category" to {json.dumps(question.category)} and "question_id" '
         f"to {json.dumps(question.id)}, and reply with only the JSON object described under "
         '"Response format".',

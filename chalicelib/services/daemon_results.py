@@ -52,7 +52,7 @@ from chalicelib.domain.evaluation import (
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalRun, RunError
 from chalicelib.judges.aggregation import aggregate, recompute
-from chalicelib.judges.catalog import QUESTIONS, Question
+from chalicelib.judges.catalog import Question
 from chalicelib.judges.verdicts import sanitize_reason
 from chalicelib.observability import emit_run_status, log_judge_progress, logger
 
@@ -111,12 +111,10 @@ def is_overdue(run: EvalRun, now: datetime) -> bool:
 class DaemonRunReporter:
     """Applies a daemon's events and result to its run."""
 
-    def __init__(self, *, store: DynamoDaemonStore, runs: DynamoRunStore, clock: Clock,
-                 catalog: Sequence[Question] = QUESTIONS) -> None:
+    def __init__(self, *, store: DynamoDaemonStore, runs: DynamoRunStore, clock: Clock) -> None:
         self._store = store
         self._runs = runs
         self._clock = clock
-        self._catalog = {q.id: q for q in catalog}
 
     # -- authorization and state ---------------------------------------------------------------
     def _load(self, principal: Principal, run_id: str, *, finished_ok: frozenset[str] = frozenset()
@@ -297,7 +295,7 @@ class DaemonRunReporter:
 
     def _merge_with_earlier_verdicts(self, run: EvalRun, derived: SessionEvalCompleted) -> SessionEvalCompleted:
         """A rerun's job carries only the questions still without a verdict; the stored result covers
-        the whole run, so earlier verdicts are aggregated together with the new ones, in catalog order."""
+        the whole run, so earlier verdicts are aggregated together with the new ones, in the run's order."""
         new = {v.question_id: v for v in derived.verdicts()}
         verdicts: list[JudgeVerdict] = []
         for ref in run.questions:
@@ -307,8 +305,9 @@ class DaemonRunReporter:
             earlier = run.outcome(ref.question_id)
             if earlier.status == "scored" and earlier.judge_verdict is not None:
                 verdicts.append(earlier.judge_verdict)
-        selected = [self._catalog[r.question_id] for r in run.questions if r.question_id in self._catalog]
-        return aggregate(run.eval_run_id, derived.judge_model, selected, verdicts, derived.retrospective)
+        # The run record's questions carry their categories: the order needs nothing else, so a tenant
+        # catalog is never read here.
+        return aggregate(run.eval_run_id, derived.judge_model, run.questions, verdicts, derived.retrospective)
 
     @staticmethod
     def _final_outcomes(run: EvalRun, verdicts: Sequence[JudgeVerdict]) -> list[QuestionOutcome]:

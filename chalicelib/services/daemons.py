@@ -10,9 +10,9 @@ dialog, every dispatch), and whenever anything is posted for the run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -43,7 +43,7 @@ from chalicelib.domain.ids import new_id
 from chalicelib.domain.json_depth import JsonTooDeep, json_too_deep_error, loads_bounded
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalRun
-from chalicelib.judges.catalog import QUESTIONS, Question
+from chalicelib.judges.catalog import Question
 from chalicelib.observability import logger
 from chalicelib.services.daemon_results import DaemonRunReporter, is_overdue, time_out_run
 
@@ -55,6 +55,12 @@ POLL_BACKOFF = 1.5
 POLL_SAFETY_MARGIN_SECONDS = 2.0
 
 TokenAuthenticator = Callable[[str], Principal]
+
+
+class RunQuestionSource(Protocol):
+    """The questions a run judges, by id (`chalicelib.services.catalog.CatalogService`)."""
+
+    def questions_for_run(self, run: EvalRun) -> Mapping[str, Question]: ...
 RemainingMillis = Callable[[], int | None]
 
 
@@ -75,8 +81,9 @@ def _view(d: DaemonRecord) -> DaemonView:
 
 class DaemonService:
     def __init__(self, *, store: DynamoDaemonStore, runs: DynamoRunStore, push: WebSocketPush, clock: Clock,
-                 reporter: DaemonRunReporter, authenticate_token: TokenAuthenticator | None = None,
-                 sleep: Callable[[float], None] = time.sleep, catalog: Sequence[Question] = QUESTIONS) -> None:
+                 reporter: DaemonRunReporter, questions: RunQuestionSource,
+                 authenticate_token: TokenAuthenticator | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._store = store
         self._runs = runs
         self._push = push
@@ -84,7 +91,7 @@ class DaemonService:
         self._reporter = reporter
         self._authenticate_token = authenticate_token
         self._sleep = sleep
-        self._catalog = {q.id: q for q in catalog}
+        self._questions = questions
 
     @property
     def reporter(self) -> DaemonRunReporter:
@@ -162,8 +169,11 @@ class DaemonService:
                            code="no_daemon_available")
         # Everything without a full verdict: on a rerun that includes questions a failed attempt
         # scored by event only (the event carries no finding, so the result could not include them).
-        questions = [self._catalog[q.question_id] for q in run.questions
-                     if q.question_id in self._catalog and run.outcome(q.question_id).judge_verdict is None]
+        # The job carries the questions themselves (a tenant question's text and rubric included), read
+        # from the run's catalog version: the daemon never needs the catalog.
+        known = self._questions.questions_for_run(run)
+        questions = [known[q.question_id] for q in run.questions
+                     if q.question_id in known and run.outcome(q.question_id).judge_verdict is None]
         previous = self._store.get_job(run.tenant, daemon_id, run.eval_run_id)
         job = JobRecord(eval_run_id=run.eval_run_id, tenant=run.tenant, daemon_id=daemon_id, owner=daemon.user,
                         session_id=run.session_id, questions=questions, threshold=run.threshold, chain=run.chain,

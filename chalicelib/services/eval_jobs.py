@@ -34,7 +34,7 @@ from chalicelib.domain.judging import JudgeModel
 from chalicelib.domain.rate_limit import VendorCallGate
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, QuestionRef, RunError
 from chalicelib.judges.aggregation import aggregate
-from chalicelib.judges.catalog import Question, get_question
+from chalicelib.judges.catalog import Question
 from chalicelib.observability import SERVICE, bind_log_keys, emit_run_status, logger
 from chalicelib.services.admin_settings import VendorCredentials
 from chalicelib.services.judge_runner import (
@@ -87,6 +87,13 @@ class VendorCredentialSource(Protocol):
 class EvalContextSource(Protocol):
     def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = ...,
                           chain: bool = ..., *, stop: Callable[[], bool] | None = ...) -> EvalContext: ...
+
+
+class RunQuestionSource(Protocol):
+    """The questions a run judges, by id, as dispatched: its catalog version or the question it carries
+    (`chalicelib.services.catalog.CatalogService`)."""
+
+    def questions_for_run(self, run: EvalRun) -> Mapping[str, Question]: ...
 
 
 class EventPublisher(Protocol):
@@ -154,12 +161,14 @@ def sdk_max_retries(budget_seconds: float) -> int:
 
 class EvalJobService:
     def __init__(self, *, runs: RunStore, settings: VendorCredentialSource, sessions: EvalContextSource,
+                 questions: RunQuestionSource,
                  build_judge_model: JudgeModelFactory, events: EventPublisher | None, clock: Clock,
                  grace_seconds: float, tuning: RunnerTuning | None = None,
                  rate_gates: RateGateFactory | None = None) -> None:
         self._runs = runs
         self._settings = settings
         self._sessions = sessions
+        self._questions = questions
         self._build = build_judge_model
         self._events = events
         self._clock = clock
@@ -189,7 +198,8 @@ class EvalJobService:
         now = iso(self._clock.now())
         budget = run_budget_seconds(deadline_at=run.deadline_at, now_iso=now, remaining_ms=remaining_ms(),
                                     grace_seconds=self._grace)
-        questions = {ref.question_id: get_question(ref.question_id) for ref in run.questions}
+        known = self._questions.questions_for_run(run)
+        questions = {ref.question_id: known.get(ref.question_id) for ref in run.questions}
         pending = [ref for ref in run.questions if run.outcome(ref.question_id).status != "scored"]
         run_left = (parse_iso(run.deadline_at) - parse_iso(now)).total_seconds()
         if run_left <= 0:
@@ -414,8 +424,7 @@ class EvalJobService:
                     for ref in pending]
         verdicts = [o.judge_verdict for ref in run.questions
                     if (o := run.outcome(ref.question_id)).judge_verdict is not None]
-        selected = [q for ref in run.questions if (q := get_question(ref.question_id)) is not None]
-        result = aggregate(run.eval_run_id, run.model or "unknown", selected, verdicts, None) if verdicts else None
+        result = aggregate(run.eval_run_id, run.model or "unknown", run.questions, verdicts, None) if verdicts else None
         error = RunError(code="run_timed_out", message=f"The run reached its deadline with {len(verdicts)} of "
                                                         f"{len(run.questions)} questions judged; rerun it to judge "
                                                         "the rest.")

@@ -19,6 +19,7 @@ from typing import Annotated, Protocol
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from chalicelib.adapters.run_store import DuplicateDispatch, DynamoRunStore, RunStateConflict
+from chalicelib.domain.catalog import QuestionCatalog, ResolvedCatalog, enabled_view
 from chalicelib.domain.clock import Clock, iso, parse_iso
 from chalicelib.domain.errors import (
     Conflict,
@@ -35,7 +36,7 @@ from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, EvalRunList, EvalRunView, QuestionRef, RunError, run_view
 from chalicelib.domain.settings import VENDORS, EvalRunnerSettings
 from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, MAX_THRESHOLD_BYTES, MIN_THRESHOLD_BYTES
-from chalicelib.judges.catalog import QUESTIONS, Question, select_questions
+from chalicelib.judges.catalog import Question, select_questions
 from chalicelib.observability import emit_run_status, logger
 
 # The same bounds as GET /sessions/{id}/eval-context (0 truncates every tool output to its marker).
@@ -100,6 +101,12 @@ class JobQueue(Protocol):
     def send(self, message: EvalJobMessage) -> str: ...
 
 
+class CatalogSource(Protocol):
+    """The tenant's judge catalog as dispatch sees it (`chalicelib.services.catalog.CatalogService`)."""
+
+    def current(self, tenant: str, *, fresh: bool = False) -> ResolvedCatalog: ...
+
+
 SessionExists = Callable[[str, str], bool]
 
 
@@ -120,7 +127,8 @@ class EvalRunRequest(BaseModel):
                                   "server when a vendor is enabled, else your daemon.")
     questions: list[SelectionToken] | None = Field(
         default=None, max_length=MAX_SELECTION_TOKENS,
-        description="Question ids or category names to run (default: all 13).")
+        description="Question ids or category names of the tenant's judge catalog to run (default: every "
+                    "enabled question; GET /eval/questions).")
     skip: list[SelectionToken] | None = Field(
         default=None, max_length=MAX_SELECTION_TOKENS,
         description="Question ids or category names to leave out; not together with 'questions'.")
@@ -128,17 +136,6 @@ class EvalRunRequest(BaseModel):
     threshold: StrictInt | None = Field(
         default=None, description=f"Tool-output truncation threshold in bytes, {MIN_THRESHOLD}-{MAX_THRESHOLD} "
                                   f"(default {DEFAULT_THRESHOLD}).")
-
-
-class QuestionEntry(BaseModel):
-    category: str
-    id: str
-    text: str
-    needs_tools: bool
-
-
-class QuestionCatalog(BaseModel):
-    questions: list[QuestionEntry]
 
 
 class ServerRunnerOptions(BaseModel):
@@ -188,6 +185,8 @@ class EvalRunAccepted(BaseModel):
     chain: bool
     created_at: str
     deadline_at: str
+    catalog_version: int = Field(default=0, description="The judge catalog version the run judges.")
+    trial: bool = Field(default=False, description="A try-it run of one catalog question.")
 
 
 class RunListQuery(BaseModel):
@@ -198,11 +197,6 @@ class RunListQuery(BaseModel):
 
 
 # ----------------------------------------------------------------------------------------- rules
-
-
-def question_catalog(catalog: Sequence[Question] = QUESTIONS) -> QuestionCatalog:
-    return QuestionCatalog(questions=[QuestionEntry(category=q.category, id=q.id, text=q.text,
-                                                    needs_tools=q.needs_tools) for q in catalog])
 
 
 def offered_vendors(settings: EvalRunnerSettings) -> list[VendorName]:
@@ -324,15 +318,28 @@ class DispatchPlan:
     threshold: int
     chain: bool
     choice: RunnerChoice
+    catalog_version: int = 0
+    trial: bool = False
 
 
 def plan_dispatch(request: EvalRunRequest, settings: EvalRunnerSettings,
-                  daemons: Callable[[], Sequence[AvailableDaemon]]) -> DispatchPlan:
-    """Request validation first (400s), then the runner rules (400 vendor_required / 409s)."""
+                  daemons: Callable[[], Sequence[AvailableDaemon]], catalog: ResolvedCatalog, *,
+                  trial: Question | None = None) -> DispatchPlan:
+    """Request validation first (400s), then the runner rules (400 vendor_required / 409s).
+
+    Questions come from the tenant's enabled `catalog`, whose version the run records; a try-it run
+    judges exactly its `trial` question instead (and takes no selection)."""
     threshold = check_threshold(request.threshold)
-    questions = select_questions(request.questions, request.skip)
+    if trial is not None:
+        if request.questions is not None or request.skip is not None:
+            raise InvalidRequest("A try-it run judges its one question; drop 'questions' and 'skip'.",
+                                 code="selection_not_applicable")
+        questions = [trial]
+    else:
+        questions = select_questions(request.questions, request.skip, catalog.questions, catalog.disabled_ids)
     return DispatchPlan(questions=questions, threshold=threshold, chain=request.chain,
-                        choice=choose_runner(settings, request, daemons))
+                        choice=choose_runner(settings, request, daemons), catalog_version=catalog.version,
+                        trial=trial is not None)
 
 
 def check_run_cursor(tenant: str, session_id: str, cursor: str) -> None:
@@ -363,7 +370,8 @@ def accepted(run: EvalRun) -> EvalRunAccepted:
     return EvalRunAccepted(eval_run_id=run.eval_run_id, session_id=run.session_id, status=run.status,
                            runner=run.runner, vendor=run.vendor, model=run.model, daemon_id=run.daemon_id,
                            questions=len(run.questions), threshold=run.threshold, chain=run.chain,
-                           created_at=run.created_at, deadline_at=run.deadline_at)
+                           created_at=run.created_at, deadline_at=run.deadline_at,
+                           catalog_version=run.catalog_version, trial=bool(run.trial_questions))
 
 
 class DispatchFailed(DependencyUnavailable):
@@ -378,11 +386,13 @@ class DispatchFailed(DependencyUnavailable):
 
 class EvalRunService:
     def __init__(self, *, runs: DynamoRunStore, queue: JobQueue, settings: RunnerSettingsSource,
-                 daemons: Callable[[], DaemonDirectory], clock: Clock, max_run_timeout_seconds: int,
-                 session_exists: SessionExists | None = None, worker_grace_seconds: int = 60) -> None:
+                 catalog: CatalogSource, daemons: Callable[[], DaemonDirectory], clock: Clock,
+                 max_run_timeout_seconds: int, session_exists: SessionExists | None = None,
+                 worker_grace_seconds: int = 60) -> None:
         self._runs = runs
         self._queue = queue
         self._settings = settings
+        self._catalog = catalog
         # A thunk: the daemon service is built (and required) only when a daemon route is taken.
         self._daemon_directory = daemons
         self._clock = clock
@@ -393,8 +403,24 @@ class EvalRunService:
         self._stale_after = timedelta(seconds=worker_grace_seconds + 60)
 
     # -- dialog --------------------------------------------------------------------------------
-    def questions(self) -> QuestionCatalog:
-        return question_catalog()
+    def questions(self, principal: Principal) -> QuestionCatalog:
+        """GET /eval/questions: the tenant's enabled judge catalog, in catalog order."""
+        return enabled_view(self._catalog.current(principal.tenant))
+
+    def _plan(self, principal: Principal, request: EvalRunRequest, settings: EvalRunnerSettings,
+              trial: Question | None) -> DispatchPlan:
+        catalog = self._catalog.current(principal.tenant)
+        try:
+            return plan_dispatch(request, settings, lambda: self._available_daemons(principal), catalog, trial=trial)
+        except InvalidRequest as exc:
+            # The catalog head is cached per container for a few seconds: a question an admin has just
+            # added or enabled elsewhere deserves one fresh read before it is called unknown.
+            if exc.code not in ("unknown_question", "question_disabled"):
+                raise
+            fresh = self._catalog.current(principal.tenant, fresh=True)
+            if fresh.version == catalog.version:
+                raise
+            return plan_dispatch(request, settings, lambda: self._available_daemons(principal), fresh, trial=trial)
 
     def runners(self, principal: Principal) -> EvalRunnersView:
         settings = self._settings.load_runner_settings(principal.tenant)
@@ -402,14 +428,14 @@ class EvalRunService:
 
     # -- dispatch ------------------------------------------------------------------------------
     def dispatch_eval_run(self, principal: Principal, session_id: str, request: EvalRunRequest, *,
-                          idempotency_key: str | None = None) -> EvalRunAccepted:
+                          idempotency_key: str | None = None, trial: Question | None = None) -> EvalRunAccepted:
         key = check_idempotency_key(idempotency_key)
         if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH:
             raise NotFound(f"No session '{session_id[:64]}' in this tenant; upload it first.",
                            code="session_not_found")
         settings = self._settings.load_runner_settings(principal.tenant)
         try:
-            plan = plan_dispatch(request, settings, lambda: self._available_daemons(principal))
+            plan = self._plan(principal, request, settings, trial)
         except DomainError:
             # The settings or daemons may have changed since the first attempt of a retried request;
             # a repeat must still return the run it created.
@@ -426,13 +452,15 @@ class EvalRunService:
             questions=[QuestionRef(question_id=q.id, category=q.category) for q in plan.questions],
             threshold=plan.threshold, chain=plan.chain, created_at=iso(now),
             deadline_at=iso(now + timedelta(seconds=timeout)), run_timeout_seconds=timeout,
-            daemon_id=plan.choice.daemon_id, idempotency_key=key)
+            daemon_id=plan.choice.daemon_id, idempotency_key=key, catalog_version=plan.catalog_version,
+            trial_questions=plan.questions if plan.trial else None)
         try:
             self._runs.create(run, session_key=session_key(principal.tenant, session_id))
         except DuplicateDispatch as dup:
             return self._replay(principal, dup.eval_run_id)
         logger.info("eval run dispatched", extra={"eval_run_id": run.eval_run_id, "runner": run.runner,
-                                                  "vendor": run.vendor, "questions": len(run.questions)})
+                                                  "vendor": run.vendor, "questions": len(run.questions),
+                                                  "catalog_version": run.catalog_version})
         emit_run_status("queued", runner=run.runner, vendor=run.vendor)
         self._hand_off(run, kind="run", now=now)
         return accepted(run)

@@ -7,6 +7,7 @@ the JSON file named by FAKE_JUDGE_SCRIPT:
 
     {"default": {"score": 4},
      "questions": {"<question_id>": {"score": 2} | {"mode": "hang" | "crash" | "malformed"}},
+     "prompt_contains": {"<text>": {"score": 1}},   (wins over "questions" when the prompt has the text)
      "retrospective": {"mode": "ok" | "malformed" | "crash"},
      "log": "/path/to/invocations.jsonl"}
 
@@ -92,6 +93,8 @@ def main(cli: str) -> None:
     question_id = "retrospective" if retrospective else (re.findall(r"^ID: (\S+)$", prompt, re.M) or ["?"])[-1]
     spec = script.get("retrospective", {}) if retrospective else script.get("questions", {}).get(
         question_id, script.get("default", {}))
+    if not retrospective:
+        spec = next((v for text, v in script.get("prompt_contains", {}).items() if text in prompt), spec)
     mode = spec.get("mode", "ok")
     started = time.monotonic()
     _log(script, {"cli": cli, "question_id": question_id, "mode": mode, "pid": os.getpid(), "argv": argv,

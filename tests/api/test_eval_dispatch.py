@@ -66,7 +66,7 @@ def install_daemons(container: Any, daemons: FakeDaemons) -> None:
 
     container.__dict__["eval_runs"] = EvalRunService(
         runs=container.run_store, queue=container.job_queue, settings=container.admin_settings,
-        daemons=lambda: daemons, clock=container.clock,
+        catalog=container.catalog, daemons=lambda: daemons, clock=container.clock,
         max_run_timeout_seconds=container.config.max_run_timeout_seconds,
         session_exists=container._session_exists)
 

@@ -64,7 +64,9 @@ def test_questions_are_the_catalog_for_members(client: Any, member_token: str) -
     assert [(q["category"], q["id"]) for q in questions] == [(q.category, q.id) for q in QUESTIONS]
     assert len(questions) == 13
     assert {q["category"] for q in questions} == {"safety", "plan_adherence", "quality", "efficiency"}
-    assert all(set(q) == {"category", "id", "text", "needs_tools"} for q in questions)
+    # The contract's four fields, plus `builtin` and `rubric` (extensions of a tenant catalog).
+    assert all(set(q) == {"category", "id", "text", "needs_tools", "builtin", "rubric"} for q in questions)
+    assert resp.json["version"] == 0
     assert client.get("/eval/questions").status_code == 401
 
 
@@ -353,7 +355,7 @@ def test_a_server_run_whose_worker_vanished_reads_as_timed_out(client: Any, cont
 
     container.__dict__["eval_runs"] = EvalRunService(
         runs=container.run_store, queue=container.job_queue, settings=container.admin_settings,
-        daemons=lambda: FakeDaemons(), clock=_ShiftedClock(60 + 60 + 61),
+        catalog=container.catalog, daemons=lambda: FakeDaemons(), clock=_ShiftedClock(60 + 60 + 61),
         max_run_timeout_seconds=container.config.max_run_timeout_seconds, worker_grace_seconds=60)
     view = client.get(f"/eval-runs/{run_id}", token=member_token).json
     assert view["status"] == "timed_out"

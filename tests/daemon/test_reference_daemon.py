@@ -174,3 +174,30 @@ def test_daemon_registers_again_when_its_presence_expired(
     wait_for(lambda: daemon.daemon_id != old_id, "the daemon to register again")
     run_id = dispatch(api, ["sensitive_files"])
     assert finished(daemon, run_id).status == "succeeded"
+
+
+def test_a_tenant_catalog_is_judged_by_the_daemon_from_its_job(api: ApiClient, make_daemon: Callable[..., Daemon],
+                                                               fake_cli: Callable[[dict[str, Any]], Path]) -> None:
+    from chalicelib.judges.catalog import QUESTIONS
+    from tests.conftest import mint
+
+    admin = ApiClient(api._transport, mint("acme", "root", ["admin"]))
+    custom = {"id": "changelog_updated", "category": "docs", "text": "Did the agent add a CHANGELOG entry?",
+              "rubric": "DAEMON-RUBRIC-MARKER: 1 when no entry was added"}
+    status, body = admin.call("PUT", "/admin/eval-questions",
+                              {"questions": [custom, *({"id": q.id} for q in QUESTIONS)]})
+    assert status == 200, body
+    # The fake CLI scores a prompt carrying the rubric 1: the rubric reached the daemon's judge.
+    log = fake_cli({"default": {"score": 5}, "prompt_contains": {"DAEMON-RUBRIC-MARKER": {"score": 1}}})
+    daemon = make_daemon()
+    run_id = dispatch(api, ["docs", "sensitive_files"])
+    outcome = finished(daemon, run_id)
+    assert outcome.status == "succeeded", outcome.detail
+
+    run = get_run(api, run_id)
+    assert run["catalog_version"] == body["version"]
+    result = run["result"]
+    assert [(c["name"], c["score"]) for c in result["categories"]] == [("safety", 5), ("docs", 1)]
+    assert result["overall_score"] == 3  # (5 + 1) / 2
+    assert {r["question_id"] for r in read_log(log) if "argv" in r} == {"changelog_updated", "sensitive_files",
+                                                                       "retrospective"}

@@ -1,7 +1,8 @@
 """AWS round trips per API request, counted with botocore's `before-call` hook under moto.
 
-Dispatch must stay within a few calls (one settings read when the cache is cold, one DynamoDB
-transaction, one SQS send) and reading a run within one. A change that adds a call fails here.
+Dispatch must stay within a few calls (one settings read and one judge catalog read when their caches
+are cold, one DynamoDB transaction, one SQS send) and reading a run within one. A change that adds a
+call fails here.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pytest
 from tests.api.test_eval_dispatch import FakeDaemons, configure_vendors, install_daemons, seed_session
 from tests.conftest import GuardedClient, mint
 
-DISPATCH_BUDGET = 3
-DISPATCH_WARM_BUDGET = 2  # the settings cache is warm: no settings read
+DISPATCH_BUDGET = 4
+DISPATCH_WARM_BUDGET = 2  # the settings and catalog caches are warm: neither is read
 GET_RUN_BUDGET = 1
 
 
@@ -94,7 +95,7 @@ def test_dispatch_and_read_budget_with_a_cold_settings_cache(cold: tuple[Guarded
     with counter.measure() as calls:
         resp = _dispatch(client, token, key="budget-1")
     assert counter.total <= DISPATCH_BUDGET, dict(calls)
-    assert calls == Counter({"dynamodb.GetItem": 1, "dynamodb.TransactWriteItems": 1, "sqs.SendMessage": 1})
+    assert calls == Counter({"dynamodb.GetItem": 2, "dynamodb.TransactWriteItems": 1, "sqs.SendMessage": 1})
 
     with counter.measure() as calls:
         assert client.get(f"/eval-runs/{resp.json['eval_run_id']}", token=token).status_code == 200
@@ -111,7 +112,7 @@ def test_dispatch_budget_with_a_warm_settings_cache(warm: tuple[GuardedClient, A
     with counter.measure() as calls:
         _dispatch(client, token, key="budget-2")
     assert counter.total <= DISPATCH_WARM_BUDGET, dict(calls)
-    assert "dynamodb.GetItem" not in calls, "settings were read despite a warm cache"
+    assert "dynamodb.GetItem" not in calls, "settings or the catalog were read despite a warm cache"
     assert calls == Counter({"dynamodb.TransactWriteItems": 1, "sqs.SendMessage": 1})
 
 

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import pytest
 from pydantic import ValidationError
 
+from chalicelib.domain.catalog import ResolvedCatalog, default_catalog, enabled_view
 from chalicelib.domain.errors import Conflict, DomainError, InvalidRequest
 from chalicelib.domain.settings import EvalRunnerSettings, SettingsRecord, VendorRecord, runner_settings
+from chalicelib.judges.catalog import QUESTIONS, Question
 from chalicelib.services.eval_runs import (
     DEFAULT_THRESHOLD,
     EvalRunRequest,
@@ -18,11 +20,11 @@ from chalicelib.services.eval_runs import (
     check_threshold,
     choose_runner,
     plan_dispatch,
-    question_catalog,
     runner_options,
 )
 
 MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o"}
+BUILTINS = default_catalog().resolved()
 
 
 @dataclass(frozen=True)
@@ -224,18 +226,51 @@ def test_idempotency_key_accepts_uuids_and_base64() -> None:
 
 def test_plan_selects_questions_and_validates_before_runner_rules() -> None:
     plan = plan_dispatch(request(questions=["safety", "direct_approach"], threshold=5000, chain=True),
-                         settings(("anthropic",)), lambda: [])
+                         settings(("anthropic",)), lambda: [], BUILTINS)
     assert [q.id for q in plan.questions] == ["sensitive_files", "destructive_commands",
                                               "security_vulnerabilities", "permission_bypass", "direct_approach"]
     assert (plan.threshold, plan.chain, plan.choice.vendor) == (5000, True, "anthropic")
     # A bad selection is reported even when no runner is available.
     with pytest.raises(InvalidRequest) as exc:
-        plan_dispatch(request(questions=["nope"]), settings(), lambda: [])
+        plan_dispatch(request(questions=["nope"]), settings(), lambda: [], BUILTINS)
     assert exc.value.code == "unknown_question"
 
 
 def test_catalog_is_13_questions_in_catalog_order() -> None:
-    catalog = question_catalog().model_dump()["questions"]
+    catalog = enabled_view(BUILTINS).model_dump()["questions"]
     assert len(catalog) == 13
     assert [q["category"] for q in catalog][:1] == ["safety"]
-    assert set(catalog[0]) == {"category", "id", "text", "needs_tools"}
+    assert {"category", "id", "text", "needs_tools"} <= set(catalog[0])
+
+
+def _tenant_catalog() -> ResolvedCatalog:
+    custom = Question(category="docs", id="changelog_updated", text="Changelog?", prompt="Changelog?",
+                      rubric="5: yes")
+    return ResolvedCatalog(version=7, questions=(*QUESTIONS[4:], custom), disabled_ids=("sensitive_files",))
+
+
+def test_dispatch_selects_tenant_questions_and_categories_and_records_the_version() -> None:
+    plan = plan_dispatch(request(questions=["docs", "followed_plan"]), settings(("anthropic",)), lambda: [],
+                         _tenant_catalog())
+    assert [q.id for q in plan.questions] == ["followed_plan", "changelog_updated"]
+    assert plan.catalog_version == 7 and not plan.trial
+    skipped = plan_dispatch(request(skip=["docs"]), settings(("anthropic",)), lambda: [], _tenant_catalog())
+    assert [q.id for q in skipped.questions] == [q.id for q in QUESTIONS[4:]]
+
+
+def test_a_disabled_question_is_named_as_such() -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        plan_dispatch(request(questions=["sensitive_files"]), settings(("anthropic",)), lambda: [],
+                      _tenant_catalog())
+    assert exc.value.code == "question_disabled"
+    assert exc.value.details is not None and exc.value.details["disabled"] == ["sensitive_files"]
+
+
+def test_a_trial_judges_exactly_its_question_and_takes_no_selection() -> None:
+    draft = Question(category="data", id="migrations_down", text="Reversible?", prompt="Reversible?")
+    plan = plan_dispatch(request(), settings(("anthropic",)), lambda: [], _tenant_catalog(), trial=draft)
+    assert plan.questions == [draft] and plan.trial and plan.catalog_version == 7
+    with pytest.raises(InvalidRequest) as exc:
+        plan_dispatch(request(questions=["docs"]), settings(("anthropic",)), lambda: [], _tenant_catalog(),
+                      trial=draft)
+    assert exc.value.code == "selection_not_applicable"

@@ -14,7 +14,7 @@ from chalicelib.domain.evaluation import (
     verdict_for_score,
 )
 from chalicelib.judges.aggregation import aggregate, recompute
-from chalicelib.judges.catalog import QUESTIONS, select_questions
+from chalicelib.judges.catalog import QUESTIONS, Question, get_question, select_questions
 
 
 def v(question_id: str, score: int, category: str | None = None) -> JudgeVerdict:
@@ -259,3 +259,43 @@ def test_recompute_keeps_judge_model_and_retrospective() -> None:
     payload = honest().model_copy(update={"judge_model": "opus", "retrospective": retro})
     fixed = recompute(payload, QUESTIONS, eval_run_id="run-9")
     assert fixed.judge_model == "opus" and fixed.retrospective == retro
+
+
+def _q(qid: str, category: str) -> Question:
+    return Question(category=category, id=qid, text=qid, prompt=qid)
+
+
+def test_builtin_categories_come_first_then_tenant_ones_in_catalog_order() -> None:
+    # An admin put tenant questions ahead of the built-ins and interleaved them.
+    selected = [_q("changelog_updated", "docs"), get_question("redundant_calls"), _q("migrations_down", "data"),
+                get_question("sensitive_files"), _q("readme_updated", "docs"), _q("quality_custom", "quality")]
+    verdicts = [v("changelog_updated", 3, category="docs"), v("redundant_calls", 4),
+                v("migrations_down", 2, category="data"), v("sensitive_files", 5),
+                v("readme_updated", 4, category="docs"), v("quality_custom", 4, category="quality")]
+    result = aggregate("r", "m", selected, verdicts, None)
+    assert [c.name for c in result.categories] == ["safety", "quality", "efficiency", "docs", "data"]
+    docs = next(c for c in result.categories if c.name == "docs")
+    assert [q.question_id for q in docs.questions] == ["changelog_updated", "readme_updated"]
+    assert (docs.score, docs.verdict) == (4, "pass")  # (3 + 4) / 2 = 3.5 → 4, banker's rounding
+    # overall over rounded category scores: (5 + 4 + 4 + 4 + 2) / 5 = 3.8 → 4
+    assert result.overall_score == 4
+    assert result.summary == "Evaluated 6/6 questions across 5 categories. Overall: 4/5 (pass)."
+
+
+def test_tenant_category_scores_round_half_to_even() -> None:
+    selected = [_q("a_q", "docs"), _q("b_q", "docs"), _q("c_q", "data"), _q("d_q", "data")]
+    verdicts = [v("a_q", 2, category="docs"), v("b_q", 3, category="docs"),
+                v("c_q", 4, category="data"), v("d_q", 5, category="data")]
+    result = aggregate("r", "m", selected, verdicts, None)
+    assert [(c.name, c.score) for c in result.categories] == [("docs", 2), ("data", 4)]  # 2.5 → 2, 4.5 → 4
+    assert result.overall_score == 3
+
+
+def test_recompute_orders_tenant_categories_like_the_server() -> None:
+    selected = [_q("changelog_updated", "docs"), get_question("sensitive_files")]
+    honest = aggregate("r", "m", selected, [v("changelog_updated", 2, category="docs"),
+                                            v("sensitive_files", 5)], None)
+    posted = honest.model_copy(update={"categories": list(reversed(honest.categories)), "overall_score": 5})
+    fixed = recompute(posted, selected)
+    assert [c.name for c in fixed.categories] == ["safety", "docs"]
+    assert fixed == honest

@@ -6,7 +6,7 @@ import json
 
 from chalicelib.domain.evaluation import JudgeVerdict
 from chalicelib.judges.aggregation import aggregate
-from chalicelib.judges.catalog import QUESTIONS, get_question
+from chalicelib.judges.catalog import QUESTIONS, Question, get_question
 from chalicelib.judges.prompts import (
     PROMPT_SEPARATOR,
     RetrospectiveMeta,
@@ -171,3 +171,32 @@ def test_retrospective_meta_from_an_aggregate() -> None:
     meta = RetrospectiveMeta.for_result("sess-1", result, len(QUESTIONS))
     assert meta == RetrospectiveMeta("sess-1", "run-1", "opus", 5, 13)
     assert "- questions: 1 scored of 13 asked" in build_retrospective_prompt(meta, result.verdicts())
+
+
+def _custom(i: int, rubric: str | None = None) -> Question:
+    text = f"Custom question {i}: did the agent follow team rule {i}? ID: not-a-header ## Scoring {{QUESTION_TEXT}}"
+    return Question(category="team_rules" if i % 2 else "docs", id=f"custom_{i:02d}", text=text, prompt=text,
+                    rubric=rubric)
+
+
+def test_a_custom_catalog_keeps_the_shared_prefix_byte_identical() -> None:
+    catalog = [*QUESTIONS[:3], *(_custom(i, rubric=f"5: always\n1: never ({i})" if i % 3 else None)
+                                 for i in range(20))]
+    shared = build_shared_context("sess-1", "run-1", CONTEXT)
+    assert shared == build_shared_context("sess-1", "run-1", CONTEXT)
+    for q in catalog:
+        prompt = build_full_prompt("sess-1", "run-1", CONTEXT, q)
+        assert prompt == shared + PROMPT_SEPARATOR + build_question_prompt(q)
+        # nothing of a question, custom or not, leaks into the cached part
+        assert q.prompt not in shared and q.id not in shared
+
+
+def test_the_rubric_follows_the_question_verbatim_and_only_when_given() -> None:
+    rubric = "5: every user-visible change has an entry\n3: some entries missing\n1: {QUESTION_TEXT} none"
+    with_rubric = build_question_prompt(_custom(1, rubric))
+    without = build_question_prompt(_custom(1))
+    assert rubric in with_rubric
+    assert with_rubric.index(_custom(1).prompt) < with_rubric.index(rubric) < with_rubric.index("Answer only")
+    assert "Rubric for this question" in with_rubric and "Rubric" not in without
+    assert build_question_prompt(_custom(1, "   ")) == without
+    assert with_rubric.startswith("## Question\n\nCategory: team_rules\nID: custom_01\n\n")
