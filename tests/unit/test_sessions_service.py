@@ -438,3 +438,29 @@ def test_eval_context_wire_form_omits_absent_agent_fields() -> None:
     assert wire["trace"][1]["agent_type"] == "explorer"
     assert "agent_id" not in wire["trace"][2]
     assert set(wire) >= {"session_id", "session_chain", "trace", "compaction"}
+
+
+class SteppingClock(FixedClock):
+    """Every look at the monotonic clock is one second later: parsing 'takes' a second per check."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = 0.0
+
+    def monotonic(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+def test_a_direct_upload_that_parses_too_long_is_refused_with_the_presigned_path(objects: FakeObjects,
+                                                                                 index: FakeIndex) -> None:
+    service = SessionService(objects, index, SteppingClock())
+    line = json.dumps({"type": "user", "timestamp": "2026-01-01T00:00:00Z",
+                       "message": {"role": "user", "content": "hi"}}).encode() + b"\n"
+
+    with pytest.raises(PayloadTooLarge) as err:
+        service.store_jsonl_bytes(BOB, "s1", "claude-code", line * 5000)
+
+    assert err.value.code == "direct_upload_too_large"
+    assert err.value.details == {"limit_kind": "parse_seconds", "limit": 5.0, "upload_path": "/sessions/s1/uploads"}
+    assert objects.puts == 0 and index.sessions == {}
