@@ -459,7 +459,7 @@ def test_a_direct_upload_that_parses_too_long_is_refused_with_the_presigned_path
                        "message": {"role": "user", "content": "hi"}}).encode() + b"\n"
 
     with pytest.raises(PayloadTooLarge) as err:
-        service.store_jsonl_bytes(BOB, "s1", "claude-code", line * 5000)
+        service.store_jsonl_bytes(BOB, "s1", "claude-code", line * 8000)
 
     assert err.value.code == "direct_upload_too_large"
     assert err.value.details == {"limit_kind": "parse_seconds", "limit": 5.0, "upload_path": "/sessions/s1/uploads"}
