@@ -148,8 +148,14 @@ def content_security_policy(config: ConsoleConfig) -> str:
     ])
 
 
+# Browsers that once saw the console over HTTPS never downgrade to http for it (a year; the host and
+# its subdomains only, no preload list). Ignored over plain http, so the local stack is unaffected.
+STRICT_TRANSPORT_SECURITY = "max-age=31536000; includeSubDomains"
+
+
 def _security_headers(config: ConsoleConfig) -> dict[str, str | list[str]]:
     return {
+        "Strict-Transport-Security": STRICT_TRANSPORT_SECURITY,
         "Content-Security-Policy": content_security_policy(config),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
@@ -184,7 +190,8 @@ def console_index(ctx: RequestContext) -> Response:
     path = str((ctx.request.context or {}).get("path") or "")
     if path and not path.endswith("/"):
         # Relative asset URLs only resolve under /ui/; a relative Location keeps any stage prefix.
-        return Response(body="", status_code=301, headers={"Location": "ui/", "Cache-Control": "no-cache"})
+        return Response(body="", status_code=301, headers={"Location": "ui/", "Cache-Control": "no-cache",
+                                                           "Strict-Transport-Security": STRICT_TRANSPORT_SECURITY})
     return _serve(ctx, "", "index.html")
 
 
