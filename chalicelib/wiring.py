@@ -58,11 +58,11 @@ class Container:
 
         return self._session or boto3.Session(region_name=self.config.region)
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, **config: Any) -> Any:
         from botocore.config import Config
 
         cfg = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10,
-                     tcp_keepalive=True)
+                     tcp_keepalive=True, **config)
         return self.session.client(service, endpoint_url=self.config.aws_endpoint_url,  # type: ignore[call-overload]
                                    region_name=self.config.region, config=cfg)
 
@@ -80,7 +80,9 @@ class Container:
 
     @cached_property
     def s3(self) -> Any:
-        return self.client("s3")
+        # SigV4 always: presigned upload URLs must sign Content-Length (S3 then refuses any other
+        # size) and the SSE-KMS headers, which botocore's SigV2 default for some regions does not.
+        return self.client("s3", signature_version="s3v4")
 
     @cached_property
     def events(self) -> Any:

@@ -47,6 +47,7 @@ from chalicelib.domain.errors import (
     Conflict,
     DependencyUnavailable,
     DomainError,
+    Forbidden,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
@@ -252,7 +253,9 @@ class UploadRequest(SessionDetails):
     """`POST /sessions/{id}/uploads`."""
 
     format: JsonlFormat
-    content_length: int | None = Field(default=None, ge=1)
+    # Required: it is signed into the URL, so S3 refuses a body of any other size (an unsized URL
+    # would accept up to 5 GB into the bucket), and completion checks the stored size against it.
+    content_length: int = Field(ge=1, description="exact size in bytes of the file you will PUT")
 
 
 class UploadTicket(_Out):
@@ -628,6 +631,7 @@ class SessionService:
         merged = SessionDetails(repository=upload.repository or fallback.repository,
                                 title=upload.title or fallback.title,
                                 parent_session_id=upload.parent_session_id or fallback.parent_session_id)
+        self._check_owner(principal, session_id)
         self._check_parent(principal.tenant, session_id, merged.parent_session_id)
         facts = _InMemoryInput(bytes=len(body), received_bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
         return self._store(principal, session_id, "native", upload.trace, None, facts, merged)
@@ -642,6 +646,7 @@ class SessionService:
         if fmt not in SESSION_FORMATS:
             raise unsupported_format(fmt)
         details = details or SessionDetails()
+        self._check_owner(principal, session_id)
         self._check_parent(principal.tenant, session_id, details.parent_session_id)
         return self._store_stream(principal, session_id, fmt, body, details, self._direct_caps(session_id))
 
@@ -675,8 +680,9 @@ class SessionService:
     def create_upload(self, principal: Principal, session_id: str, request: UploadRequest) -> UploadTicket:
         """Start a presigned upload for a file too large for `PUT /sessions/{id}`."""
         validate_session_id(session_id)
+        self._check_owner(principal, session_id)
         self._check_parent(principal.tenant, session_id, request.parent_session_id)
-        if request.content_length is not None and request.content_length > self._max_session:
+        if request.content_length > self._max_session:
             raise PayloadTooLarge(f"content_length {request.content_length} is over the {self._max_session}-byte "
                                   "session limit.", code="session_too_large",
                                   details={"limit_bytes": self._max_session})
@@ -703,9 +709,11 @@ class SessionService:
         _validate_upload_id(upload_id)
         tenant = principal.tenant
         ticket = self._index.get_upload(tenant, upload_id, now_epoch=int(self._clock.now().timestamp()))
-        if ticket is None or ticket.get("session_id") != session_id:
+        if (ticket is None or ticket.get("session_id") != session_id
+                or (ticket.get("created_by") != principal.user and not principal.is_admin)):
             raise NotFound("No such upload for this session (it may have expired); start a new one with "
                            f"POST /sessions/{session_id}/uploads.", code="upload_not_found")
+        self._check_owner(principal, session_id)
         key = self._objects.upload_key(tenant, upload_id)
         stream = self._objects.open(key)
         if stream is None:
@@ -714,6 +722,12 @@ class SessionService:
         details = SessionDetails(repository=ticket.get("repository"), title=ticket.get("title"),
                                  parent_session_id=ticket.get("parent_session_id"))
         try:
+            expected = ticket.get("content_length")
+            if expected is not None and stream.size != int(expected):
+                raise InvalidRequest(f"The uploaded file is {stream.size} bytes, not the {expected} bytes the upload "
+                                     "was started with; start a new upload with the file's exact size.",
+                                     code="upload_size_mismatch",
+                                     details={"content_length": int(expected), "received_bytes": stream.size})
             if stream.size > self._max_session:
                 raise PayloadTooLarge(f"The uploaded file is {stream.size} bytes; the limit is "
                                       f"{self._max_session} bytes.", code="session_too_large",
@@ -815,6 +829,19 @@ class SessionService:
         finally:
             stream.close()
 
+    def _check_owner(self, principal: Principal, session_id: str,
+                     previous: dict[str, Any] | bool | None = True) -> None:
+        """Only the member who uploaded a session (or an admin) may replace it.
+
+        Checked before anything is read (`previous=True`: look it up) and again with the record read
+        right before the write, so two members racing on one id cannot slip past it.
+        """
+        record = self._index.get_session(principal.tenant, session_id) if previous is True else previous
+        if isinstance(record, dict) and not principal.is_admin and record.get("uploaded_by") != principal.user:
+            raise Forbidden(f"Session {session_id} was uploaded by another member; only they or an admin may "
+                            "replace it. Upload yours under another session id.", code="not_session_owner",
+                            details={"session_id": session_id})
+
     def _check_parent(self, tenant: str, session_id: str, parent_id: str | None) -> None:
         """An explicit parent must be a valid id, not the session itself, and not close a cycle."""
         if parent_id is None:
@@ -856,6 +883,7 @@ class SessionService:
                                      details={"lines": stats.lines if stats else 0})
             parent_id, parent_source = self._resolve_parent(tenant, session_id, details, stats)
             previous = self._index.get_session(tenant, session_id)
+            self._check_owner(principal, session_id, previous)
             stored = self._objects.put_trace(key, spool, spooled.size)
         now = iso(self._clock.now())
         meta = stats.metadata if stats else None

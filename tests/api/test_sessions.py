@@ -437,6 +437,7 @@ def test_secrets_fixture_is_fully_redacted(client: Any, member_token: str) -> No
 # -- presigned upload ----------------------------------------------------------------------------
 
 def _start_upload(client: Any, token: str, session: str, **body: Any) -> Any:
+    body.setdefault("content_length", len(claude_session(session)))
     return client.post(f"/sessions/{session}/uploads", token=token, json_body={"format": "claude-code", **body})
 
 
@@ -480,6 +481,28 @@ def test_completing_before_the_put_is_409(client: Any, member_token: str) -> Non
     assert resp.json["error"]["code"] == "upload_not_received"
 
 
+def test_the_upload_url_signs_the_announced_size(client: Any, member_token: str) -> None:
+    t = _start_upload(client, member_token, "s1", content_length=1234).json
+
+    assert t["headers"]["Content-Length"] == "1234"
+    assert "content-length" in t["url"].lower()  # in X-Amz-SignedHeaders: S3 refuses any other size
+
+
+def test_another_member_cannot_replace_a_session(client: Any, aws: Any, member_token: str) -> None:
+    assert put_ndjson(client, member_token, "s1", claude_session("s1")).status_code == 201
+    alice = mint("acme", "alice", [])
+
+    replaced = put_ndjson(client, alice, "s1", claude_session("s1", output="alice's"))
+    started = _start_upload(client, alice, "s1")
+
+    for resp in (replaced, started):
+        assert resp.status_code == 403, resp.json
+        assert resp.json["error"]["code"] == "not_session_owner"
+    assert session_item(aws, "acme", "s1")["uploaded_by"] == "bob"
+    admin = put_ndjson(client, mint("acme", "root", ["admin"]), "s1", claude_session("s1"))
+    assert admin.status_code == 200
+
+
 def test_an_upload_belongs_to_its_tenant_and_session(client: Any, aws: Any, member_token: str,
                                                      other_tenant_admin: str) -> None:
     t = _start_upload(client, member_token, "s1").json
@@ -495,7 +518,7 @@ def test_an_upload_belongs_to_its_tenant_and_session(client: Any, aws: Any, memb
 
 
 def test_a_bad_uploaded_file_stores_nothing_and_is_discarded(client: Any, aws: Any, member_token: str) -> None:
-    t = _start_upload(client, member_token, "s1").json
+    t = _start_upload(client, member_token, "s1", content_length=len(b'{"type":"user"}\n{not json}\n')).json
     session, resources = aws
     # Under the in-process mock a boto3 put_object to the same key stands in for the client's PUT.
     session.client("s3").put_object(Bucket=resources.bucket_name, Key=f"uploads/acme/{t['upload_id']}",
@@ -511,9 +534,9 @@ def test_a_bad_uploaded_file_stores_nothing_and_is_discarded(client: Any, aws: A
 
 
 def test_ten_megabyte_line_via_upload_is_line_too_long(client: Any, aws: Any, member_token: str) -> None:
-    t = _start_upload(client, member_token, "s1").json
     session, resources = aws
     line = b'{"type":"user","message":{"content":"' + b"a" * (10 * 1024 * 1024) + b'"}}\n'
+    t = _start_upload(client, member_token, "s1", content_length=len(line)).json
     session.client("s3").put_object(Bucket=resources.bucket_name, Key=f"uploads/acme/{t['upload_id']}", Body=line)
 
     resp = client.post(f"/sessions/s1/uploads/{t['upload_id']}/complete", token=member_token)
@@ -525,10 +548,12 @@ def test_ten_megabyte_line_via_upload_is_line_too_long(client: Any, aws: Any, me
 
 def test_bad_upload_requests(client: Any, member_token: str) -> None:
     cases: list[tuple[dict[str, Any], int, str]] = [
-        ({"format": "native"}, 400, "validation_failed"),
+        ({"format": "native", "content_length": 10}, 400, "validation_failed"),
+        ({"format": "claude-code"}, 400, "validation_failed"),  # no size: an unbounded URL
+        ({"format": "claude-code", "content_length": 0}, 400, "validation_failed"),
         ({"format": "claude-code", "content_length": 300 * 1024 * 1024}, 413, "session_too_large"),
-        ({"format": "claude-code", "surprise": 1}, 400, "validation_failed"),
-        ({"format": "codex", "parent_session_id": "bad id"}, 400, "invalid_session_id"),
+        ({"format": "claude-code", "content_length": 10, "surprise": 1}, 400, "validation_failed"),
+        ({"format": "codex", "content_length": 10, "parent_session_id": "bad id"}, 400, "invalid_session_id"),
     ]
     for body, status, code in cases:
         resp = client.post("/sessions/s1/uploads", token=member_token, json_body=body)

@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import pytest
 
-from chalicelib.domain.errors import DependencyUnavailable, InvalidRequest, NotFound, PayloadTooLarge
+from chalicelib.domain.errors import DependencyUnavailable, Forbidden, InvalidRequest, NotFound, PayloadTooLarge
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.trace import TextEntry, ToolInvocation, ToolResult, TraceEntry
 from chalicelib.ingest import build_eval_context, iter_jsonl_lines, parse_session
@@ -325,8 +325,10 @@ def test_a_trace_stored_before_redaction_at_upload_is_still_redacted_on_read(
 
 # -- presigned uploads -----------------------------------------------------------------------------
 
+CODEX_SIZE = len((FIXTURES / "codex-full.jsonl").read_bytes())
+
 def test_upload_ticket_and_completion(service: SessionService, objects: FakeObjects, index: FakeIndex) -> None:
-    ticket = service.create_upload(BOB, "s1", UploadRequest(format="codex", title="big"))
+    ticket = service.create_upload(BOB, "s1", UploadRequest(format="codex", title="big", content_length=CODEX_SIZE))
     assert ticket.expires_at == "2026-03-01T12:15:00.000Z"
     assert ticket.complete_path == f"/sessions/s1/uploads/{ticket.upload_id}/complete"
     objects.data[f"uploads/acme/{ticket.upload_id}"] = (FIXTURES / "codex-full.jsonl").read_bytes()
@@ -340,7 +342,7 @@ def test_upload_ticket_and_completion(service: SessionService, objects: FakeObje
 
 def test_a_storage_outage_during_completion_keeps_the_upload(service: SessionService, objects: FakeObjects,
                                                              index: FakeIndex) -> None:
-    ticket = service.create_upload(BOB, "s1", UploadRequest(format="codex"))
+    ticket = service.create_upload(BOB, "s1", UploadRequest(format="codex", content_length=CODEX_SIZE))
     upload_key = f"uploads/acme/{ticket.upload_id}"
     objects.data[upload_key] = (FIXTURES / "codex-full.jsonl").read_bytes()
     index.fail_put_session = True
@@ -353,7 +355,7 @@ def test_a_storage_outage_during_completion_keeps_the_upload(service: SessionSer
 
 
 def test_expired_tickets_are_not_found(service: SessionService, clock: FixedClock) -> None:
-    ticket = service.create_upload(BOB, "s1", UploadRequest(format="codex"))
+    ticket = service.create_upload(BOB, "s1", UploadRequest(format="codex", content_length=CODEX_SIZE))
     clock.at += timedelta(days=2)
 
     with pytest.raises(NotFound):
@@ -464,3 +466,51 @@ def test_a_direct_upload_that_parses_too_long_is_refused_with_the_presigned_path
     assert err.value.code == "direct_upload_too_large"
     assert err.value.details == {"limit_kind": "parse_seconds", "limit": 5.0, "upload_path": "/sessions/s1/uploads"}
     assert objects.puts == 0 and index.sessions == {}
+
+
+def test_a_file_of_another_size_than_announced_is_refused_and_discarded(service: SessionService,
+                                                                        objects: FakeObjects,
+                                                                        index: FakeIndex) -> None:
+    ticket = service.create_upload(BOB, "s1", UploadRequest(format="codex", content_length=CODEX_SIZE - 1))
+    objects.data[f"uploads/acme/{ticket.upload_id}"] = (FIXTURES / "codex-full.jsonl").read_bytes()
+
+    with pytest.raises(InvalidRequest) as err:
+        service.complete_upload(BOB, "s1", ticket.upload_id)
+
+    assert err.value.code == "upload_size_mismatch"
+    assert objects.data == {} and index.uploads == {} and index.sessions == {}
+
+
+ALICE = Principal(tenant="acme", user="alice")
+ADMIN = Principal(tenant="acme", user="root", roles=("admin",))
+
+
+def test_only_the_uploader_or_an_admin_may_replace_a_session(service: SessionService, objects: FakeObjects,
+                                                             index: FakeIndex) -> None:
+    service.store_native(BOB, "s1", native(output="bob's"))
+    body = (FIXTURES / "codex-full.jsonl").read_bytes()
+
+    for attempt in (lambda: service.store_native(ALICE, "s1", native(output="alice's")),
+                    lambda: service.store_jsonl_bytes(ALICE, "s1", "codex", body),
+                    lambda: service.create_upload(ALICE, "s1", UploadRequest(format="codex", content_length=9))):
+        with pytest.raises(Forbidden) as err:
+            attempt()
+        assert err.value.code == "not_session_owner"
+    assert index.sessions[("acme", "s1")]["uploaded_by"] == "bob" and objects.puts == 1
+
+    assert service.store_native(BOB, "s1", native(output="bob again")).revision == 2
+    assert service.store_native(ADMIN, "s1", native(output="admin's")).uploaded_by == "root"
+
+
+def test_a_session_taken_between_start_and_completion_is_not_replaced(service: SessionService,
+                                                                      objects: FakeObjects) -> None:
+    ticket = service.create_upload(ALICE, "s1", UploadRequest(format="codex", content_length=CODEX_SIZE))
+    objects.data[f"uploads/acme/{ticket.upload_id}"] = (FIXTURES / "codex-full.jsonl").read_bytes()
+    service.store_native(BOB, "s1", native())
+
+    with pytest.raises(Forbidden) as err:
+        service.complete_upload(ALICE, "s1", ticket.upload_id)
+
+    assert err.value.code == "not_session_owner"
+    with pytest.raises(NotFound):  # nor by anyone but the member who started it
+        service.complete_upload(BOB, "s1", ticket.upload_id)
