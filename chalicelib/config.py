@@ -43,6 +43,9 @@ class RuntimeConfig(BaseModel):
 
     max_run_timeout_seconds: int = 840
     worker_grace_seconds: int = 60
+    # Session uploads per user per window (chalicelib/services/upload_limits.py).
+    upload_rate_limit: int = Field(default=60, ge=1)
+    upload_rate_window_seconds: int = Field(default=60, ge=1)
     settings_cache_seconds: float = 5.0
     secret_cache_seconds: float = 300.0
 
@@ -85,6 +88,8 @@ _ENV_MAP: dict[str, str] = {
     "allowed_base_url_ports": "ALLOWED_BASE_URL_PORTS",
     "max_run_timeout_seconds": "MAX_RUN_TIMEOUT_SECONDS",
     "worker_grace_seconds": "WORKER_GRACE_SECONDS",
+    "upload_rate_limit": "UPLOAD_RATE_LIMIT",
+    "upload_rate_window_seconds": "UPLOAD_RATE_WINDOW_SECONDS",
     "settings_cache_seconds": "SETTINGS_CACHE_SECONDS",
     "secret_cache_seconds": "SECRET_CACHE_SECONDS",
     "websocket_api_id": "WEBSOCKET_API_ID",

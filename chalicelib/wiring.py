@@ -177,11 +177,16 @@ class Container:
     @cached_property
     def sessions(self) -> SessionService:
         from chalicelib.adapters.session_store import DynamoSessionIndex, S3SessionObjects
+        from chalicelib.adapters.upload_rate_store import DynamoUploadCounter
         from chalicelib.services.sessions import SessionService
+        from chalicelib.services.upload_limits import UploadRateLimit
 
         cfg = self.config
+        rate = UploadRateLimit(DynamoUploadCounter(self.dynamodb, table_name=cfg.table_name), self.clock,
+                               limit=cfg.upload_rate_limit, window_seconds=cfg.upload_rate_window_seconds)
         return SessionService(objects=S3SessionObjects(self.s3, bucket=cfg.bucket_name, kms_key_id=cfg.kms_key_id),
-                              index=DynamoSessionIndex(self.dynamodb, table_name=cfg.table_name), clock=self.clock)
+                              index=DynamoSessionIndex(self.dynamodb, table_name=cfg.table_name), clock=self.clock,
+                              upload_rate=rate.check)
 
     # -- judge catalog -----------------------------------------------------------------------
     @cached_property

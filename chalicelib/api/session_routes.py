@@ -84,8 +84,10 @@ class EvalContextQuery(BaseModel):
           request_model=SessionUpload, query_model=PutSessionQuery, response_model=SessionStored, status=201,
           request_content_types=("application/json", NDJSON),
           extra_responses={200: "replaced an existing session",
+                           403: "the session was uploaded by another member (not_session_owner)",
                            413: "body over 4 MiB, or over the direct-upload caps once inflated (32 MiB, "
                                 "200,000 lines, 5 s of parsing): use the presigned upload",
+                           429: "over the upload rate limit per user (Retry-After says when to retry)",
                            415: "content type is neither application/json nor application/x-ndjson"})
 def put_session(ctx: RequestContext, session_id: str) -> ApiResponse:
     query = ctx.query(PutSessionQuery)
@@ -129,7 +131,9 @@ def list_sessions(ctx: RequestContext) -> SessionPage:
 @endpoint(sessions_bp, "/sessions/{session_id}/uploads", "POST", path_params=SESSION_ID_PARAM,
           auth="member", tags=_TAGS,
           summary="Start a presigned upload for a session file too large for PUT",
-          request_model=UploadRequest, response_model=UploadTicket, status=201)
+          request_model=UploadRequest, response_model=UploadTicket, status=201,
+          extra_responses={403: "the session was uploaded by another member (not_session_owner)",
+                           429: "over the upload rate limit per user (Retry-After says when to retry)"})
 def create_session_upload(ctx: RequestContext, session_id: str) -> ApiResponse:
     ticket = _sessions().create_upload(ctx.principal, session_id, ctx.body(UploadRequest))
     return ApiResponse(ticket, status=201)

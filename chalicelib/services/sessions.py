@@ -597,8 +597,11 @@ def stream_eval_context(entries: Iterable[TraceEntry], threshold: int) -> tuple[
 class SessionService:
     def __init__(self, objects: SessionObjects, index: SessionIndex, clock: Clock, *,
                  new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
-                 spool_memory_bytes: int = SPOOL_MEMORY_BYTES, max_session_bytes: int = MAX_SESSION_BYTES) -> None:
+                 spool_memory_bytes: int = SPOOL_MEMORY_BYTES, max_session_bytes: int = MAX_SESSION_BYTES,
+                 upload_rate: Callable[[Principal], None] | None = None) -> None:
         self._objects = objects
+        # Counts one upload for the caller or raises (429): every direct upload and presigned start.
+        self._upload_rate = upload_rate or (lambda _principal: None)
         self._index = index
         self._clock = clock
         self._new_id = new_id
@@ -615,6 +618,7 @@ class SessionService:
             raise too_large_for_put(len(body), session_id)
         if not body.strip():
             raise InvalidRequest("The request body is empty; send {\"trace\": [...]} as JSON.", code="empty_body")
+        self._upload_rate(principal)  # before parsing: invalid bodies count too
         try:
             data = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -648,6 +652,7 @@ class SessionService:
         details = details or SessionDetails()
         self._check_owner(principal, session_id)
         self._check_parent(principal.tenant, session_id, details.parent_session_id)
+        self._upload_rate(principal)
         return self._store_stream(principal, session_id, fmt, body, details, self._direct_caps(session_id))
 
     def _direct_caps(self, session_id: str) -> _Caps:
@@ -686,6 +691,7 @@ class SessionService:
             raise PayloadTooLarge(f"content_length {request.content_length} is over the {self._max_session}-byte "
                                   "session limit.", code="session_too_large",
                                   details={"limit_bytes": self._max_session})
+        self._upload_rate(principal)
         upload_id = self._new_id()
         now = self._clock.now()
         presigned = self._objects.presign_put(self._objects.upload_key(principal.tenant, upload_id),
