@@ -5,15 +5,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STAGE ?= dev
+CHECKOV_VENV := .local/checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 TENANT ?= acme
 USER ?= alice
 ROLE ?= admin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help run test test-fast lint typecheck token package bench import-settings clean browsers
+.PHONY: help run test test-fast lint typecheck token package deploy infra deploy-rehearsal bench import-settings clean browsers
 
 help:
-	@echo "make run | test | token TENANT=.. USER=.. ROLE=admin|member | package STAGE=dev|prod | bench | import-settings FILE=.. TENANT=.."
+	@echo "make run | test | token TENANT=.. USER=.. ROLE=admin|member | package STAGE=dev|prod | deploy STAGE=.. ARTIFACT_BUCKET=.. PARAMS=.. | infra STAGE=.. PARAMS=.. | deploy-rehearsal STAGE=.. | bench | import-settings FILE=.. TENANT=.."
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,10 +33,10 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test-fast: $(STAMP)
-	$(VENV)/bin/pytest -m "not e2e and not browser"
+	$(VENV)/bin/pytest -m "not e2e and not browser and not deploy"
 
 # SKIP_BROWSER=1: no Chromium install (no Debian apt needed) and no browser tests; everything else runs.
-test: $(STAMP) $(if $(SKIP_BROWSER),,browsers) lint typecheck
+test: $(STAMP) $(if $(SKIP_BROWSER),,browsers) $(CHECKOV) lint typecheck
 	$(VENV)/bin/pytest $(if $(SKIP_BROWSER),-m "not browser")
 
 # Debian's Chromium for the browser tests (tests/browser): Playwright drives /usr/bin/chromium and
@@ -56,6 +58,25 @@ import-settings: $(STAMP)
 
 package: $(STAMP)
 	@$(PY) -m devstack.package --stage "$(STAGE)"
+
+# make deploy STAGE=prod ARTIFACT_BUCKET=my-artifacts PARAMS="JwksUrl=… JwtIssuer=… JwtAudience=…"
+# Runs exactly the README's command sequence (devstack/deploy.py prints it with --dry-run).
+deploy: $(STAMP)
+	@$(PY) -m devstack.deploy --stage "$(STAGE)" --artifact-bucket "$(ARTIFACT_BUCKET)" $(if $(STACK),--stack-name "$(STACK)") $(PARAMS)
+
+# make infra STAGE=prod PARAMS="JwksUrl=… JwtIssuer=… JwtAudience=…": the data stack for `chalice deploy`.
+infra: $(STAMP)
+	@$(PY) -m devstack.infra --stage "$(STAGE)" $(PARAMS)
+
+# checkov pins its own boto3/botocore (older than ours): it lives in a venv of its own.
+$(CHECKOV):
+	@mkdir -p .local && $(PYTHON) -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check 'checkov>=3.2,<4' 2>&1 | grep -v "is ignored" || true
+	@test -x $(CHECKOV)
+
+# The deploy rehearsed offline on moto: build/$(STAGE)/rehearsal.json (devstack/rehearsal.py).
+deploy-rehearsal: $(STAMP) $(CHECKOV)
+	@CHECKOV=$(CURDIR)/$(CHECKOV) $(PY) -m devstack.rehearsal --stage "$(STAGE)"
 
 bench: $(STAMP)
 	@$(PY) -m bench.run_all

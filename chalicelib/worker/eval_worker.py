@@ -8,6 +8,7 @@ eval_worker`), which never imports `app.py`, so it carries its own logging and m
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from chalice import Blueprint
@@ -16,9 +17,11 @@ from chalicelib.observability import lambda_entry
 
 worker_bp = Blueprint(__name__)
 
-# Chalice needs the queue *name* at import; the packaged template re-points the event source at
-# the CloudFormation-managed queue (see infra/ and devstack/package.py).
-QUEUE_NAME = "eval-runner-jobs"
+# Chalice needs the queue *name* when it reads the app. The packaged template re-points the event
+# source at the stack's queue itself (devstack/package.py); `chalice deploy` takes it from here, so
+# this is the one import-time environment read in the code: `make infra` writes the data stack's
+# queue name into the stage's environment, which chalice loads before it imports the app.
+QUEUE_NAME = os.environ.get("EVAL_JOBS_QUEUE_NAME") or "eval-runner-jobs"
 # At most this many worker Lambdas poll the queue at once (the SQS event source's
 # ScalingConfig.MaximumConcurrency, 2-1000): one member's burst of dispatches queues up instead of
 # taking the account's Lambda concurrency, and the vendor sees a bounded fan-out.
