@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import boto3
     from chalice.app import Request
 
+    from chalicelib.adapters.budget_ledger import DynamoBudgetLedger
     from chalicelib.adapters.catalog_store import DynamoCatalogStore
     from chalicelib.adapters.daemon_store import DynamoDaemonStore
     from chalicelib.adapters.event_publisher import EventBridgePublisher
@@ -41,7 +42,9 @@ if TYPE_CHECKING:
     from chalicelib.services.eval_jobs import EvalJobService
     from chalicelib.services.eval_runs import DaemonDirectory, EvalRunService
     from chalicelib.services.judge_runner import RunnerTuning
+    from chalicelib.services.run_lifecycle import RunLifecycle
     from chalicelib.services.sessions import SessionService
+    from chalicelib.services.spend import SpendService
 
 
 class Container:
@@ -224,11 +227,35 @@ class Container:
         return EvalRunService(runs=self.run_store, queue=self.job_queue, settings=self.admin_settings,
                               catalog=self.catalog, daemons=self._daemon_directory, clock=self.clock,
                               max_run_timeout_seconds=self.config.max_run_timeout_seconds,
-                              session_exists=self._session_exists,
-                              worker_grace_seconds=self.config.worker_grace_seconds)
+                              lifecycle=self.run_lifecycle, spend=self.spend,
+                              session_exists=self._session_exists)
 
     def _daemon_directory(self) -> DaemonDirectory:
         return self.daemon_service
+
+    # -- run lifecycle and spend -------------------------------------------------------------
+    @cached_property
+    def budget_ledger(self) -> DynamoBudgetLedger:
+        from chalicelib.adapters.budget_ledger import DynamoBudgetLedger
+
+        return DynamoBudgetLedger(self.dynamodb, self.config.table_name)
+
+    @cached_property
+    def spend(self) -> SpendService:
+        from chalicelib.services.spend import SpendService
+
+        return SpendService(ledger=self.budget_ledger, clock=self.clock)
+
+    @cached_property
+    def run_lifecycle(self) -> RunLifecycle:
+        """The one finalizer of eval runs. Participants: spend's settlement (others add theirs here)."""
+        from chalicelib.services.run_lifecycle import RunLifecycle
+        from chalicelib.services.spend import SpendSettlement
+
+        return RunLifecycle(runs=self.run_store, clock=self.clock,
+                            worker_grace_seconds=self.config.worker_grace_seconds,
+                            participants=[SpendSettlement(self.budget_ledger)], registry=self.budget_ledger,
+                            daemon_deadlines=self._daemon_directory)
 
     # -- daemon runner -----------------------------------------------------------------------
     @cached_property
@@ -258,7 +285,8 @@ class Container:
         from chalicelib.services.daemon_results import DaemonRunReporter
         from chalicelib.services.daemons import DaemonService
 
-        reporter = DaemonRunReporter(store=self.daemon_store, runs=self.run_store, clock=self.clock)
+        reporter = DaemonRunReporter(store=self.daemon_store, runs=self.run_store, clock=self.clock,
+                                     lifecycle=self.run_lifecycle)
         return DaemonService(store=self.daemon_store, runs=self.run_store, push=self.ws_push, clock=self.clock,
                              reporter=reporter, questions=self.catalog, authenticate_token=self.authenticate_token)
 
@@ -302,7 +330,8 @@ class Container:
         return EvalJobService(runs=self.run_store, settings=self.admin_settings, sessions=self.sessions,
                               questions=self.catalog, build_judge_model=self.build_judge_model,
                               events=self.event_publisher, clock=self.clock,
-                              grace_seconds=self.config.worker_grace_seconds, tuning=self.judge_tuning,
+                              grace_seconds=self.config.worker_grace_seconds, lifecycle=self.run_lifecycle,
+                              tuning=self.judge_tuning,
                               rate_gates=self.rate_gate if self.config.vendor_rate_limiter == "shared" else None)
 
 

@@ -1,5 +1,6 @@
 """Local stand-in for the SQS → Lambda event source mapping: polls the queue and invokes the
-worker handler with Lambda-shaped batches, honouring partial batch failures like AWS does."""
+worker handler with Lambda-shaped batches, honouring partial batch failures like AWS does; and for
+the EventBridge schedule of the `run_maintenance` Lambda (the run lifecycle's sweep)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", "8")))
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--maintenance-seconds", type=float,
+                        default=float(os.environ.get("MAINTENANCE_INTERVAL_SECONDS", "300")),
+                        help="how often to run the scheduled maintenance sweep (deployed: every 5 minutes)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("botocore", "boto3", "urllib3"):
@@ -56,6 +60,17 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     slots = threading.Semaphore(args.concurrency)
+
+    def maintenance() -> None:
+        from chalicelib.worker.maintenance import run_maintenance_sweep
+
+        while not stop.wait(args.maintenance_seconds):
+            try:
+                run_maintenance_sweep()
+            except Exception:
+                log.exception("maintenance sweep failed; it runs again at the next interval")
+
+    threading.Thread(target=maintenance, name="maintenance", daemon=True).start()
 
     def invoke(messages: list[dict[str, Any]]) -> None:
         try:

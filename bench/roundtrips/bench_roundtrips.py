@@ -324,6 +324,9 @@ def api_requests(h: Harness) -> dict[str, Measured]:
     h.request("PUT", f"/sessions/{SESSION}", MEMBER, {"trace": _trace()}, expect=(200, 201))
     measure("GET /eval/runners, cold settings cache", "GET", "/eval/runners", MEMBER, cold=True)
     measure("GET /eval/runners, warm", "GET", "/eval/runners", MEMBER, cold=False)
+    measure("dispatch, the tenant's first (creates its spend ledger)", "POST", f"/sessions/{SESSION}/eval-runs",
+            MEMBER, {"threshold": 2000}, headers={"Idempotency-Key": "rt-0"}, cold=True, expect=202,
+            note="once per tenant: the ledger's maps and the sweep marker, then the dispatch transaction again")
     accepted = measure("dispatch, cold settings cache", "POST", f"/sessions/{SESSION}/eval-runs", MEMBER,
                        {"threshold": 2000}, headers={"Idempotency-Key": "rt-1"}, cold=True, expect=202)
     measure("dispatch, warm", "POST", f"/sessions/{SESSION}/eval-runs", MEMBER, {"threshold": 2000},
@@ -417,6 +420,8 @@ def _fmt_ops(ops: Counter[str]) -> str:
 
 def _api_target(name: str, m: Measured) -> str:
     settings_reads = sum(1 for c in m.calls if c.target == "SETTINGS" and c.operation == "GetItem")
+    if name.startswith("dispatch, the tenant's first"):
+        return "once per tenant"
     if name.startswith("dispatch"):
         ok = m.total <= DISPATCH_BUDGET and (settings_reads == 0 or "cold" in name)
         return f"≤ {DISPATCH_BUDGET} → {'met' if ok else 'NOT met'}"

@@ -6,12 +6,20 @@ Layout (single table): run `pk=TENANT#<t>, sk=RUN#<id>`, listed per session thro
 
 Every state change is a conditional write on `status`, so a cancel, a deadline or a result that
 races a worker can never be overwritten: the loser gets `RunStateConflict` and stops.
+
+Dispatch, a rerun's reopen and a run's finalization take `extra_writes`: opaque transaction items
+built by other adapters (the spend ledger's reservation and settlement, later aggregates) that
+commit atomically with the run's own write. When one of them fails its condition the caller gets
+`ExtraWriteRefused` with that item's old image, and decides (refuse, or fix and retry).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import random
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -23,6 +31,13 @@ from chalicelib.domain.json_depth import loads_bounded
 from chalicelib.domain.runs import EvalRun, RunError
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# DynamoDB cancels a transaction that touches an item another transaction is writing
+# (`TransactionConflict`); hot items (a tenant's spend ledger) make that routine, so retry a few
+# times with jittered backoff before reporting the store unavailable.
+TRANSACTION_CONFLICT_RETRIES = 6
+TRANSACTION_CONFLICT_BASE_SECONDS = 0.02
+
+TransactItem = dict[str, Any]
 
 
 class RunStateConflict(Conflict):
@@ -39,12 +54,70 @@ class DuplicateDispatch(Exception):
         self.eval_run_id = eval_run_id
 
 
+class ExtraWriteRefused(Exception):
+    """One of the caller's `extra_writes` failed its condition: `position` in the list given, and the
+    item as it was (`ReturnValuesOnConditionCheckFailure=ALL_OLD`; None when it does not exist)."""
+
+    def __init__(self, position: int, item: dict[str, Any] | None) -> None:
+        super().__init__(f"extra write {position} refused")
+        self.position = position
+        self.item = item
+
+
+class AlreadyFinalized(Exception):
+    """The run was finalized already (or left the terminal state it was finalized for): nothing to do."""
+
+
 def run_sk(run_id: str) -> str:
     return f"RUN#{run_id}"
 
 
 def _dump_outcome(outcome: QuestionOutcome) -> dict[str, Any]:
     return outcome.model_dump(mode="json")
+
+
+def _update_expression(sets: Mapping[str, Any], *, removes: tuple[str, ...] = (), add_version: bool = True,
+                       cond_values: Mapping[str, Any] | None = None
+                       ) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """SET (dotted paths into maps allowed) / ADD version / REMOVE, with every name a placeholder."""
+    names: dict[str, str] = {"#status": "status"}
+    values: dict[str, Any] = {}
+    parts = []
+    for i, (path, value) in enumerate(sets.items()):
+        tokens = []
+        for j, seg in enumerate(path.split(".")):
+            names[f"#n{i}_{j}"] = seg
+            tokens.append(f"#n{i}_{j}")
+        parts.append(f"{'.'.join(tokens)} = :v{i}")
+        values[f":v{i}"] = to_value(value)
+    expr = "SET " + ", ".join(parts) if parts else ""
+    if add_version:
+        names["#ver"] = "version"
+        values[":one"] = {"N": "1"}
+        expr += " ADD #ver :one"
+    if removes:
+        for k, attr in enumerate(removes):
+            names[f"#r{k}"] = attr
+        expr += " REMOVE " + ", ".join(f"#r{k}" for k in range(len(removes)))
+    for placeholder, raw in (cond_values or {}).items():
+        values[placeholder] = to_value(raw)
+    return expr.strip(), names, values
+
+
+def _only_transaction_conflicts(exc: ClientError) -> bool:
+    if exc.response["Error"]["Code"] != "TransactionCanceledException":
+        return False
+    codes = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+    return "TransactionConflict" in codes and all(c in ("None", "TransactionConflict") for c in codes)
+
+
+def _raise_extra_refusal(exc: ClientError, offset: int) -> None:
+    """Raise ExtraWriteRefused for the first of the caller's items (from `offset`) whose condition failed."""
+    reasons = exc.response.get("CancellationReasons", [])
+    for position, reason in enumerate(reasons[offset:]):
+        if reason.get("Code") == "ConditionalCheckFailed":
+            old = reason.get("Item")
+            raise ExtraWriteRefused(position, from_item(dict(old)) if old else None) from exc
 
 
 class DynamoRunStore:
@@ -96,7 +169,8 @@ class DynamoRunStore:
         return runs, next_cursor
 
     # -- dispatch ----------------------------------------------------------------------------
-    def create(self, run: EvalRun, *, session_key: dict[str, str] | None = None) -> None:
+    def create(self, run: EvalRun, *, session_key: dict[str, str] | None = None,
+               extra_writes: Sequence[TransactItem] = ()) -> None:
         """Store a new run in one transaction with its idempotency record and, when given, a
         check that the session exists, so dispatch costs a single DynamoDB round trip."""
         item = run.model_dump(mode="json")
@@ -119,8 +193,10 @@ class DynamoRunStore:
                                                    "sk": self._idem_sk(run.created_by, run.idempotency_key),
                                                    "eval_run_id": run.eval_run_id, "expires_at": expires,
                                                    "entity": "idempotency"})}})
+        own = len(items)
+        items.extend(extra_writes)
         try:
-            self._ddb.transact_write_items(TransactItems=items)
+            self._transact(items)
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
@@ -135,8 +211,23 @@ class DynamoRunStore:
                 existing = self.find_idempotent(run.tenant, run.created_by, run.idempotency_key)
                 if existing:
                     raise DuplicateDispatch(existing) from exc
+            _raise_extra_refusal(exc, own)
             raise Conflict("The run could not be created; retry with a new request.",
                            code="dispatch_conflict") from exc
+
+    def _transact(self, items: list[TransactItem]) -> None:
+        """TransactWriteItems, retrying cancellations caused only by concurrent transactions."""
+        for attempt in range(TRANSACTION_CONFLICT_RETRIES + 1):
+            try:
+                self._ddb.transact_write_items(TransactItems=items)
+                return
+            except ClientError as exc:
+                if not _only_transaction_conflicts(exc) or attempt == TRANSACTION_CONFLICT_RETRIES:
+                    if _only_transaction_conflicts(exc):
+                        raise DependencyUnavailable("The run store is busy; retry shortly.",
+                                                    code="store_busy") from exc
+                    raise
+                time.sleep(TRANSACTION_CONFLICT_BASE_SECONDS * (2 ** attempt) * (0.5 + random.random()))
 
     @staticmethod
     def _idem_sk(user: str, key: str) -> str:
@@ -152,28 +243,8 @@ class DynamoRunStore:
     def _update(self, tenant: str, run_id: str, *, sets: dict[str, Any], condition: str,
                 cond_values: dict[str, Any] | None = None, removes: tuple[str, ...] = (),
                 add_version: bool = True) -> EvalRun:
-        names: dict[str, str] = {"#status": "status"}
-        values: dict[str, Any] = {}
-        parts = []
-        for i, (path, value) in enumerate(sets.items()):
-            segs = path.split(".")
-            tokens = []
-            for j, seg in enumerate(segs):
-                names[f"#n{i}_{j}"] = seg
-                tokens.append(f"#n{i}_{j}")
-            parts.append(f"{'.'.join(tokens)} = :v{i}")
-            values[f":v{i}"] = to_value(value)
-        expr = "SET " + ", ".join(parts) if parts else ""
-        if add_version:
-            names["#ver"] = "version"
-            values[":one"] = {"N": "1"}
-            expr += " ADD #ver :one"
-        if removes:
-            for k, attr in enumerate(removes):
-                names[f"#r{k}"] = attr
-            expr += " REMOVE " + ", ".join(f"#r{k}" for k in range(len(removes)))
-        for placeholder, raw in (cond_values or {}).items():
-            values[placeholder] = to_value(raw)
+        expr, names, values = _update_expression(sets, removes=removes, add_version=add_version,
+                                                 cond_values=cond_values)
         try:
             resp = self._ddb.update_item(
                 TableName=self._table, Key={"pk": {"S": tenant_pk(tenant)}, "sk": {"S": run_sk(run_id)}},
@@ -190,6 +261,33 @@ class DynamoRunStore:
                                        details={"status": status}) from exc
             raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
         return EvalRun.model_validate(from_item(resp["Attributes"]))
+
+    def _update_in_transaction(self, tenant: str, run_id: str, *, sets: dict[str, Any], condition: str,
+                               cond_values: dict[str, Any] | None = None, removes: tuple[str, ...] = (),
+                               extra_writes: Sequence[TransactItem]) -> EvalRun:
+        """`_update` together with other items in one transaction; the run is read back after."""
+        expr, names, values = _update_expression(sets, removes=removes, add_version=True, cond_values=cond_values)
+        update: TransactItem = {"Update": {
+            "TableName": self._table, "Key": {"pk": {"S": tenant_pk(tenant)}, "sk": {"S": run_sk(run_id)}},
+            "UpdateExpression": expr, "ConditionExpression": f"attribute_exists(pk) AND ({condition})",
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
+        try:
+            self._transact([update, *extra_writes])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                old = reasons[0].get("Item")
+                if old is None:
+                    raise NotFound(f"No eval run '{run_id}' in this tenant.", code="eval_run_not_found") from exc
+                status = from_item(dict(old)).get("status")
+                raise RunStateConflict(f"The eval run is {status}; this change no longer applies.",
+                                       details={"status": status}) from exc
+            _raise_extra_refusal(exc, 1)
+            raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
+        return self.require(tenant, run_id)
 
     def start(self, tenant: str, run_id: str, *, now: str, outcomes: list[QuestionOutcome],
               context: dict[str, Any] | None = None, lease_seconds: float | None = None) -> EvalRun:
@@ -247,30 +345,69 @@ class DynamoRunStore:
                             removes=("lease_until",))
 
     def cancel(self, tenant: str, run_id: str, *, now: str, message: str,
-               outcomes: list[QuestionOutcome] = ()) -> EvalRun:  # type: ignore[assignment]
-        """queued/running → cancelled; unfinished questions are marked cancelled in the same write."""
+               outcomes: list[QuestionOutcome] = (),  # type: ignore[assignment]
+               from_statuses: tuple[str, ...] = ("queued", "running")) -> EvalRun:
+        """queued/running → cancelled; unfinished questions are marked cancelled in the same write.
+
+        `from_statuses` narrows it to the status the caller saw, so it knows who finalizes the run
+        (a queued run at once; a running server run when its worker has stopped)."""
         err = RunError(code="cancelled", message=message)
         sets: dict[str, Any] = {"status": "cancelled", "finished_at": now, "cancel_requested": True,
                                 "error": err.model_dump()}
         for o in outcomes:
             sets[f"outcomes.{o.question_id}"] = _dump_outcome(o)
-        return self._update(tenant, run_id, sets=sets, condition="#status IN (:q, :r)",
-                            cond_values={":q": "queued", ":r": "running"}, removes=("lease_until",))
+        placeholders = {f":f{i}": s for i, s in enumerate(from_statuses)}
+        return self._update(tenant, run_id, sets=sets, condition=f"#status IN ({', '.join(placeholders)})",
+                            cond_values=placeholders, removes=("lease_until",))
 
     def reopen_for_rerun(self, tenant: str, run_id: str, *, deadline_at: str, outcomes: list[QuestionOutcome],
-                         expected_version: int) -> EvalRun:
-        """A finished run → queued again, keeping scored questions and resetting the rest."""
+                         expected_version: int, extra_fields: Mapping[str, Any] | None = None,
+                         extra_writes: Sequence[TransactItem] = ()) -> EvalRun:
+        """A finished and finalized run → queued again, keeping scored questions and resetting the rest.
+
+        The finalized marker goes (the new attempt is finalized on its own); `extra_writes` (the spend
+        ledger's reservation for the attempt) commit in the same transaction."""
         sets: dict[str, Any] = {"status": "queued", "deadline_at": deadline_at, "cancel_requested": False}
         for o in outcomes:
             sets[f"outcomes.{o.question_id}"] = _dump_outcome(o)
-        return self._update(tenant, run_id, sets=sets,
-                            condition="#status IN (:f, :t, :c, :s) AND version = :ver",
-                            cond_values={":f": "failed", ":t": "timed_out", ":c": "cancelled",
-                                         ":s": "succeeded", ":ver": expected_version},
-                            removes=("result", "error", "finished_at", "lease_until"))
+        sets.update(extra_fields or {})
+        condition = "#status IN (:f, :t, :c, :s) AND version = :ver AND attribute_exists(finalized_at)"
+        values = {":f": "failed", ":t": "timed_out", ":c": "cancelled", ":s": "succeeded", ":ver": expected_version}
+        removes = ("result", "error", "finished_at", "lease_until", "finalized_at")
+        if not extra_writes:
+            return self._update(tenant, run_id, sets=sets, condition=condition, cond_values=values, removes=removes)
+        return self._update_in_transaction(tenant, run_id, sets=sets, condition=condition, cond_values=values,
+                                           removes=removes, extra_writes=extra_writes)
 
     def set_fields(self, tenant: str, run_id: str, fields: dict[str, Any], *,
                    when_status: tuple[str, ...] = ("queued", "running")) -> EvalRun:
         placeholders = {f":s{i}": s for i, s in enumerate(when_status)}
         return self._update(tenant, run_id, sets=fields,
                             condition=f"#status IN ({', '.join(placeholders)})", cond_values=placeholders)
+
+    # -- finalization ------------------------------------------------------------------------
+    def commit_finalization(self, run: EvalRun, *, now: str, fields: Mapping[str, Any],
+                            extra_writes: Sequence[TransactItem] = ()) -> None:
+        """Mark a terminal run finalized (`finalized_at`), with `fields` on the run and `extra_writes`
+        on other items, all in one transaction: exactly once per run attempt, whoever races.
+
+        Raises AlreadyFinalized when the run is finalized already or no longer in `run.status`
+        (a rerun reopened it), ExtraWriteRefused when one of the other items refused its condition."""
+        sets = {"finalized_at": now, **fields}
+        expr, names, values = _update_expression(sets, add_version=True, cond_values={":st": run.status})
+        update: TransactItem = {"Update": {
+            "TableName": self._table,
+            "Key": {"pk": {"S": tenant_pk(run.tenant)}, "sk": {"S": run_sk(run.eval_run_id)}},
+            "UpdateExpression": expr,
+            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(finalized_at) AND #status = :st",
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}}
+        try:
+            self._transact([update, *extra_writes])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                raise AlreadyFinalized(run.eval_run_id) from exc
+            _raise_extra_refusal(exc, 1)
+            raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc

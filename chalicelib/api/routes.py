@@ -1,4 +1,4 @@
-"""Registers every blueprint (REST, WebSocket, SQS worker) and the authenticator; called once by app.py."""
+"""Registers every blueprint (REST, WebSocket, SQS worker, schedule) and the authenticator; called by app.py."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def register_routes(app: Chalice) -> None:
     from chalicelib.api.ui_routes import ui_bp
     from chalicelib.api.ws_handlers import ws_bp
     from chalicelib.worker.eval_worker import worker_bp
+    from chalicelib.worker.maintenance import maintenance_bp
 
     set_authenticator(_authenticate)
     app.register_blueprint(system_bp)
@@ -35,6 +36,7 @@ def register_routes(app: Chalice) -> None:
     app.register_blueprint(ws_bp)
     app.register_blueprint(ui_bp)
     app.register_blueprint(worker_bp)
+    app.register_blueprint(maintenance_bp)
     # Session transcripts travel as binary so API Gateway hands non-UTF-8 bytes over intact
     # (and they get a line-numbered 400) instead of mangling them into valid text.
     if "application/x-ndjson" not in app.api.binary_types:

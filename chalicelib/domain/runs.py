@@ -20,6 +20,7 @@ from chalicelib.domain.evaluation import (
     TokenUsage,
     VendorName,
 )
+from chalicelib.domain.spend import RunAdmission
 from chalicelib.judges.catalog import Question
 
 # Allowed status transitions; anything else is a conflict (e.g. a result posted after cancel).
@@ -86,6 +87,11 @@ class EvalRun(BaseModel):
     # or not), and records the version that was current for reference.
     catalog_version: int = 0
     trial_questions: list[Question] | None = None
+    # Set once per attempt by the run lifecycle's finalizer (services/run_lifecycle.py), removed by a rerun.
+    finalized_at: str | None = None
+    # What the spend ledger admitted this attempt with (quota slot, budget reservation); None for
+    # runs stored before spend governance, which the finalizer then leaves out of the ledger.
+    admission: RunAdmission | None = None
     version: int = 0
 
     @property

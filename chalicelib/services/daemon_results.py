@@ -12,6 +12,9 @@ other number is derived from them by the shared aggregation code, exactly as the
 overrides a judge's own verdict string. Rejecting would throw away a whole evaluation (13 judge
 calls on the user's own subscription) over a derivable field. What was corrected is returned in
 `corrections` and logged, so a drifting daemon is visible.
+
+Every terminal transition here (a result, `eval_failed`, a passed deadline) is finalized through
+the run lifecycle (`services/run_lifecycle.py`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from chalicelib.judges.aggregation import aggregate, recompute
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.verdicts import sanitize_reason
 from chalicelib.observability import emit_run_status, log_judge_progress, logger
+from chalicelib.services.run_lifecycle import RunLifecycle
 
 DEADLINE_ERROR_CODE = "deadline_exceeded"
 _REASON_LIMIT = 1000
@@ -83,8 +87,9 @@ def close_open_questions(run: EvalRun, status: str, kind: str, message: str) -> 
     return closed
 
 
-def time_out_run(runs: DynamoRunStore, run: EvalRun, *, now: datetime, message: str) -> EvalRun:
-    """End a daemon run whose deadline passed: run `timed_out`, open questions `timed_out`.
+def time_out_run(runs: DynamoRunStore, lifecycle: RunLifecycle, run: EvalRun, *, now: datetime,
+                 message: str) -> EvalRun:
+    """End a daemon run whose deadline passed: run `timed_out`, open questions `timed_out`, finalized.
 
     A conditional write, so a result racing the deadline either lands first (and this is a no-op)
     or loses with a 409.
@@ -98,10 +103,13 @@ def time_out_run(runs: DynamoRunStore, run: EvalRun, *, now: datetime, message: 
                                            details={"deadline_at": run.deadline_at}),
                             from_statuses=("queued", "running"))
     except (RunStateConflict, NotFound):
-        return runs.get(run.tenant, run.eval_run_id) or run
+        current = runs.get(run.tenant, run.eval_run_id) or run
+        if lifecycle.finalization_due(current, now):
+            return lifecycle.finalize_quietly(current)
+        return current
     logger.info("daemon run timed out", extra={"eval_run_id": run.eval_run_id})
     emit_run_status("timed_out", runner=run.runner, vendor=run.vendor)
-    return ended
+    return lifecycle.finalize_quietly(ended)
 
 
 def is_overdue(run: EvalRun, now: datetime) -> bool:
@@ -111,10 +119,16 @@ def is_overdue(run: EvalRun, now: datetime) -> bool:
 class DaemonRunReporter:
     """Applies a daemon's events and result to its run."""
 
-    def __init__(self, *, store: DynamoDaemonStore, runs: DynamoRunStore, clock: Clock) -> None:
+    def __init__(self, *, store: DynamoDaemonStore, runs: DynamoRunStore, clock: Clock,
+                 lifecycle: RunLifecycle) -> None:
         self._store = store
         self._runs = runs
+        self._lifecycle = lifecycle
         self._clock = clock
+
+    @property
+    def lifecycle(self) -> RunLifecycle:
+        return self._lifecycle
 
     # -- authorization and state ---------------------------------------------------------------
     def _load(self, principal: Principal, run_id: str, *, finished_ok: frozenset[str] = frozenset()
@@ -150,7 +164,7 @@ class DaemonRunReporter:
                    if job is not None and job.status == "claimed" else
                    f"No daemon picked up the job before the run's deadline ({run.deadline_at}); "
                    "check that your daemon is running and polling.")
-        ended = time_out_run(self._runs, run, now=now, message=message)
+        ended = time_out_run(self._runs, self._lifecycle, run, now=now, message=message)
         if run.daemon_id is not None:
             self._end_job(run.tenant, run.daemon_id, run.eval_run_id, "expired", now)
         return ended
@@ -256,13 +270,14 @@ class DaemonRunReporter:
         kind = failure_kind_for_reason(reason)
         closed = close_open_questions(run, "failed", kind, message)
         merged = {**run.outcomes, **{o.question_id: o for o in closed}}
-        self._runs.finish(run.tenant, run.eval_run_id, status="failed", now=iso(now), usage=_usage_total(merged),
-                          outcomes=closed, error=RunError(code="daemon_failed", message=message),
-                          from_statuses=("running",))
+        failed = self._runs.finish(run.tenant, run.eval_run_id, status="failed", now=iso(now),
+                                   usage=_usage_total(merged), outcomes=closed,
+                                   error=RunError(code="daemon_failed", message=message), from_statuses=("running",))
         if run.daemon_id is not None:
             self._end_job(run.tenant, run.daemon_id, run.eval_run_id, "finished", now)
         logger.info("daemon run failed", extra={"eval_run_id": run.eval_run_id})
         emit_run_status("failed", runner=run.runner, vendor=run.vendor)
+        self._lifecycle.finalize_quietly(failed)
 
     # -- result --------------------------------------------------------------------------------
     def post_result(self, principal: Principal, run_id: str, data: Any) -> ResultAccepted:
@@ -284,12 +299,14 @@ class DaemonRunReporter:
             extra["model"] = final.judge_model
         if run.retrospective_status is None:
             extra["retrospective_status"] = "succeeded" if final.retrospective is not None else "skipped"
-        self._runs.finish(run.tenant, run_id, status="succeeded", now=iso(now), usage=_usage_total(merged),
-                          result=final, outcomes=outcomes, from_statuses=("running",), extra=extra)
+        succeeded = self._runs.finish(run.tenant, run_id, status="succeeded", now=iso(now),
+                                      usage=_usage_total(merged), result=final, outcomes=outcomes,
+                                      from_statuses=("running",), extra=extra)
         if run.daemon_id is not None:
             self._end_job(run.tenant, run.daemon_id, run_id, "finished", now)
         logger.info("daemon run succeeded", extra={"eval_run_id": run_id, "overall_score": final.overall_score})
         emit_run_status("succeeded", runner=run.runner, vendor=run.vendor)
+        self._lifecycle.finalize_quietly(succeeded)
         return ResultAccepted(eval_run_id=run_id, status="succeeded", overall_score=final.overall_score,
                               corrections=corrections)
 

@@ -155,7 +155,7 @@ class DaemonService:
                        if job.status == "claimed" else
                        f"No daemon picked up the job before the run's deadline ({run.deadline_at}); "
                        "check that your daemon is running and polling.")
-            time_out_run(self._runs, run, now=now, message=message)
+            time_out_run(self._runs, self._reporter.lifecycle, run, now=now, message=message)
         self._store.end_job(job.tenant, job.daemon_id, job.eval_run_id, status="expired", now=iso(now),
                             expires_at=_epoch(now) + JOB_RETENTION_SECONDS)
 

@@ -7,7 +7,9 @@ a cancel or a late duplicate can never be overwritten.
 
 Writes per run: `start` (claims the run, marks the questions running), a few coalesced progress
 writes while judges finish, and `finish` (status, result, usage, last outcomes) — at most
-2 + number of questions, in practice 3-6 for 13 questions.
+2 + number of questions, in practice 3-6 for 13 questions — then the run lifecycle's finalization
+transaction (`services/run_lifecycle.py`). A cancel the worker notices mid-run is finalized here
+too, with the usage the judges billed until they were stopped.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from chalicelib.services.judge_runner import (
     judge_run,
     run_guarded,
 )
+from chalicelib.services.run_lifecycle import RunLifecycle
 from chalicelib.services.sessions import EvalContext
 
 EVENT_DETAIL_TYPE = "SessionEvalCompleted"
@@ -163,9 +166,10 @@ class EvalJobService:
     def __init__(self, *, runs: RunStore, settings: VendorCredentialSource, sessions: EvalContextSource,
                  questions: RunQuestionSource,
                  build_judge_model: JudgeModelFactory, events: EventPublisher | None, clock: Clock,
-                 grace_seconds: float, tuning: RunnerTuning | None = None,
+                 grace_seconds: float, lifecycle: RunLifecycle, tuning: RunnerTuning | None = None,
                  rate_gates: RateGateFactory | None = None) -> None:
         self._runs = runs
+        self._lifecycle = lifecycle
         self._settings = settings
         self._sessions = sessions
         self._questions = questions
@@ -189,6 +193,9 @@ class EvalJobService:
         bind_log_keys(user=run.created_by)
         if run.is_terminal:
             # A redelivery (or a duplicate) of a finished run: the record is the idempotency state.
+            # If the finalization of its first delivery did not commit, it happens now.
+            if self._lifecycle.finalization_due(run, self._clock.now()):
+                self._lifecycle.finalize(run)
             logger.info("eval run already finished; job ignored", extra={**fields, "status": run.status})
             return JobOutcome("skipped", run.status)
         if run.runner != "server" or run.vendor is None:
@@ -323,6 +330,7 @@ class EvalJobService:
         if res.stop == "cancelled":
             logger.info("eval run cancelled; in-flight judges aborted", extra={**fields, "calls": res.calls})
             self._emit_run_metric(run, "cancelled")
+            self._finalize_stopped(run, usage)
             return JobOutcome("cancelled", "cancelled", writes=1 + ports.writes)
 
         by_id = {ref.question_id: ref for ref in run.questions}
@@ -374,6 +382,7 @@ class EvalJobService:
         except Conflict:
             logger.info("eval run changed while judging (cancelled?); result discarded", extra=fields)
             self._emit_run_metric(run, "cancelled")
+            self._finalize_stopped(run, usage)
             return JobOutcome("cancelled", "cancelled", writes=2 + ports.writes)
         logger.info(f"eval run {status}", extra={
             **fields, "status": status, "overall_score": result.overall_score if result else None,
@@ -384,7 +393,15 @@ class EvalJobService:
             **(ports.gate.summary() if ports.gate is not None else {})})
         self._emit_run_metric(run, status)
         self._announce(finished)
+        self._lifecycle.finalize(finished)
         return JobOutcome("finished", status, writes=2 + ports.writes)
+
+    def _finalize_stopped(self, run: EvalRun, usage: TokenUsage) -> None:
+        """Someone else ended the run while its judges ran (a cancel): finalize it with everything
+        this worker's judges billed, which the cancel could not know."""
+        current = self._runs.get(run.tenant, run.eval_run_id)
+        if current is not None and current.is_terminal and current.finalized_at is None:
+            self._lifecycle.finalize(current, usage=usage)
 
     def _abort_error(self, run: EvalRun, res: JudgeRunResult, ports: _RunPorts) -> RunError:
         assert res.abort is not None and run.vendor is not None
@@ -415,6 +432,7 @@ class EvalJobService:
             return JobOutcome("cancelled")
         self._emit_run_metric(run, "failed")
         self._announce(finished)
+        self._lifecycle.finalize(finished)
         return JobOutcome("finished", "failed", writes=1)
 
     def _finish_expired(self, run: EvalRun, pending: Sequence[QuestionRef], fields: Mapping[str, Any]) -> JobOutcome:
@@ -437,6 +455,7 @@ class EvalJobService:
         logger.warning("eval run expired before judging", extra=dict(fields))
         self._emit_run_metric(run, "timed_out")
         self._announce(finished)
+        self._lifecycle.finalize(finished)
         return JobOutcome("finished", "timed_out", writes=1)
 
     # ------------------------------------------------------------------------------------ outputs

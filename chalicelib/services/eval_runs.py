@@ -4,7 +4,10 @@ run read/cancel/rerun use cases.
 The rules (`runner_options`, `choose_runner`, `plan_dispatch`) are pure so they are unit-tested
 without AWS; `EvalRunService` applies them with the settings, the user's daemons, the run store and
 the job queue. Dispatch stores the run in one DynamoDB transaction (session check + run +
-idempotency record) and hands it off with one SQS message (or one daemon offer).
+idempotency record + the spend ledger's admission, see `services/spend.py`) and hands it off with
+one SQS message (or one daemon offer). Every terminal transition made here (hand-off failure,
+cancel of a queued run, a deadline seen by a reader) goes through the run lifecycle's finalizer
+(`services/run_lifecycle.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Annotated, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from chalicelib.adapters.run_store import DuplicateDispatch, DynamoRunStore, RunStateConflict
+from chalicelib.adapters.run_store import DuplicateDispatch, DynamoRunStore, RunStateConflict, TransactItem
 from chalicelib.domain.catalog import QuestionCatalog, ResolvedCatalog, enabled_view
 from chalicelib.domain.clock import Clock, iso, parse_iso
 from chalicelib.domain.errors import (
@@ -35,9 +38,12 @@ from chalicelib.domain.json_depth import loads_bounded
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, EvalRunList, EvalRunView, QuestionRef, RunError, run_view
 from chalicelib.domain.settings import VENDORS, EvalRunnerSettings
+from chalicelib.domain.spend import RunAdmission
 from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, MAX_THRESHOLD_BYTES, MIN_THRESHOLD_BYTES
 from chalicelib.judges.catalog import Question, select_questions
 from chalicelib.observability import emit_run_status, logger
+from chalicelib.services.run_lifecycle import RunLifecycle
+from chalicelib.services.spend import AdmissionRequest, SpendService
 
 # The same bounds as GET /sessions/{id}/eval-context (0 truncates every tool output to its marker).
 DEFAULT_THRESHOLD = DEFAULT_THRESHOLD_BYTES
@@ -387,9 +393,11 @@ class DispatchFailed(DependencyUnavailable):
 class EvalRunService:
     def __init__(self, *, runs: DynamoRunStore, queue: JobQueue, settings: RunnerSettingsSource,
                  catalog: CatalogSource, daemons: Callable[[], DaemonDirectory], clock: Clock,
-                 max_run_timeout_seconds: int, session_exists: SessionExists | None = None,
-                 worker_grace_seconds: int = 60) -> None:
+                 max_run_timeout_seconds: int, lifecycle: RunLifecycle, spend: SpendService,
+                 session_exists: SessionExists | None = None) -> None:
         self._runs = runs
+        self._lifecycle = lifecycle
+        self._spend = spend
         self._queue = queue
         self._settings = settings
         self._catalog = catalog
@@ -398,9 +406,6 @@ class EvalRunService:
         self._clock = clock
         self._max_timeout = max_run_timeout_seconds
         self._session_exists = session_exists
-        # A server run cannot legitimately be unfinished once its deadline plus the worker's grace
-        # (the Lambda timeout covers it) has passed; a minute more absorbs clock skew.
-        self._stale_after = timedelta(seconds=worker_grace_seconds + 60)
 
     # -- dialog --------------------------------------------------------------------------------
     def questions(self, principal: Principal) -> QuestionCatalog:
@@ -455,7 +460,7 @@ class EvalRunService:
             daemon_id=plan.choice.daemon_id, idempotency_key=key, catalog_version=plan.catalog_version,
             trial_questions=plan.questions if plan.trial else None)
         try:
-            self._runs.create(run, session_key=session_key(principal.tenant, session_id))
+            run = self._admit_new(run)
         except DuplicateDispatch as dup:
             return self._replay(principal, dup.eval_run_id)
         logger.info("eval run dispatched", extra={"eval_run_id": run.eval_run_id, "runner": run.runner,
@@ -464,6 +469,19 @@ class EvalRunService:
         emit_run_status("queued", runner=run.runner, vendor=run.vendor)
         self._hand_off(run, kind="run", now=now)
         return accepted(run)
+
+    def _admit_new(self, run: EvalRun) -> EvalRun:
+        """The spend seam of dispatch: the run, its idempotency record and its admission into the
+        tenant's spend ledger commit in one transaction, or nothing is stored."""
+        request = AdmissionRequest(eval_run_id=run.eval_run_id,
+                                   deadline_epoch=int(parse_iso(run.deadline_at).timestamp()))
+
+        def commit(admissions: list[RunAdmission], writes: list[TransactItem]) -> EvalRun:
+            admitted = run.model_copy(update={"admission": admissions[0]})
+            self._runs.create(admitted, session_key=session_key(run.tenant, run.session_id), extra_writes=writes)
+            return admitted
+
+        return self._spend.admit(run.tenant, run.created_by, [request], commit)
 
     def _replay(self, principal: Principal, run_id: str) -> EvalRunAccepted:
         run = self._runs.require(principal.tenant, run_id)
@@ -497,12 +515,14 @@ class EvalRunService:
         error = RunError(code="dispatch_failed", message="The run could not be handed to a runner; retry the "
                                                          "dispatch with the same Idempotency-Key, or rerun it.")
         try:
-            self._runs.finish(run.tenant, run.eval_run_id, status="failed", now=iso(self._clock.now()),
-                              usage=run.usage, error=error, from_statuses=("queued",))
+            failed = self._runs.finish(run.tenant, run.eval_run_id, status="failed", now=iso(self._clock.now()),
+                                       usage=run.usage, error=error, from_statuses=("queued",))
         except Conflict:
-            pass  # something already moved it on (a worker, a cancel): nothing is stuck
+            return  # something already moved it on (a worker, a cancel): nothing is stuck
         except DomainError:
             logger.error("could not mark an undispatched run failed", extra={"eval_run_id": run.eval_run_id})
+            return
+        self._lifecycle.finalize_quietly(failed)
 
     # -- reads ---------------------------------------------------------------------------------
     def _load(self, principal: Principal, run_id: str) -> EvalRun:
@@ -514,28 +534,9 @@ class EvalRunService:
         return run_view(self._reconciled(self._load(principal, run_id)))
 
     def _reconciled(self, run: EvalRun) -> EvalRun:
-        """Readers never see a run stuck past its deadline: whoever was running it is gone."""
-        if run.is_terminal:
-            return run
-        if run.runner == "daemon":
-            return self._daemon_directory().reconcile_run(run)
-        now = self._clock.now()
-        if now <= parse_iso(run.deadline_at) + self._stale_after:
-            return run
-        marked = [QuestionOutcome(question_id=o.question_id, category=o.category, status="timed_out",
-                                  usage=o.usage, attempts=o.attempts,
-                                  failure_reason=FailureReason(kind="timed_out",
-                                                               message="The run's deadline passed."))
-                  for o in (run.outcome(q.question_id) for q in run.questions) if not o.is_terminal]
-        try:
-            return self._runs.finish(
-                run.tenant, run.eval_run_id, status="timed_out", now=iso(now), usage=run.usage, outcomes=marked,
-                from_statuses=("queued", "running"),
-                error=RunError(code="deadline_exceeded",
-                               message="The worker did not finish this run before its deadline; "
-                                       "rerun the failed questions or raise RunTimeoutSeconds."))
-        except RunStateConflict:
-            return self._runs.require(run.tenant, run.eval_run_id)
+        """Readers never see a run stuck past its deadline (whoever was running it is gone), and a
+        terminal run whose finalization was interrupted is finalized on the way."""
+        return self._lifecycle.reconcile(run)
 
     def list_session_runs(self, principal: Principal, session_id: str, *, limit: int = 50,
                           cursor: str | None = None) -> EvalRunList:
@@ -569,13 +570,21 @@ class EvalRunService:
                                                                    message=f"Cancelled by {principal.user}."))
                       for o in (run.outcome(q.question_id) for q in run.questions) if not o.is_terminal]
         try:
+            # Only from the status seen: who finalizes depends on it (a worker may just have started).
             cancelled = self._runs.cancel(principal.tenant, run_id, now=iso(self._clock.now()),
-                                          message=f"Cancelled by {principal.user}.", outcomes=unfinished)
-        except Conflict as exc:
-            status = (exc.details or {}).get("status", "finished")
-            raise _already_finished(str(status)) from None
+                                          message=f"Cancelled by {principal.user}.", outcomes=unfinished,
+                                          from_statuses=(run.status,))
+        except RunStateConflict as exc:
+            status = str((exc.details or {}).get("status", "finished"))
+            if status in ("queued", "running"):  # it moved on between our read and write: again
+                return self.cancel_eval_run(principal, run_id)
+            raise _already_finished(status) from None
         logger.info("eval run cancelled", extra={"eval_run_id": run_id, "runner": run.runner})
         emit_run_status("cancelled", runner=run.runner, vendor=run.vendor)
+        if cancelled.runner == "daemon" or run.status == "queued":
+            # No judge of this run can bill any more (a daemon's later posts are refused); a running
+            # server run is finalized by its worker when the in-flight judges have stopped.
+            cancelled = self._lifecycle.finalize_quietly(cancelled)
         if cancelled.runner == "daemon":
             try:
                 self._daemons().notify_cancel(cancelled)
@@ -618,14 +627,28 @@ class EvalRunService:
         return [q for q in run.questions if q.question_id in pending]
 
     def _reopen(self, run: EvalRun, pending: list[QuestionRef], *, daemon_id: str | None) -> EvalRun:
+        # The previous attempt settles first (its slot and reservation); the reopen then admits the
+        # new attempt into the spend ledger in the same transaction as the status change.
+        if run.finalized_at is None:
+            if not self._lifecycle.finalization_due(run, self._clock.now()):
+                raise Conflict("The run is still stopping (its judges are being cancelled); retry in a few "
+                               "seconds.", code="run_still_stopping", details={"status": run.status})
+            run = self._lifecycle.finalize(run)
         deadline = self._clock.now() + timedelta(seconds=run.run_timeout_seconds)
         # Usage and attempts carry over: a rerun adds to what the earlier attempts already billed.
         outcomes = [QuestionOutcome(question_id=q.question_id, category=q.category, status="queued",
                                     usage=run.outcome(q.question_id).usage,
                                     attempts=run.outcome(q.question_id).attempts)
                     for q in pending]
-        reopened = self._runs.reopen_for_rerun(run.tenant, run.eval_run_id, deadline_at=iso(deadline),
-                                               outcomes=outcomes, expected_version=run.version)
+        request = AdmissionRequest(eval_run_id=run.eval_run_id, deadline_epoch=int(deadline.timestamp()))
+
+        def commit(admissions: list[RunAdmission], writes: list[TransactItem]) -> EvalRun:
+            return self._runs.reopen_for_rerun(
+                run.tenant, run.eval_run_id, deadline_at=iso(deadline), outcomes=outcomes,
+                expected_version=run.version, extra_fields={"admission": admissions[0].model_dump(mode="json")},
+                extra_writes=writes)
+
+        reopened = self._spend.admit(run.tenant, run.created_by, [request], commit)
         if daemon_id != reopened.daemon_id:
             reopened = self._runs.set_fields(run.tenant, run.eval_run_id, {"daemon_id": daemon_id},
                                              when_status=("queued",))

@@ -76,11 +76,13 @@ def _mark_failed(message: EvalJobMessage, exc: Exception) -> None:
         run = c.run_store.get(message.tenant, message.eval_run_id)
         if run is None or run.is_terminal:
             return
-        c.run_store.finish(message.tenant, message.eval_run_id, status="failed", now=iso(c.clock.now()),
-                           usage=run.usage, from_statuses=("queued", "running"),
-                           error=RunError(code="internal_error", message="The evaluation failed unexpectedly; "
-                                                                         "rerun it, and report it if it recurs.",
-                                          details={"error_type": type(exc).__name__}))
+        failed = c.run_store.finish(
+            message.tenant, message.eval_run_id, status="failed", now=iso(c.clock.now()), usage=run.usage,
+            from_statuses=("queued", "running"),
+            error=RunError(code="internal_error", message="The evaluation failed unexpectedly; "
+                                                          "rerun it, and report it if it recurs.",
+                           details={"error_type": type(exc).__name__}))
+        c.run_lifecycle.finalize_quietly(failed)
     except DomainError:
         # The run stays as it is; a redelivery after its deadline will close it as timed out.
         logger.error("could not mark the crashed run failed", extra={

@@ -98,8 +98,9 @@ def test_finishing_releases_the_lease_so_a_rerun_can_start_at_once(store: Dynamo
     store.create(_run(), session_key=_put_session(container))
     store.start("acme", "evr_1", now="2026-11-29T10:00:01.000Z", outcomes=[], lease_seconds=300)
     run = store.finish("acme", "evr_1", status="failed", now="2026-11-29T10:00:05.000Z", usage=TokenUsage())
+    store.commit_finalization(run, now="2026-11-29T10:00:05.500Z", fields={})
     store.reopen_for_rerun("acme", "evr_1", deadline_at="2026-11-29T10:10:00.000Z", outcomes=[],
-                           expected_version=run.version)
+                           expected_version=run.version + 1)
     started = store.start("acme", "evr_1", now="2026-11-29T10:00:06.000Z", outcomes=[], lease_seconds=300)
     assert started.status == "running"
 

@@ -68,6 +68,7 @@ def install_daemons(container: Any, daemons: FakeDaemons) -> None:
         runs=container.run_store, queue=container.job_queue, settings=container.admin_settings,
         catalog=container.catalog, daemons=lambda: daemons, clock=container.clock,
         max_run_timeout_seconds=container.config.max_run_timeout_seconds,
+        lifecycle=container.run_lifecycle, spend=container.spend,
         session_exists=container._session_exists)
 
 

@@ -351,18 +351,18 @@ def test_a_server_run_whose_worker_vanished_reads_as_timed_out(client: Any, cont
     run_id = _new_run(client, member_token)
     assert client.get(f"/eval-runs/{run_id}", token=member_token).json["status"] == "queued"
 
-    from chalicelib.services.eval_runs import EvalRunService
-
-    container.__dict__["eval_runs"] = EvalRunService(
-        runs=container.run_store, queue=container.job_queue, settings=container.admin_settings,
-        catalog=container.catalog, daemons=lambda: FakeDaemons(), clock=_ShiftedClock(60 + 60 + 61),
-        max_run_timeout_seconds=container.config.max_run_timeout_seconds, worker_grace_seconds=60)
+    # The reader's clock is past the deadline plus the worker's grace (60 s) and a minute of skew.
+    container.clock = _ShiftedClock(60 + 60 + 61)
+    for cached in ("eval_runs", "run_lifecycle", "spend"):
+        container.__dict__.pop(cached, None)
     view = client.get(f"/eval-runs/{run_id}", token=member_token).json
     assert view["status"] == "timed_out"
     assert view["error"]["code"] == "deadline_exceeded"
     assert {q["status"] for q in view["progress"]["questions"]} == {"timed_out"}
-    # The change is stored, not just shown.
-    assert container.run_store.require("acme", run_id).status == "timed_out"
+    # The change is stored, not just shown, and finalized: the run's quota slot is free again.
+    stored = container.run_store.require("acme", run_id)
+    assert stored.status == "timed_out" and stored.finalized_at is not None
+    assert run_id not in container.budget_ledger.open_runs("acme")
 
 
 def test_cancel_marks_every_unfinished_question_cancelled(client: Any, container: Any, daemons: FakeDaemons,

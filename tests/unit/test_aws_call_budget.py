@@ -91,6 +91,7 @@ def test_dispatch_and_read_budget_with_a_cold_settings_cache(cold: tuple[Guarded
     configure_vendors(client, "anthropic")
     seed_session(container)
     token = mint("acme", "bob", [])
+    _dispatch(client, token, key="creates-the-ledger")  # a tenant's very first dispatch, see below
 
     with counter.measure() as calls:
         resp = _dispatch(client, token, key="budget-1")
@@ -124,3 +125,15 @@ def test_runners_dialog_reads_settings_at_most_once(cold: tuple[GuardedClient, A
     # The fake daemon directory makes no AWS call; the real one adds its own presence query.
     assert counter.total <= 1, dict(calls)
 
+
+
+def test_a_tenants_first_dispatch_creates_its_spend_ledger_once(cold: tuple[GuardedClient, Any, CallCounter]) -> None:
+    """The dispatch transaction finds no ledger, creates it (maps + sweep marker) and commits again."""
+    client, container, counter = cold
+    configure_vendors(client, "anthropic")
+    seed_session(container)
+    token = mint("acme", "bob", [])
+    with counter.measure() as calls:
+        _dispatch(client, token)
+    assert calls == Counter({"dynamodb.GetItem": 1, "dynamodb.TransactWriteItems": 2, "dynamodb.UpdateItem": 1,
+                             "dynamodb.PutItem": 1, "sqs.SendMessage": 1})
