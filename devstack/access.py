@@ -43,6 +43,9 @@ FUNCTION_ACCESS: dict[str, frozenset[str]] = {
     "WebsocketConnect": frozenset({TABLE, PUSH}),
     "WebsocketMessage": frozenset({TABLE, EVENTS, PUSH}),
     "WebsocketDisconnect": frozenset({TABLE}),
+    # The run lifecycle's scheduled sweep (chalicelib/worker/maintenance.py): ends overdue runs and
+    # finalizes them (run items, the spend ledger), and publishes budget threshold events.
+    "RunMaintenance": frozenset({TABLE, EVENTS}),
 }
 
 API_HANDLER = "APIHandler"

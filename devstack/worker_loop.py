@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -62,11 +63,15 @@ def main() -> None:
     slots = threading.Semaphore(args.concurrency)
 
     def maintenance() -> None:
-        from chalicelib.worker.maintenance import run_maintenance_sweep
+        # The deployed handler, with the event EventBridge's schedule sends it.
+        from chalicelib.worker.maintenance import run_maintenance
 
         while not stop.wait(args.maintenance_seconds):
+            event = {"version": "0", "id": "local-schedule", "detail-type": "Scheduled Event",
+                     "source": "aws.events", "account": "000000000000", "region": config.region,
+                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "resources": [], "detail": {}}
             try:
-                run_maintenance_sweep()
+                run_maintenance(event, LocalLambdaContext("run_maintenance", 300))
             except Exception:
                 log.exception("maintenance sweep failed; it runs again at the next interval")
 
