@@ -154,8 +154,8 @@ def test_worker_crash_is_finalized_once(client: Any, worker: Any, fake: FakeVend
 
     worker.__dict__["eval_jobs"] = EvalJobService(
         runs=worker.run_store, settings=worker.admin_settings, sessions=worker.sessions,
-        questions=worker.catalog, build_judge_model=broken_model_factory, events=None, clock=worker.clock, grace_seconds=60,
-        lifecycle=worker.run_lifecycle, tuning=TEST_TUNING)
+        questions=worker.catalog, build_judge_model=broken_model_factory, events=None, clock=worker.clock,
+        grace_seconds=60, lifecycle=worker.run_lifecycle, tuning=TEST_TUNING)
     work(queued_event(worker))
     assert view(client, run_id)["error"]["code"] == "internal_error"
     assert_finalized_once(worker, recorder, run_id, "failed")
