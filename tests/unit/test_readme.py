@@ -52,3 +52,17 @@ def test_the_sample_appsettings_imports_cleanly_and_targets_the_local_stack() ->
         block = getattr(update, vendor)
         assert block is not None and str(block.base_url).startswith("http://127.0.0.1:5100"), vendor
     assert "make import-settings FILE=devstack/appsettings.local.json" in README
+
+
+def test_the_deploy_sequence_in_the_readme_is_what_make_deploy_runs() -> None:
+    import shlex
+
+    from devstack.deploy import commands
+
+    flat = re.sub(r"\\\n\s*", "", README)
+    params = ["JwksUrl=https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123/.well-known/jwks.json",
+              "JwtIssuer=https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123",
+              "JwtAudience=1example23456789abcdefghij"]
+    for command in commands("prod", "my-artifacts-bucket", params):
+        line = " ".join(shlex.join(command).replace("'", "").split())
+        assert line in " ".join(flat.replace("'", "").split()), line
