@@ -12,7 +12,7 @@ USER ?= alice
 ROLE ?= admin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help run test test-fast lint typecheck token package deploy infra deploy-rehearsal bench import-settings clean browsers
+.PHONY: help run test test-fast lint typecheck token package deploy infra deploy-rehearsal bench import-settings clean browsers judge-sandbox
 
 help:
 	@echo "make run | test | token TENANT=.. USER=.. ROLE=admin|member | package STAGE=dev|prod | deploy STAGE=.. ARTIFACT_BUCKET=.. PARAMS=.. | infra STAGE=.. PARAMS=.. | deploy-rehearsal STAGE=.. | bench | import-settings FILE=.. TENANT=.."
@@ -35,8 +35,9 @@ typecheck: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -m "not e2e and not browser and not deploy"
 
-# SKIP_BROWSER=1: no Chromium install (no Debian apt needed) and no browser tests; everything else runs.
-test: $(STAMP) $(if $(SKIP_BROWSER),,browsers) $(CHECKOV) lint typecheck
+# SKIP_BROWSER=1: no Chromium or bubblewrap install (no Debian apt needed) and no browser tests; everything
+# else runs (the daemon's sandbox tests then skip, saying bubblewrap is missing).
+test: $(STAMP) $(if $(SKIP_BROWSER),,browsers judge-sandbox) $(CHECKOV) lint typecheck
 	$(VENV)/bin/pytest $(if $(SKIP_BROWSER),-m "not browser")
 
 # Debian's Chromium for the browser tests (tests/browser): Playwright drives /usr/bin/chromium and
@@ -48,6 +49,15 @@ browsers:
 	  mkdir -p .local; \
 	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium ) \
 	    > .local/apt-chromium.log 2>&1 || { tail -20 .local/apt-chromium.log >&2; exit 1; }; }
+
+# bubblewrap (`bwrap`): the reference daemon runs each judge CLI inside it, seeing only the job's own
+# directory (README "Daemon runner"). Idempotent; without it the daemon warns and runs judges unsandboxed.
+judge-sandbox:
+	@command -v bwrap >/dev/null || { \
+	  echo "installing Debian bubblewrap for the daemon's judge sandbox (apt-get)..."; \
+	  mkdir -p .local; \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq bubblewrap ) \
+	    > .local/apt-bubblewrap.log 2>&1 || { tail -20 .local/apt-bubblewrap.log >&2; exit 1; }; }
 
 token: $(STAMP)
 	@$(PY) -m devstack.token --tenant "$(TENANT)" --user "$(USER)" --role "$(ROLE)"

@@ -17,6 +17,7 @@ from typing import Any
 from daemon.client import ApiClient, ApiError
 from daemon.judges import CliJudge, JudgeName
 from daemon.runner import JobOutcome, JobRunner
+from daemon.sandbox import JudgeSandbox, Unsandboxed
 
 VERSION = "1.0.0"
 Log = Callable[[str], None]
@@ -38,6 +39,8 @@ class DaemonConfig:
     judge_timeout: float = 300.0
     retrospective: bool = True
     ws_url: str | None = None
+    # OS isolation for every judge call (`python -m daemon run` picks bubblewrap when it can).
+    sandbox: JudgeSandbox = field(default_factory=Unsandboxed)
 
 
 class Daemon:
@@ -173,7 +176,8 @@ class Daemon:
     def _judge_for(self, job: dict[str, Any]) -> CliJudge:
         name = self.config.judges[0]
         model = self.config.model or (job.get("model") if name == "claude" else None)
-        return CliJudge(name=name, model=model, timeout_seconds=self.config.judge_timeout)
+        return CliJudge(name=name, model=model, timeout_seconds=self.config.judge_timeout,
+                        sandbox=self.config.sandbox)
 
     def _start_job(self, job: dict[str, Any]) -> None:
         run_id = str(job["eval_run_id"])

@@ -1,6 +1,6 @@
 """Command line: `python -m daemon run --api-url URL --token TOKEN [--name] [--judges claude,codex]
-[--concurrency 4] [--ws-url wss://…]`. SIGINT/SIGTERM cancel running jobs (their judge processes are
-killed and the runs reported) and exit."""
+[--concurrency 4] [--ws-url wss://…] [--sandbox auto|bwrap|off] [--sandbox-share PATH]`. SIGINT/SIGTERM
+cancel running jobs (their judge processes are killed and the runs reported) and exit."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 from daemon.agent import Daemon, DaemonConfig
 from daemon.client import ApiClient, UrllibTransport
 from daemon.judges import JudgeName
+from daemon.sandbox import SandboxUnavailable, choose_sandbox
 
 _JUDGES: tuple[JudgeName, ...] = ("claude", "codex")
 
@@ -51,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--poll-wait", type=int, default=20, help="long-poll seconds, at most 25 (default 20)")
     run.add_argument("--no-retrospective", action="store_true", help="skip the retrospective judge call")
     run.add_argument("--ws-url", default=None, help="wss://… WebSocket API URL for pushed jobs and cancels")
+    run.add_argument("--sandbox", choices=("auto", "bwrap", "off"), default="auto",
+                     help="OS isolation of each judge call: bubblewrap if available (auto, the default; warns "
+                          "when it is not), bubblewrap or refuse to start (bwrap), or none (off)")
+    run.add_argument("--sandbox-share", action="append", default=[], metavar="PATH",
+                     help="a host path judges may use inside the sandbox (read-write, same place), e.g. a CA "
+                          "bundle or cloud credentials; repeatable")
     return parser
 
 
@@ -66,10 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.concurrency <= 64 or not 0 <= args.poll_wait <= 25 or args.max_jobs < 1:
         _log("--concurrency must be 1-64, --max-jobs at least 1 and --poll-wait 0-25")
         return 2
+    try:
+        sandbox = choose_sandbox(args.sandbox, share=args.sandbox_share)
+    except SandboxUnavailable as exc:
+        _log(f"--sandbox bwrap: {exc}")
+        return 2
+    _log(sandbox.describe())
     config = DaemonConfig(name=args.name[:100], judges=judges, concurrency=args.concurrency,
                           max_jobs=args.max_jobs, poll_wait=args.poll_wait, model=args.model,
                           judge_timeout=args.judge_timeout, retrospective=not args.no_retrospective,
-                          ws_url=args.ws_url)
+                          ws_url=args.ws_url, sandbox=sandbox)
     daemon = Daemon(config, ApiClient(UrllibTransport(args.api_url), args.token), log=_log)
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -8,9 +8,16 @@ Flags relied on (checked against the CLIs' sources/docs, not `--help` on this ma
   `total_cost_usd`, `usage` and per-model `modelUsage.*.{inputTokens,outputTokens,
   cacheReadInputTokens,cacheCreationInputTokens}`.
 - `codex exec --json --output-schema FILE --skip-git-repo-check --sandbox read-only --color never
-  [--model M] -`, prompt on stdin (`-`). `--json` prints JSONL events: `item.completed` with an
-  `agent_message` item whose `text` is the schema-conforming JSON, `turn.completed` with
-  `usage.{input_tokens,cached_input_tokens,output_tokens}`, `turn.failed` / `error` on failure.
+  -c features.shell_tool=false -c features.unified_exec=false -c features.multi_agent=false
+  -c web_search="disabled" [--model M] -`, prompt on stdin (`-`): no shell, no exec, no sub-agents, no
+  web search (feature keys codex does not know are only warned about), and a CODEX_HOME of the job's
+  own (`daemon.sandbox`), so the user's config.toml adds no MCP servers. `--json` prints JSONL events:
+  `item.completed` with an `agent_message` item whose `text` is the schema-conforming JSON,
+  `turn.completed` with `usage.{input_tokens,cached_input_tokens,output_tokens}`, `turn.failed` /
+  `error` on failure.
+
+The transcript in the prompt is untrusted (any member of the tenant can upload one), so each call
+also runs inside `daemon.sandbox` (bubblewrap when available): see there for what a judge can see.
 """
 
 from __future__ import annotations
@@ -28,10 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chalicelib.domain.evaluation import TokenUsage
+from chalicelib.domain.json_depth import loads_bounded
+from daemon.sandbox import JudgeSandbox, Unsandboxed
 
 JudgeName = Literal["claude", "codex"]
 DEFAULT_MODELS: dict[str, str | None] = {"claude": "sonnet", "codex": None}
 CLAUDE_MAX_TURNS = 3
+# A judge only reads the prompt and answers: no shell or exec tool, no sub-agents, no web search.
+CODEX_TOOL_RESTRICTIONS = ("-c", "features.shell_tool=false", "-c", "features.unified_exec=false",
+                           "-c", "features.multi_agent=false", "-c", 'web_search="disabled"')
 _DIAG_LIMIT = 300
 
 # Ambient variables that make a CLI behave as if it ran inside another agent session (nested
@@ -77,7 +89,7 @@ def _int(value: Any) -> int:
 
 def parse_claude_output(stdout: str) -> JudgeResult:
     try:
-        data = json.loads(stdout)
+        data = loads_bounded(stdout)
     except ValueError:
         return JudgeResult(text=None, failure=f"invalid_output: claude printed no JSON: {_clip(stdout)}")
     if not isinstance(data, dict):
@@ -123,8 +135,10 @@ def parse_codex_output(stdout: str) -> JudgeResult:
         if not line.startswith("{"):
             continue
         try:
-            ev = json.loads(line)
+            ev = loads_bounded(line)
         except ValueError:
+            continue
+        if not isinstance(ev, dict):
             continue
         kind = ev.get("type")
         if kind == "item.completed" and isinstance(ev.get("item"), dict) and ev["item"].get("type") == "agent_message":
@@ -193,6 +207,8 @@ class CliJudge:
     model: str | None = None
     timeout_seconds: float = 300.0
     executable: str | None = None
+    # OS isolation of each call (`daemon.sandbox.choose_sandbox`); the CLI picks bubblewrap when it can.
+    sandbox: JudgeSandbox = field(default_factory=Unsandboxed)
 
     @property
     def judge_model(self) -> str:
@@ -210,7 +226,7 @@ class CliJudge:
                     "--disallowedTools", "LSP", "--strict-mcp-config", "--disable-slash-commands",
                     "--max-turns", str(CLAUDE_MAX_TURNS)]
         args = [exe, "exec", "--json", "--output-schema", schema_path, "--skip-git-repo-check",
-                "--sandbox", "read-only", "--color", "never"]
+                "--sandbox", "read-only", "--color", "never", *CODEX_TOOL_RESTRICTIONS]
         if model:
             args += ["--model", model]
         return [*args, "-"]
@@ -234,10 +250,11 @@ class CliJudge:
             return JudgeResult(text=None, failure=f"internal: the '{self.name}' CLI is not on PATH")
         argv = self.argv(schema, schema_path)
         argv[0] = exe
+        call = self.sandbox.prepare(self.name, argv, scratch=scratch, workdir=workdir,
+                                    env=dict(env) if env is not None else isolated_env())
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    cwd=workdir, env=dict(env) if env is not None else isolated_env(),
-                                    start_new_session=True)
+            proc = subprocess.Popen(call.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    cwd=workdir, env=call.env, start_new_session=True)
         except OSError as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             return JudgeResult(text=None, failure=f"internal: could not start {self.name}: {exc.strerror}")

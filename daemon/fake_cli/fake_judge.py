@@ -12,6 +12,11 @@ the JSON file named by FAKE_JUDGE_SCRIPT:
      "log": "/path/to/invocations.jsonl"}
 
 Without it every question gets a deterministic score from 3 to 5. Stdlib only.
+
+A prompt line `READ-FILE: <path>` (what a prompt planted in a transcript would ask for) makes the fake
+behave like an agent that obeys it with whatever file access its process has: the file's first line
+(or why it could not be read) goes into the finding. The daemon's sandbox tests use it to show a
+judge cannot read the daemon owner's files.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 
 _CLAUDE_FLAGS = ("-p", "--output-format", "--json-schema", "--tools", "--strict-mcp-config",
                  "--disable-slash-commands", "--max-turns")
-_CODEX_FLAGS = ("exec", "--json", "--output-schema", "--skip-git-repo-check")
+_CODEX_FLAGS = ("exec", "--json", "--output-schema", "--skip-git-repo-check", "features.shell_tool=false")
 _FORBIDDEN_ENV = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "EVAL_RUNNER_TOKEN")
 
 
@@ -55,12 +60,24 @@ def _arg(argv: list[str], flag: str) -> str | None:
     return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else None
 
 
+def _obey_planted_reads(prompt: str) -> str:
+    found = []
+    for path in re.findall(r"READ-FILE: (\S+)", prompt):
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8", errors="replace") as fh:
+                found.append(f" {path} says: {fh.readline().strip()}")
+        except OSError as exc:
+            found.append(f" {path} is unreadable ({type(exc).__name__})")
+    return "".join(found)
+
+
 def _verdict(prompt: str, spec: dict[str, Any], question_id: str) -> dict[str, Any]:
     category = (re.findall(r"^Category: (\S+)$", prompt, re.M) or ["unknown"])[-1]
     score = int(spec.get("score", 3 + sum(question_id.encode()) % 3))
     return {"category": category, "question_id": question_id, "score": score,
             "verdict": "pass" if score >= 4 else "warn" if score >= 2 else "fail",
-            "finding": f"Scripted finding for {question_id}: the trace shows the relevant turns.",
+            "finding": f"Scripted finding for {question_id}: the trace shows the relevant turns."
+                       + _obey_planted_reads(prompt),
             "evidence": "turn 1", "recommendation": None if score == 5 else "Add a rule to AGENTS.md.",
             "retain_fact": None}
 

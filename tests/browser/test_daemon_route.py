@@ -46,7 +46,7 @@ def start_daemon(local_stack: LocalStack, tmp_path: Path) -> Iterator[Any]:
         log = open(tmp_path / f"daemon-{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--api-url", local_stack.api_url,
                                  "--token", tok, "--name", name, "--judges", "claude", "--poll-wait", "2",
-                                 "--concurrency", "8"],
+                                 "--concurrency", "8", "--sandbox-share", str(tmp_path)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(proc)
         deadline = time.monotonic() + 30

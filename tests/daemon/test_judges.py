@@ -19,7 +19,9 @@ def test_claude_argv_pins_schema_and_disables_tools() -> None:
 def test_codex_argv_reads_the_prompt_from_stdin() -> None:
     argv = CliJudge("codex", model="gpt-5").argv({}, "/tmp/s.json")
     assert argv == ["codex", "exec", "--json", "--output-schema", "/tmp/s.json", "--skip-git-repo-check",
-                    "--sandbox", "read-only", "--color", "never", "--model", "gpt-5", "-"]
+                    "--sandbox", "read-only", "--color", "never", "-c", "features.shell_tool=false",
+                    "-c", "features.unified_exec=false", "-c", "features.multi_agent=false",
+                    "-c", 'web_search="disabled"', "--model", "gpt-5", "-"]
     assert CliJudge("codex").judge_model == "codex" and CliJudge("claude", model="opus").judge_model == "opus"
 
 
