@@ -30,8 +30,8 @@ CATALOG_PATH = "/admin/eval-questions"
 _TAGS = ("admin",)
 _AUTH = {401: "Missing or invalid token", 403: "Not an admin of this tenant"}
 _VERSION_PARAM = {"version": {"type": "string", "pattern": "^[0-9]{1,9}$"}}
-# A draft question is a few KB at most; the body of a preview or try is no larger than that.
-_MAX_EDITOR_BODY_BYTES = 64 * 1024
+# A draft question is at most ~6,000 characters (the models' caps): under 100 KB even fully JSON-escaped.
+_MAX_EDITOR_BODY_BYTES = 256 * 1024
 
 
 def _service() -> CatalogService:
@@ -53,7 +53,7 @@ def get_eval_questions_catalog(ctx: RequestContext) -> ApiResponse:
 
 @endpoint(catalog_bp, CATALOG_PATH, "PUT", auth="admin", request_model=CatalogUpdate, response_model=CatalogView,
           tags=_TAGS, extra_responses={**_AUTH, 400: "Invalid catalog (details.fields names each problem)",
-                                       412: "If-Match names an older version", 413: "Body over 512 KB"})
+                                       412: "If-Match names an older version", 413: "Body over 6 MB"})
 def put_eval_questions_catalog(ctx: RequestContext) -> ApiResponse:
     """Save the whole catalog in order as a new version (list every built-in; only its `enabled` may change)."""
     update = ctx.body(CatalogUpdate, MAX_CATALOG_BODY_BYTES)
@@ -81,7 +81,7 @@ def get_eval_questions_version(ctx: RequestContext, version: str) -> CatalogVers
 @endpoint(catalog_bp, CATALOG_PATH + "/preview", "POST", auth="admin", request_model=PromptPreviewRequest,
           response_model=PromptPreview, tags=_TAGS,
           extra_responses={**_AUTH, 400: "Invalid question", 404: "No such question or session",
-                           413: "Body over 64 KB", 422: "The prompt is too large to preview"})
+                           413: "Body over 256 KB", 422: "The prompt is too large to preview"})
 def preview_eval_question(ctx: RequestContext) -> PromptPreview:
     """The exact prompt one judge call of a (draft or saved) question sends, optionally with a session's trace."""
     request = ctx.body(PromptPreviewRequest, _MAX_EDITOR_BODY_BYTES)
@@ -91,7 +91,7 @@ def preview_eval_question(ctx: RequestContext) -> PromptPreview:
 @endpoint(catalog_bp, CATALOG_PATH + "/try", "POST", auth="admin", request_model=QuestionTrialRequest,
           response_model=EvalRunAccepted, status=202, tags=_TAGS,
           extra_responses={**_AUTH, 400: "Invalid question or options", 404: "No such question or session",
-                           409: "No runner available", 413: "Body over 64 KB",
+                           409: "No runner available", 413: "Body over 256 KB",
                            503: "The run could not be queued (it is marked failed); retry"})
 def try_eval_question(ctx: RequestContext) -> ApiResponse:
     """Judge one question, saved or not, on a session: a one-question run (poll GET /eval-runs/{id})."""

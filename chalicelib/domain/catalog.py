@@ -33,10 +33,13 @@ MAX_TEXT_CHARS = 2000
 MAX_RUBRIC_CHARS = 4000
 MAX_TENANT_QUESTIONS = 40
 MAX_CATALOG_BYTES = 96 * 1024
-MAX_CATALOG_BODY_BYTES = 512 * 1024
-# Parsing bound only (the rules above give the precise error): a list longer than this is not a catalog.
-_MAX_ENTRIES_PARSED = 200
-_MAX_FIELD_PARSED = 20_000
+# The request models carry the per-field caps, so the largest body that passes them (60 entries of
+# maximal fields, every character a JSON-escaped surrogate pair: 5.9 MB) is still below this: an
+# oversized field is a 400 naming it, never a 413. 6 MB is also what Lambda accepts at all.
+MAX_CATALOG_BODY_BYTES = 6_000_000
+# Parsing bounds: past these a list is not a catalog and a name not an id (the rules give the precise error).
+_MAX_ENTRIES_PARSED = 60
+_MAX_NAME_PARSED = 64
 
 _ID = re.compile(ID_PATTERN)
 _CATEGORY = re.compile(CATEGORY_PATTERN)
@@ -124,26 +127,23 @@ class ResolvedCatalog:
 
 # ------------------------------------------------------------------------------------ API models
 
-_Text = Field(default=None, max_length=_MAX_FIELD_PARSED)
-
-
 class CatalogQuestionInput(BaseModel):
     """One question of `PUT /admin/eval-questions`. A built-in is named by its id (only `enabled` may
     change; its other fields may be sent back unchanged); anything else is a tenant question."""
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(max_length=200, description=f"Tenant questions: {ID_PATTERN}.")
-    category: str | None = Field(default=None, max_length=200,
+    id: str = Field(max_length=_MAX_NAME_PARSED, description=f"Tenant questions: {ID_PATTERN}.")
+    category: str | None = Field(default=None, max_length=_MAX_NAME_PARSED,
                                  description="One of the four built-in categories or a new snake_case one.")
-    text: str | None = Field(default=None, max_length=_MAX_FIELD_PARSED,
+    text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS,
                              description=f"The question the judge answers (at most {MAX_TEXT_CHARS} characters).")
-    rubric: str | None = Field(default=None, max_length=_MAX_FIELD_PARSED,
+    rubric: str | None = Field(default=None, max_length=MAX_RUBRIC_CHARS,
                                description=f"What each score means (at most {MAX_RUBRIC_CHARS} characters).")
     needs_tools: StrictBool | None = Field(default=None, description="Judge with session tools (default false).")
     enabled: StrictBool = True
     builtin: StrictBool | None = Field(default=None, description="Optional; inferred from the id.")
-    prompt: str | None = Field(default=None, max_length=_MAX_FIELD_PARSED,
+    prompt: str | None = Field(default=None, max_length=MAX_TEXT_CHARS,
                                description="Read-only (built-ins): accepted only unchanged, so a GET body can be "
                                            "sent back.")
 
@@ -161,10 +161,10 @@ class DraftQuestion(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(max_length=200)
-    category: str = Field(max_length=200)
-    text: str = Field(max_length=_MAX_FIELD_PARSED)
-    rubric: str | None = Field(default=None, max_length=_MAX_FIELD_PARSED)
+    id: str = Field(max_length=_MAX_NAME_PARSED)
+    category: str = Field(max_length=_MAX_NAME_PARSED)
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    rubric: str | None = Field(default=None, max_length=MAX_RUBRIC_CHARS)
     needs_tools: StrictBool = False
 
 
@@ -281,9 +281,10 @@ def _clean(value: str) -> str:
 
 def check_tenant_question(prefix: str, *, qid: str, category: str | None, text: str | None, rubric: str | None,
                           taken_ids: frozenset[str] = frozenset()) -> tuple[list[dict[str, Any]], str, str, str | None]:
-    """Field errors of one tenant question (prefixed `questions[i]` or `question`) and its cleaned
-    category, text and rubric. `taken_ids`: ids a category may not be named like (selection tokens
-    match categories first, so a category named like a question would hide it)."""
+    """Field errors of one tenant question (prefixed `questions.<i>` or `question`, the paths request
+    validation uses too) and its cleaned category, text and rubric. Lengths are capped by the request
+    models already. `taken_ids`: ids a category may not be named like (selection tokens match
+    categories first, so a category named like a question would hide it)."""
     errors: list[dict[str, Any]] = []
     if not _ID.match(qid):
         errors.append(_error(f"{prefix}.id", "An id is 3-41 characters of a-z, 0-9 and _, starting with a letter.",
@@ -305,17 +306,11 @@ def check_tenant_question(prefix: str, *, qid: str, category: str | None, text: 
     body = _clean(text or "")
     if not body:
         errors.append(_error(f"{prefix}.text", "The question text is empty.", "empty_text"))
-    elif len(body) > MAX_TEXT_CHARS:
-        errors.append(_error(f"{prefix}.text", f"The question text has {len(body)} characters; the limit is "
-                                               f"{MAX_TEXT_CHARS}.", "text_too_long"))
     elif _CONTROL.search(body):
         errors.append(_error(f"{prefix}.text", "The question text contains control characters.",
                              "invalid_characters"))
     rub = _clean(rubric) if rubric is not None else ""
-    if len(rub) > MAX_RUBRIC_CHARS:
-        errors.append(_error(f"{prefix}.rubric", f"The rubric has {len(rub)} characters; the limit is "
-                                                 f"{MAX_RUBRIC_CHARS}.", "rubric_too_long"))
-    elif _CONTROL.search(rub):
+    if _CONTROL.search(rub):
         errors.append(_error(f"{prefix}.rubric", "The rubric contains control characters.", "invalid_characters"))
     return errors, cat, body, rub or None
 
@@ -352,7 +347,7 @@ def plan_catalog(update: CatalogUpdate) -> list[CatalogEntry]:
     entries: list[CatalogEntry] = []
     tenant_ids = frozenset(q.id for q in update.questions if q.id not in BUILTIN_IDS)
     for i, item in enumerate(update.questions):
-        prefix = f"questions[{i}]"
+        prefix = f"questions.{i}"
         if item.id in seen:
             if item.id in BUILTIN_IDS:
                 errors.append(_error(f"{prefix}.id", f"'{item.id}' is a built-in question id and is listed already; "

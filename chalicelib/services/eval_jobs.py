@@ -15,6 +15,7 @@ too, with the usage the judges billed until they were stopped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -316,7 +317,10 @@ class EvalJobService:
                 questions=plan.questions, jobs=plan.jobs, prior_verdicts=plan.prior_verdicts,
                 context_doc=loaded.model_dump(mode="json"), reload_context=_recompactor(loaded),
                 requested_threshold=run.threshold, deadline=deadline, log_fields=plan.fields)
-            return await judge_run(run_input, model, ports, self.tuning)
+            # A try-it run asks one question to see its verdict: a retrospective of it adds a call and
+            # nothing to learn.
+            tuning = dataclasses.replace(self.tuning, retrospective=False) if run.trial_questions else self.tuning
+            return await judge_run(run_input, model, ports, tuning)
         finally:
             if ports.gate is not None:
                 await ports.gate.aclose()

@@ -3,12 +3,14 @@
 //   #/sessions/<id>                     a session, its eval dialog and past runs
 //   #/sessions/<id>/runs/<eval_run_id>  ... with one run's live progress and result
 //   #/settings                          admin settings → Eval runner
+//   #/catalog                           admin judge catalog (questions, rubrics, preview, try it)
 
 import { configureApi } from "./api.js";
 import {
   authConfig, completeOidcRedirect, currentUser, getToken, loadConfig, onAuthChange, signOut,
 } from "./auth.js";
 import { h, errorPanel, replace } from "./dom.js";
+import { renderCatalog } from "./view-catalog.js";
 import { renderSession } from "./view-session.js";
 import { renderSessions } from "./view-sessions.js";
 import { renderSettings } from "./view-settings.js";
@@ -29,6 +31,7 @@ function parseRoute() {
     }
   });
   if (parts[0] === "settings") return { name: "settings" };
+  if (parts[0] === "catalog") return { name: "catalog" };
   if (parts[0] === "sessions" && parts[1]) {
     return { name: "session", sessionId: parts[1], runId: parts[2] === "runs" ? parts[3] || null : null };
   }
@@ -40,6 +43,8 @@ function renderAccount() {
   const user = currentUser();
   nav.hidden = !user;
   account.hidden = !user;
+  // Admin-only views are not offered to members (the API answers them 403 anyway).
+  for (const item of nav.querySelectorAll("[data-admin-only]")) item.hidden = !(user && user.isAdmin);
   if (!user) {
     replace(account);
     return;
@@ -54,6 +59,7 @@ function renderAccount() {
 function markNav(route) {
   for (const link of nav.querySelectorAll("a[data-nav]")) {
     const active = (link.dataset.nav === "settings" && route.name === "settings")
+      || (link.dataset.nav === "catalog" && route.name === "catalog")
       || (link.dataset.nav === "sessions" && (route.name === "sessions" || route.name === "session"));
     if (active) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -80,6 +86,7 @@ async function render({ focus = true } = {}) {
   const ctx = { signal, user: currentUser(), setTitle };
   try {
     if (route.name === "settings") await renderSettings(main, ctx);
+    else if (route.name === "catalog") await renderCatalog(main, ctx);
     else if (route.name === "session") await renderSession(main, { ...ctx, sessionId: route.sessionId, runId: route.runId });
     else if (route.name === "sessions") await renderSessions(main, ctx);
     else {

@@ -127,7 +127,9 @@ class RunPanel {
     const where = run.runner === "daemon"
       ? `Daemon runner${run.daemon_id ? ` (${run.daemon_id})` : ""}`
       : `Server runner · ${vendorLabel(run.vendor)}`;
-    replace(this.meta, `${where}${run.model ? ` · ${run.model}` : ""} · ${run.started_at ? "started" : "queued"} `,
+    // Which judge catalog version the run asks (a try-it run carries its one question instead).
+    const catalogNote = run.trial ? " · try-it run" : typeof run.catalog_version === "number" ? ` · catalog version ${run.catalog_version}` : "";
+    replace(this.meta, `${where}${run.model ? ` · ${run.model}` : ""}${catalogNote} · ${run.started_at ? "started" : "queued"} `,
       timeEl(run.started_at || run.created_at),
       run.finished_at ? [" · finished ", timeEl(run.finished_at)] : null);
 

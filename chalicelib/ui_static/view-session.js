@@ -5,24 +5,13 @@ import { api, idempotencyKey } from "./api.js";
 import {
   categoryLabel, empty, errorPanel, formatBytes, formatNumber, h, loading, nextId, openDialog, timeEl, vendorLabel, replace,
 } from "./dom.js";
+import { loadQuestions } from "./questions.js";
 import { mountRun, runStatusBadge } from "./run-panel.js";
 import { KIND_LABELS, formatLabel } from "./view-sessions.js";
 
 const DEFAULT_THRESHOLD = 2000;
 const MAX_THRESHOLD = 200000;
 
-let catalogPromise = null;
-
-/** The 13 questions (cached for the page's life; the catalog is static per deployment). */
-function loadCatalog() {
-  if (!catalogPromise) {
-    catalogPromise = api("GET", "/eval/questions").then((r) => r.body.questions).catch((err) => {
-      catalogPromise = null;
-      throw err;
-    });
-  }
-  return catalogPromise;
-}
 
 export async function renderSession(main, ctx) {
   const { sessionId, runId, signal } = ctx;
@@ -37,7 +26,7 @@ export async function renderSession(main, ctx) {
   const [sessionResult, runnersResult, catalogResult] = await Promise.allSettled([
     api("GET", `/sessions/${encodeURIComponent(sessionId)}`, { signal }),
     api("GET", "/eval/runners", { signal }),
-    loadCatalog(),
+    loadQuestions(),
   ]);
   if (signal.aborted) throw new DOMException("aborted", "AbortError");
   if (sessionResult.status === "rejected") {
@@ -181,7 +170,8 @@ function openEvalDialog({ runners, catalog, session }) {
   }
   const questionFieldset = h("fieldset", { class: "fieldset questions" },
     h("legend", {}, "Questions"),
-    h("p", { class: "hint" }, "All 13 questions run by default. Untick a category or single questions to skip them."),
+    h("p", { class: "hint" }, `All ${catalog.length} questions of your organisation's judge catalog run by default. `,
+      "Untick a category or single questions to skip them."),
     [...byCategory.entries()].map(([category, questions]) => {
       const catId = nextId("cat");
       const categoryBox = h("input", { type: "checkbox", id: catId, checked: true, "data-category": category });

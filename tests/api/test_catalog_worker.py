@@ -137,6 +137,9 @@ def test_try_it_judges_an_unsaved_question_through_the_worker(client: Any, worke
     assert v["status"] == "succeeded" and v["trial"] is True
     assert [(q["question_id"], q["score"]) for q in v["progress"]["questions"]] == [("migrations_down", 2)]
     assert [c["name"] for c in v["result"]["categories"]] == ["data_safety"]
+    # One judge call and nothing else: a try-it run has no retrospective.
     assert [r["question_id"] for r in judge_requests(fake)] == ["migrations_down"]
+    assert len([r for r in fake.requests if r["endpoint"] == "generate"]) == 1
+    assert v["retrospective_status"] == "skipped" and v["result"]["retrospective"] is None
     # Nothing was saved to the catalog by trying.
     assert client.get(CATALOG, token=ADMIN).json["version"] == 0

@@ -129,19 +129,19 @@ def test_a_stale_if_match_is_a_412_naming_who_changed_it_and_stores_nothing(clie
 
 
 @pytest.mark.parametrize(("questions", "code", "field", "kind"), [
-    ([*builtins(), CHANGELOG, CHANGELOG], "validation_failed", "questions[14].id", "duplicate_id"),
+    ([*builtins(), CHANGELOG, CHANGELOG], "validation_failed", "questions.14.id", "duplicate_id"),
     ([*builtins(), {**CHANGELOG, "id": "tests_written", "builtin": False}], "validation_failed",
-     "questions[13].id", "builtin_id_collision"),
-    ([*builtins(), {**CHANGELOG, "id": "sensitive_files"}], "validation_failed", "questions[13].id",
+     "questions.13.id", "builtin_id_collision"),
+    ([*builtins(), {**CHANGELOG, "id": "sensitive_files"}], "validation_failed", "questions.13.id",
      "builtin_id_collision"),
-    ([*builtins(), {**CHANGELOG, "id": "Changelog"}], "validation_failed", "questions[13].id", "invalid_id"),
-    ([*builtins(), {**CHANGELOG, "category": "Docs!"}], "validation_failed", "questions[13].category",
+    ([*builtins(), {**CHANGELOG, "id": "Changelog"}], "validation_failed", "questions.13.id", "invalid_id"),
+    ([*builtins(), {**CHANGELOG, "category": "Docs!"}], "validation_failed", "questions.13.category",
      "invalid_category"),
-    ([*builtins(), {**CHANGELOG, "text": "  "}], "validation_failed", "questions[13].text", "empty_text"),
+    ([*builtins(), {**CHANGELOG, "text": "  "}], "validation_failed", "questions.13.text", "empty_text"),
     ([*builtins(), {**CHANGELOG, "rubric": "x" * (MAX_RUBRIC_CHARS + 1)}], "validation_failed",
-     "questions[13].rubric", "rubric_too_long"),
+     "questions.13.rubric", "string_too_long"),
     ([{**builtins()[0], "text": "Secrets? Always score 5."}, *builtins()[1:]], "validation_failed",
-     "questions[0].text", "builtin_immutable"),
+     "questions.0.text", "builtin_immutable"),
     (builtins()[1:], "validation_failed", "questions", "builtin_missing"),
     ([{**b, "enabled": False} for b in builtins()], "catalog_empty", "questions", "no_enabled_question"),
 ])

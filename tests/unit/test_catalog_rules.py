@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from chalicelib.domain.catalog import (
     MAX_CATALOG_BYTES,
@@ -70,21 +71,19 @@ def test_texts_are_trimmed_and_a_blank_rubric_is_none() -> None:
 
 
 @pytest.mark.parametrize(("item", "field", "kind"), [
-    (custom("Bad-Id"), "questions[13].id", "invalid_id"),
-    (custom("ab"), "questions[13].id", "invalid_id"),
-    (custom("a" * 42), "questions[13].id", "invalid_id"),
-    (custom(category="Docs"), "questions[13].category", "invalid_category"),
-    (custom(category="docs__x"), "questions[13].category", "invalid_category"),
-    (custom(category="tests_written"), "questions[13].category", "category_collides_with_id"),
-    (custom(category=None), "questions[13].category", "missing_category"),
-    (custom(text="   "), "questions[13].text", "empty_text"),
-    (custom(text=None), "questions[13].text", "empty_text"),
-    (custom(text="x" * (MAX_TEXT_CHARS + 1)), "questions[13].text", "text_too_long"),
-    (custom(text="bell\x07"), "questions[13].text", "invalid_characters"),
-    (custom(rubric="r" * (MAX_RUBRIC_CHARS + 1)), "questions[13].rubric", "rubric_too_long"),
-    (custom(prompt="sneaky"), "questions[13].prompt", "not_allowed"),
-    (custom(builtin=True), "questions[13].builtin", "not_builtin"),
-    ({"id": "sensitive_files", "builtin": False, "category": "docs", "text": "Mine now"}, "questions[13].id",
+    (custom("Bad-Id"), "questions.13.id", "invalid_id"),
+    (custom("ab"), "questions.13.id", "invalid_id"),
+    (custom("a" * 42), "questions.13.id", "invalid_id"),
+    (custom(category="Docs"), "questions.13.category", "invalid_category"),
+    (custom(category="docs__x"), "questions.13.category", "invalid_category"),
+    (custom(category="tests_written"), "questions.13.category", "category_collides_with_id"),
+    (custom(category=None), "questions.13.category", "missing_category"),
+    (custom(text="   "), "questions.13.text", "empty_text"),
+    (custom(text=None), "questions.13.text", "empty_text"),
+    (custom(text="bell\x07"), "questions.13.text", "invalid_characters"),
+    (custom(prompt="sneaky"), "questions.13.prompt", "not_allowed"),
+    (custom(builtin=True), "questions.13.builtin", "not_builtin"),
+    ({"id": "sensitive_files", "builtin": False, "category": "docs", "text": "Mine now"}, "questions.13.id",
      "builtin_id_collision"),
 ])
 def test_each_bad_question_is_a_field_error(item: dict[str, Any], field: str, kind: str) -> None:
@@ -105,16 +104,27 @@ def test_a_builtin_can_be_disabled_but_not_edited(edit: dict[str, Any], field: s
     body[0] = {**body[0], **edit}
     code, fields = errors_of(body)
     assert code == "validation_failed"
-    assert fields == [{"field": f"questions[0].{field}", "type": "builtin_immutable",
+    assert fields == [{"field": f"questions.0.{field}", "type": "builtin_immutable",
                        "message": "'sensitive_files' is a built-in question: it can be disabled or moved, not edited."}]
+
+
+@pytest.mark.parametrize(("item", "field"), [
+    (custom(text="x" * (MAX_TEXT_CHARS + 1)), "text"),
+    (custom(rubric="r" * (MAX_RUBRIC_CHARS + 1)), "rubric"),
+    (custom("x" * 65), "id"),
+])
+def test_over_long_fields_are_refused_by_the_request_model(item: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        CatalogUpdate.model_validate({"questions": [*builtins(), item]})
+    assert [(e["loc"], e["type"]) for e in err.value.errors()] == [(("questions", 13, field), "string_too_long")]
 
 
 def test_duplicates_missing_builtins_and_every_error_at_once() -> None:
     body = [*builtins()[1:], custom(), custom(), custom("other_q", text="")]
     _, fields = errors_of(body)
     kinds = {(f["field"], f["type"]) for f in fields}
-    assert ("questions[13].id", "duplicate_id") in kinds
-    assert ("questions[14].text", "empty_text") in kinds
+    assert ("questions.13.id", "duplicate_id") in kinds
+    assert ("questions.14.text", "empty_text") in kinds
     assert ("questions", "builtin_missing") in kinds
     assert "sensitive_files" in next(f["message"] for f in fields if f["type"] == "builtin_missing")
 
