@@ -189,7 +189,7 @@ class Container:
                                limit=cfg.upload_rate_limit, window_seconds=cfg.upload_rate_window_seconds)
         return SessionService(objects=S3SessionObjects(self.s3, bucket=cfg.bucket_name, kms_key_id=cfg.kms_key_id),
                               index=DynamoSessionIndex(self.dynamodb, table_name=cfg.table_name), clock=self.clock,
-                              upload_rate=rate.check)
+                              upload_rate=rate.check, enqueue_upload=self.job_queue.send_session_upload)
 
     # -- judge catalog -----------------------------------------------------------------------
     @cached_property

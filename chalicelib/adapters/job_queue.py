@@ -1,4 +1,4 @@
-"""SqsJobQueue: hands an eval run to the worker as one small SQS message (ids only, never content)."""
+"""SqsJobQueue: hands an eval run, or a large uploaded session file, to the worker as one small SQS message."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.domain.errors import DependencyUnavailable
 from chalicelib.domain.runs import EvalJobMessage
+from chalicelib.domain.session_uploads import SessionUploadJob
 from chalicelib.observability import logger
 
 
@@ -35,3 +36,16 @@ class SqsJobQueue:
             raise DependencyUnavailable("The job queue is unavailable; retry shortly.",
                                         code="job_queue_unavailable") from None
         return str(resp.get("MessageId", ""))
+
+    def send_session_upload(self, message: SessionUploadJob) -> None:
+        """Hand a large uploaded session file to the worker (ids only; the file stays in S3)."""
+        try:
+            self._sqs.send_message(
+                QueueUrl=self._queue_url, MessageBody=message.model_dump_json(),
+                MessageAttributes={"tenant": {"DataType": "String", "StringValue": message.tenant},
+                                   "kind": {"DataType": "String", "StringValue": message.job}})
+        except (ClientError, BotoCoreError) as exc:
+            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
+            logger.warning("job queue send failed", extra={"aws_error": code, "upload_id": message.upload_id})
+            raise DependencyUnavailable("The job queue is unavailable; retry shortly.",
+                                        code="job_queue_unavailable") from None

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item
+from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item, to_value
 from chalicelib.domain.errors import DependencyUnavailable, InvalidRequest
 from chalicelib.domain.json_depth import loads_bounded
 from chalicelib.observability import logger
@@ -266,6 +266,40 @@ class DynamoSessionIndex:
 
     def delete_upload(self, tenant: str, upload_id: str) -> None:
         self._delete(tenant, f"UPLOAD#{upload_id}")
+
+    def claim_upload(self, tenant: str, upload_id: str) -> bool:
+        """pending → processing, once: False when another completion already claimed it (or it is gone)."""
+        try:
+            self._ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": tenant_pk(tenant)}, "sk": {"S": f"UPLOAD#{upload_id}"}},
+                UpdateExpression="SET #status = :processing",
+                ConditionExpression="attribute_exists(sk) AND (attribute_not_exists(#status) OR #status = :pending)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":processing": {"S": "processing"}, ":pending": {"S": "pending"}})
+        except ClientError as exc:
+            if _client_error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise _unavailable("claim_upload", exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable("claim_upload", exc) from None
+        return True
+
+    def finish_upload(self, tenant: str, upload_id: str, outcome: dict[str, Any]) -> None:
+        """Record a background completion's outcome (`status` and `session` or `error`) on its ticket."""
+        names = {f"#f{i}": name for i, name in enumerate(outcome)}
+        values = {f":v{i}": to_value(value) for i, value in enumerate(outcome.values())}
+        try:
+            self._ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": tenant_pk(tenant)}, "sk": {"S": f"UPLOAD#{upload_id}"}},
+                UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(outcome))),
+                ConditionExpression="attribute_exists(sk)",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except ClientError as exc:
+            if _client_error_code(exc) == "ConditionalCheckFailedException":
+                return  # the ticket expired meanwhile: nobody can poll it any more
+            raise _unavailable("finish_upload", exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable("finish_upload", exc) from None
 
     # -- continuation links ----------------------------------------------------------------
     def put_leaf(self, tenant: str, leaf_uuid: str, session_id: str) -> None:

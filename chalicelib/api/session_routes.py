@@ -23,7 +23,10 @@ from chalicelib.services.sessions import (
     SessionPage,
     SessionRecord,
     SessionStored,
+    UploadAccepted,
+    UploadCompletion,
     UploadRequest,
+    UploadStatus,
     UploadTicket,
     too_large_for_put,
 )
@@ -142,12 +145,24 @@ def create_session_upload(ctx: RequestContext, session_id: str) -> ApiResponse:
 @endpoint(sessions_bp, "/sessions/{session_id}/uploads/{upload_id}/complete", "POST", path_params=SESSION_ID_PARAM,
           auth="member", tags=_TAGS,
           summary="Parse and store a file PUT to a presigned upload url",
-          response_model=SessionStored, status=201,
-          extra_responses={200: "replaced an existing session", 404: "unknown or expired upload",
-                           409: "nothing was PUT to the upload url yet"})
+          response_model=UploadCompletion, status=201,
+          extra_responses={200: "replaced an existing session",
+                           202: "a large file: parsed in the background; poll status_path",
+                           403: "the session was uploaded by another member (not_session_owner)",
+                           404: "unknown or expired upload", 409: "nothing was PUT to the upload url yet"})
 def complete_session_upload(ctx: RequestContext, session_id: str, upload_id: str) -> ApiResponse:
-    stored = _sessions().complete_upload(ctx.principal, session_id, upload_id)
-    return ApiResponse(stored, status=201 if stored.created else 200)
+    outcome = _sessions().complete_upload(ctx.principal, session_id, upload_id)
+    if isinstance(outcome, UploadAccepted):
+        return ApiResponse(outcome, status=202)
+    return ApiResponse(outcome, status=201 if outcome.created else 200)
+
+
+@endpoint(sessions_bp, "/sessions/{session_id}/uploads/{upload_id}", "GET", path_params=SESSION_ID_PARAM,
+          auth="member", tags=_TAGS,
+          summary="Where a presigned upload is: pending, processing, succeeded (with the session) or failed",
+          response_model=UploadStatus, extra_responses={404: "unknown or expired upload"})
+def get_session_upload(ctx: RequestContext, session_id: str, upload_id: str) -> UploadStatus:
+    return _sessions().upload_status(ctx.principal, session_id, upload_id)
 
 
 @endpoint(sessions_bp, "/sessions/{session_id}/eval-context", "GET", path_params=SESSION_ID_PARAM,

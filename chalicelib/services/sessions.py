@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any, Literal, Protocol, cast
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, field_serializer
 
 from chalicelib.domain.clock import Clock, iso
 from chalicelib.domain.errors import (
@@ -53,6 +53,7 @@ from chalicelib.domain.errors import (
     PayloadTooLarge,
 )
 from chalicelib.domain.principal import Principal
+from chalicelib.domain.session_uploads import SessionUploadJob, UploadError, UploadState
 from chalicelib.domain.trace import SessionUpload, TraceEntry, trace_to_json
 from chalicelib.ingest import (
     SESSION_FORMATS,
@@ -84,6 +85,9 @@ MAX_CHAIN_DEPTH = 50
 UPLOAD_URL_TTL_SECONDS = 15 * 60
 # Matches the bucket's lifecycle rule that expires abandoned `uploads/` objects after a day.
 UPLOAD_TICKET_TTL_SECONDS = 24 * 3600
+# Uploaded files up to this size (as stored, gzip or not) are parsed inside the completion request;
+# larger ones in the worker, so a completion never runs into API Gateway's 29 s.
+SYNC_COMPLETE_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 200
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
@@ -269,6 +273,29 @@ class UploadTicket(_Out):
     complete_path: str
 
 
+class UploadAccepted(_Out):
+    """`POST …/complete` for a large file: 202, parsed in the background; poll `status_path`."""
+
+    upload_id: str
+    session_id: str
+    status: UploadState
+    status_path: str
+
+
+class UploadCompletion(RootModel[SessionStored | UploadAccepted]):
+    """`POST …/complete`: the stored session (201/200), or `UploadAccepted` (202) for a large file."""
+
+
+class UploadStatus(_Out):
+    """`GET /sessions/{id}/uploads/{upload_id}`: where a presigned upload is."""
+
+    upload_id: str
+    session_id: str
+    status: UploadState
+    session: SessionStored | None = None
+    error: UploadError | None = None
+
+
 class EvalContext(_Out):
     """What every runner judges: `GET /sessions/{id}/eval-context` and `load_eval_context`.
 
@@ -362,6 +389,10 @@ class SessionIndex(Protocol):
     def get_upload(self, tenant: str, upload_id: str, *, now_epoch: int) -> dict[str, Any] | None: ...
 
     def delete_upload(self, tenant: str, upload_id: str) -> None: ...
+
+    def claim_upload(self, tenant: str, upload_id: str) -> bool: ...
+
+    def finish_upload(self, tenant: str, upload_id: str, outcome: dict[str, Any]) -> None: ...
 
     def put_leaf(self, tenant: str, leaf_uuid: str, session_id: str) -> None: ...
 
@@ -598,8 +629,13 @@ class SessionService:
     def __init__(self, objects: SessionObjects, index: SessionIndex, clock: Clock, *,
                  new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
                  spool_memory_bytes: int = SPOOL_MEMORY_BYTES, max_session_bytes: int = MAX_SESSION_BYTES,
-                 upload_rate: Callable[[Principal], None] | None = None) -> None:
+                 upload_rate: Callable[[Principal], None] | None = None,
+                 enqueue_upload: Callable[[SessionUploadJob], None] | None = None,
+                 sync_complete_max_bytes: int = SYNC_COMPLETE_MAX_BYTES) -> None:
         self._objects = objects
+        # Hands a large uploaded file to the worker; without it every completion is synchronous.
+        self._enqueue_upload = enqueue_upload
+        self._sync_complete_max = sync_complete_max_bytes
         # Counts one upload for the caller or raises (429): every direct upload and presigned start.
         self._upload_rate = upload_rate or (lambda _principal: None)
         self._index = index
@@ -709,22 +745,91 @@ class SessionService:
                             max_bytes=self._max_session,
                             complete_path=f"/sessions/{session_id}/uploads/{upload_id}/complete")
 
-    def complete_upload(self, principal: Principal, session_id: str, upload_id: str) -> SessionStored:
-        """Parse the uploaded object exactly like a PUT body, store it, then drop the upload."""
+    def complete_upload(self, principal: Principal, session_id: str, upload_id: str
+                        ) -> SessionStored | UploadAccepted:
+        """Parse the uploaded object exactly like a PUT body and store it, then drop the upload.
+
+        A file over `SYNC_COMPLETE_MAX_BYTES` is handed to the worker instead: the answer is
+        `UploadAccepted` (202) and `upload_status` tells when it is stored or why it failed.
+        """
         validate_session_id(session_id)
         _validate_upload_id(upload_id)
         tenant = principal.tenant
-        ticket = self._index.get_upload(tenant, upload_id, now_epoch=int(self._clock.now().timestamp()))
-        if (ticket is None or ticket.get("session_id") != session_id
-                or (ticket.get("created_by") != principal.user and not principal.is_admin)):
-            raise NotFound("No such upload for this session (it may have expired); start a new one with "
-                           f"POST /sessions/{session_id}/uploads.", code="upload_not_found")
+        ticket = self._ticket(principal, session_id, upload_id)
+        if ticket.get("status") in ("processing", "succeeded", "failed"):
+            return self._accepted(session_id, upload_id, ticket["status"])
         self._check_owner(principal, session_id)
         key = self._objects.upload_key(tenant, upload_id)
         stream = self._objects.open(key)
         if stream is None:
             raise Conflict("Nothing has been uploaded yet: PUT the file to the upload url with the returned "
                            "headers, then complete the upload.", code="upload_not_received")
+        if self._enqueue_upload is not None and stream.size > self._sync_complete_max:
+            stream.close()
+            if self._index.claim_upload(tenant, upload_id):
+                self._enqueue_upload(SessionUploadJob(tenant=tenant, user=principal.user, roles=principal.roles,
+                                                      session_id=session_id, upload_id=upload_id))
+            return self._accepted(session_id, upload_id, "processing")
+        stored = self._complete_stream(principal, session_id, upload_id, ticket, stream, keep_ticket=False)
+        self._discard_upload(tenant, upload_id, key)
+        return stored
+
+    def complete_upload_job(self, job: SessionUploadJob) -> UploadState:
+        """The worker's half of a large completion: store the file, then record the outcome on the upload.
+
+        Retryable storage failures raise (SQS redelivers the job); a bad file is recorded as failed.
+        """
+        principal = Principal(tenant=job.tenant, user=job.user, roles=job.roles)
+        ticket = self._index.get_upload(job.tenant, job.upload_id, now_epoch=int(self._clock.now().timestamp()))
+        if ticket is None or ticket.get("status") in ("succeeded", "failed"):
+            return "failed" if ticket is None else ticket["status"]  # expired, or a redelivered job
+        key = self._objects.upload_key(job.tenant, job.upload_id)
+        try:
+            self._check_owner(principal, job.session_id)
+            stream = self._objects.open(key)
+            if stream is None:
+                raise Conflict("The uploaded file is gone; start a new upload.", code="upload_not_received")
+            stored = self._complete_stream(principal, job.session_id, job.upload_id, ticket, stream,
+                                           keep_ticket=True)
+        except DependencyUnavailable:
+            raise
+        except DomainError as exc:
+            self._best_effort(lambda: self._objects.delete(key), "delete upload object")
+            error = UploadError(code=exc.code, message=exc.message, details=exc.details)
+            self._index.finish_upload(job.tenant, job.upload_id, {"status": "failed",
+                                                                   "error": error.model_dump(mode="json")})
+            return "failed"
+        self._best_effort(lambda: self._objects.delete(key), "delete upload object")
+        self._index.finish_upload(job.tenant, job.upload_id, {"status": "succeeded",
+                                                               "session": stored.model_dump(mode="json")})
+        return "succeeded"
+
+    def upload_status(self, principal: Principal, session_id: str, upload_id: str) -> UploadStatus:
+        validate_session_id(session_id)
+        _validate_upload_id(upload_id)
+        ticket = self._ticket(principal, session_id, upload_id)
+        state: UploadState = ticket.get("status") or "pending"
+        session = SessionStored.model_validate(ticket["session"]) if ticket.get("session") else None
+        error = UploadError.model_validate(ticket["error"]) if ticket.get("error") else None
+        return UploadStatus(upload_id=upload_id, session_id=session_id, status=state, session=session, error=error)
+
+    def _ticket(self, principal: Principal, session_id: str, upload_id: str) -> dict[str, Any]:
+        ticket = self._index.get_upload(principal.tenant, upload_id, now_epoch=int(self._clock.now().timestamp()))
+        if (ticket is None or ticket.get("session_id") != session_id
+                or (ticket.get("created_by") != principal.user and not principal.is_admin)):
+            raise NotFound("No such upload for this session (it may have expired); start a new one with "
+                           f"POST /sessions/{session_id}/uploads.", code="upload_not_found")
+        return ticket
+
+    @staticmethod
+    def _accepted(session_id: str, upload_id: str, state: UploadState) -> UploadAccepted:
+        return UploadAccepted(upload_id=upload_id, session_id=session_id, status=state,
+                              status_path=f"/sessions/{session_id}/uploads/{upload_id}")
+
+    def _complete_stream(self, principal: Principal, session_id: str, upload_id: str, ticket: dict[str, Any],
+                         stream: SizedStream, *, keep_ticket: bool) -> SessionStored:
+        tenant = principal.tenant
+        key = self._objects.upload_key(tenant, upload_id)
         details = SessionDetails(repository=ticket.get("repository"), title=ticket.get("title"),
                                  parent_session_id=ticket.get("parent_session_id"))
         try:
@@ -738,17 +843,19 @@ class SessionService:
                 raise PayloadTooLarge(f"The uploaded file is {stream.size} bytes; the limit is "
                                       f"{self._max_session} bytes.", code="session_too_large",
                                       details={"limit_bytes": self._max_session})
-            stored = self._store_stream(principal, session_id, str(ticket["format"]), stream, details)
+            return self._store_stream(principal, session_id, str(ticket["format"]), stream, details)
         except DependencyUnavailable:
             raise  # retryable: keep the upload so completing again can succeed
         except DomainError:
-            # The file itself is unusable: drop it so nothing of it stays stored.
-            self._discard_upload(tenant, upload_id, key)
+            # The file itself is unusable: drop it so nothing of it stays stored (a background
+            # completion keeps the ticket, which records why, for the client polling it).
+            if keep_ticket:
+                self._best_effort(lambda: self._objects.delete(key), "delete upload object")
+            else:
+                self._discard_upload(tenant, upload_id, key)
             raise
         finally:
             stream.close()
-        self._discard_upload(tenant, upload_id, key)
-        return stored
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""One SQS record → one eval run judged: message parsing, the Lambda time budget, and the retry policy.
+"""One SQS record → one eval run judged (or one large uploaded session stored): parsing, budget, retries.
 
 Raising makes Powertools' BatchProcessor report the record as failed, so SQS redelivers it (and
 after maxReceiveCount moves it to the DLQ). Only retryable infrastructure failures raise; a bad
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from chalicelib.domain.errors import DependencyUnavailable, DomainError
 from chalicelib.domain.runs import EvalJobMessage, RunError
+from chalicelib.domain.session_uploads import SessionUploadJob
 from chalicelib.observability import logger, worker_record_log_keys
 
 # Without a Lambda context (a direct call) assume a full worker invocation.
@@ -32,6 +33,9 @@ def _remaining_ms(context: Any) -> Callable[[], int]:
 def process_job_record(record: Any, context: Any) -> None:
     """The BatchProcessor record handler (`record` is a Powertools SQSRecord)."""
     message_id = getattr(record, "message_id", None)
+    if '"job":"session_upload"' in record.body:
+        _process_upload(record.body, message_id)
+        return
     try:
         message = EvalJobMessage.model_validate_json(record.body)
     except (ValidationError, ValueError, TypeError) as exc:
@@ -65,6 +69,27 @@ def _process(message: EvalJobMessage, message_id: str | None, context: Any) -> N
     logger.info("eval job processed", extra={
         "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
         "action": outcome.action, "status": outcome.status, "run_writes": outcome.writes})
+
+
+def _process_upload(body: str, message_id: str | None) -> None:
+    """A large presigned upload completed in the background (`SessionService.complete_upload_job`)."""
+    from chalicelib.wiring import container
+
+    try:
+        job = SessionUploadJob.model_validate_json(body)
+    except (ValidationError, ValueError, TypeError) as exc:
+        logger.error("malformed session upload job dropped", extra={
+            "message_id": message_id, "error_type": type(exc).__name__})
+        return
+    try:
+        state = container().sessions.complete_upload_job(job)
+    except (DependencyUnavailable, ClientError, BotoCoreError) as exc:
+        logger.warning("session upload job failed on infrastructure; SQS will redeliver it", extra={
+            "tenant": job.tenant, "upload_id": job.upload_id, "message_id": message_id,
+            "error_type": type(exc).__name__})
+        raise
+    logger.info("session upload job processed", extra={
+        "tenant": job.tenant, "session_id": job.session_id, "upload_id": job.upload_id, "status": state})
 
 
 def _mark_failed(message: EvalJobMessage, exc: Exception) -> None:

@@ -533,17 +533,23 @@ def test_a_bad_uploaded_file_stores_nothing_and_is_discarded(client: Any, aws: A
     assert_nothing_stored(aws)
 
 
-def test_ten_megabyte_line_via_upload_is_line_too_long(client: Any, aws: Any, member_token: str) -> None:
+def test_ten_megabyte_line_via_upload_is_line_too_long(client: Any, aws: Any, container: Any,
+                                                        member_token: str) -> None:
+    from chalicelib.worker.eval_worker import handle_sqs_batch
+
     session, resources = aws
     line = b'{"type":"user","message":{"content":"' + b"a" * (10 * 1024 * 1024) + b'"}}\n'
     t = _start_upload(client, member_token, "s1", content_length=len(line)).json
     session.client("s3").put_object(Bucket=resources.bucket_name, Key=f"uploads/acme/{t['upload_id']}", Body=line)
 
     resp = client.post(f"/sessions/s1/uploads/{t['upload_id']}/complete", token=member_token)
+    assert resp.status_code == 202  # over 8 MiB: parsed by the worker
+    handle_sqs_batch(_drain_jobs(container), None)
 
-    assert resp.status_code == 400
-    assert resp.json["error"]["code"] == "line_too_long"
+    status = client.get(resp.json["status_path"], token=member_token).json
+    assert status["status"] == "failed" and status["error"]["code"] == "line_too_long"
     assert s3_keys(aws) == []
+    assert_nothing_stored(aws)
 
 
 def test_bad_upload_requests(client: Any, member_token: str) -> None:
@@ -709,3 +715,47 @@ def test_a_gzip_inflating_past_the_direct_cap_points_at_the_presigned_upload(cli
     assert resp.json["error"]["details"]["limit_kind"] == "inflated_bytes"
     assert "POST /sessions/s1/uploads" in resp.json["error"]["message"]
     assert_nothing_stored(aws)
+
+
+# -- large presigned uploads complete in the background (issue #19) ----------------------------------
+
+def _drain_jobs(container: Any) -> dict[str, Any]:
+    records = []
+    while msgs := container.sqs.receive_message(QueueUrl=container.config.queue_url, MaxNumberOfMessages=10,
+                                                WaitTimeSeconds=0).get("Messages", []):
+        for m in msgs:
+            records.append({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                            "attributes": {}, "messageAttributes": {}, "md5OfBody": "x", "eventSource": "aws:sqs",
+                            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:eval-runner-jobs",
+                            "awsRegion": "us-east-1"})
+            container.sqs.delete_message(QueueUrl=container.config.queue_url, ReceiptHandle=m["ReceiptHandle"])
+    return {"Records": records}
+
+
+def test_a_large_presigned_upload_is_202_then_stored_by_the_worker(client: Any, aws: Any, container: Any,
+                                                                  member_token: str) -> None:
+    from chalicelib.services.sessions import SYNC_COMPLETE_MAX_BYTES
+    from chalicelib.worker.eval_worker import handle_sqs_batch
+
+    body = claude_session("big-2", output="x" * (SYNC_COMPLETE_MAX_BYTES + 1024))
+    t = _start_upload(client, member_token, "big-2", content_length=len(body)).json
+    session, resources = aws
+    session.client("s3").put_object(Bucket=resources.bucket_name, Key=f"uploads/acme/{t['upload_id']}", Body=body)
+
+    accepted = client.post(f"/sessions/big-2/uploads/{t['upload_id']}/complete", token=member_token)
+
+    assert accepted.status_code == 202, accepted.json
+    assert accepted.json["status"] == "processing"
+    status_path = accepted.json["status_path"]
+    assert client.get(status_path, token=member_token).json["status"] == "processing"
+    assert client.get("/sessions/big-2", token=member_token).status_code == 404
+
+    result = handle_sqs_batch(_drain_jobs(container), None)
+
+    assert result == {"batchItemFailures": []}
+    status = client.get(status_path, token=member_token)
+    assert status.status_code == 200 and status.json["status"] == "succeeded", status.json
+    assert status.json["session"]["bytes"] == len(body) and status.json["error"] is None
+    assert client.get("/sessions/big-2", token=member_token).json["entries"] == status.json["session"]["entries"]
+    assert s3_keys(aws) == ["sessions/acme/big-2/trace.jsonl.gz"]
+    assert client.get(status_path, token=mint("acme", "alice", [])).status_code == 404

@@ -14,6 +14,7 @@ import pytest
 
 from chalicelib.domain.errors import DependencyUnavailable, Forbidden, InvalidRequest, NotFound, PayloadTooLarge
 from chalicelib.domain.principal import Principal
+from chalicelib.domain.session_uploads import SessionUploadJob
 from chalicelib.domain.trace import TextEntry, ToolInvocation, ToolResult, TraceEntry
 from chalicelib.ingest import build_eval_context, iter_jsonl_lines, parse_session
 from chalicelib.ingest.redaction import REDACTION_VERSION
@@ -22,6 +23,7 @@ from chalicelib.services.sessions import (
     EvalContext,
     SessionDetails,
     SessionService,
+    UploadAccepted,
     UploadRequest,
     stream_eval_context,
     validate_session_id,
@@ -120,6 +122,17 @@ class FakeIndex:
 
     def delete_upload(self, tenant: str, upload_id: str) -> None:
         self.uploads.pop((tenant, upload_id), None)
+
+    def claim_upload(self, tenant: str, upload_id: str) -> bool:
+        ticket = self.uploads.get((tenant, upload_id))
+        if ticket is None or ticket[0].get("status", "pending") != "pending":
+            return False
+        ticket[0]["status"] = "processing"
+        return True
+
+    def finish_upload(self, tenant: str, upload_id: str, outcome: dict[str, Any]) -> None:
+        if (tenant, upload_id) in self.uploads:
+            self.uploads[(tenant, upload_id)][0].update(outcome)
 
     def put_leaf(self, tenant: str, leaf_uuid: str, session_id: str) -> None:
         self.leaves[(tenant, leaf_uuid)] = session_id
@@ -514,3 +527,52 @@ def test_a_session_taken_between_start_and_completion_is_not_replaced(service: S
     assert err.value.code == "not_session_owner"
     with pytest.raises(NotFound):  # nor by anyone but the member who started it
         service.complete_upload(BOB, "s1", ticket.upload_id)
+
+
+# -- large uploads complete in the background --------------------------------------------------------
+
+def _async_service(objects: FakeObjects, index: FakeIndex, clock: FixedClock,
+                   jobs: list[SessionUploadJob]) -> SessionService:
+    return SessionService(objects, index, clock, enqueue_upload=jobs.append, sync_complete_max_bytes=100)
+
+
+def test_a_large_upload_is_accepted_then_stored_by_the_worker(objects: FakeObjects, index: FakeIndex,
+                                                              clock: FixedClock) -> None:
+    jobs: list[SessionUploadJob] = []
+    service = _async_service(objects, index, clock, jobs)
+    ticket = service.create_upload(BOB, "s1", UploadRequest(format="codex", content_length=CODEX_SIZE))
+    objects.data[f"uploads/acme/{ticket.upload_id}"] = (FIXTURES / "codex-full.jsonl").read_bytes()
+
+    accepted = service.complete_upload(BOB, "s1", ticket.upload_id)
+    again = service.complete_upload(BOB, "s1", ticket.upload_id)
+
+    assert isinstance(accepted, UploadAccepted) and accepted.status == "processing"
+    assert accepted.status_path == f"/sessions/s1/uploads/{ticket.upload_id}" and again == accepted
+    assert len(jobs) == 1 and index.sessions == {}  # one job, nothing stored yet
+    assert service.upload_status(BOB, "s1", ticket.upload_id).status == "processing"
+
+    assert service.complete_upload_job(jobs[0]) == "succeeded"
+    assert service.complete_upload_job(jobs[0]) == "succeeded"  # a redelivered job does nothing
+
+    status = service.upload_status(BOB, "s1", ticket.upload_id)
+    assert status.status == "succeeded" and status.session is not None and status.session.format == "codex"
+    assert list(objects.data) == ["sessions/acme/s1/trace.jsonl.gz"] and objects.puts == 1
+    with pytest.raises(NotFound):
+        service.upload_status(ALICE, "s1", ticket.upload_id)
+
+
+def test_a_large_bad_upload_fails_in_the_background_and_stores_nothing(objects: FakeObjects, index: FakeIndex,
+                                                                       clock: FixedClock) -> None:
+    jobs: list[SessionUploadJob] = []
+    service = _async_service(objects, index, clock, jobs)
+    body = b'{"type":"user"}\n' * 20 + b"{not json}\n"
+    ticket = service.create_upload(BOB, "s1", UploadRequest(format="claude-code", content_length=len(body)))
+    objects.data[f"uploads/acme/{ticket.upload_id}"] = body
+
+    assert isinstance(service.complete_upload(BOB, "s1", ticket.upload_id), UploadAccepted)
+    assert service.complete_upload_job(jobs[0]) == "failed"
+
+    status = service.upload_status(BOB, "s1", ticket.upload_id)
+    assert status.status == "failed" and status.error is not None
+    assert status.error.code == "invalid_jsonl" and status.error.details == {"line": 21, "column": 2}
+    assert objects.data == {} and index.sessions == {}

@@ -1,0 +1,28 @@
+"""A presigned upload completed in the background: the worker's job message and the upload's status."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+UploadState = Literal["pending", "processing", "succeeded", "failed"]
+
+
+class SessionUploadJob(BaseModel):
+    """The SQS message that hands a large uploaded file to the worker (ids only, never content)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: Literal["session_upload"] = "session_upload"
+    tenant: str
+    user: str
+    roles: tuple[str, ...] = ()
+    session_id: str
+    upload_id: str
+
+
+class UploadError(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
