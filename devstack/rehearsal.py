@@ -303,6 +303,11 @@ def synthetic_event(kind: str, function: str, endpoint_queue_arn: str) -> tuple[
         if route == "$default":
             event["body"] = json.dumps({"action": "heartbeat"})
         return event, ("statusCode 401 (no token)" if route == "$connect" else "statusCode 200")
+    if kind == "schedule":
+        return ({"version": "0", "id": "rehearsal-schedule", "detail-type": "Scheduled Event", "source": "aws.events",
+                 "account": "123456789012", "time": "2026-12-04T00:00:00Z", "region": REGION,
+                 "resources": [f"arn:aws:events:{REGION}:123456789012:rule/{function}"], "detail": {}},
+                "no error")
     return {}, "no error"
 
 
@@ -509,8 +514,9 @@ def rehearse(stage: str, *, fault: str | None = None, checkov: str | None = None
         report.cold_start_environment = {
             "python": platform.python_version(), "machine": platform.machine(), "replaced_for_host": replaced,
             "code_dir": str(code_dir.relative_to(ROOT)) if code_dir.is_relative_to(ROOT) else str(code_dir)}
-        kinds = {n: pkg.function_kind(n, r) for n, r in template["Resources"].items()
-                 if r["Type"] == "AWS::Serverless::Function"}
+        kinds = {n: ("schedule" if any(e.get("Type") == "Schedule" for e in r["Properties"].get("Events", {}).values())
+                     else pkg.function_kind(n, r))
+                 for n, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
         for function, configuration in sorted(functions.items()):
             entry = cold_start(function, kinds.get(function, "other"), configuration, code_dir, endpoint, queue_arn)
             report.cold_started.append(entry)
