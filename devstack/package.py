@@ -165,11 +165,40 @@ def input_files(root: Path = ROOT) -> list[Path]:
     return [p for p in files if (root / p).is_file()]
 
 
+def pinned_requirements(text: str) -> str:
+    """requirements.txt with every requirement pinned to the version installed in this venv, so the
+    Lambda ships exactly what the tests ran against (a dev tool's cap, e.g. aws-sam-translator's
+    `pydantic~=2.13`, would otherwise test one version and ship another). A requirement that is not
+    installed here keeps its range (and `make package` then ships what pip picks)."""
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    lines = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            req = Requirement(line)
+            version = metadata.version(req.name)
+        except (InvalidRequirement, metadata.PackageNotFoundError):
+            lines.append(line)
+            continue
+        extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+        marker = f"; {req.marker}" if req.marker else ""
+        lines.append(f"{req.name}{extras}=={version}{marker}")
+    return "\n".join(lines) + "\n"
+
+
 def fingerprint(root: Path = ROOT) -> str:
     """Decides whether a build is fresh: the inputs plus this module (which shapes the output)."""
     digest = hashlib.sha256(Path(__file__).resolve().read_bytes())
     for rel in input_files(root):
-        digest.update(str(rel).encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+        data = (root / rel).read_bytes()
+        if rel == Path("requirements.txt"):
+            data = pinned_requirements(data.decode()).encode()
+        digest.update(str(rel).encode() + b"\0" + data + b"\0")
     return digest.hexdigest()
 
 
@@ -183,6 +212,7 @@ def snapshot_project(dest: Path, *, with_dependencies: bool = True) -> Path:
         (project / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, project / rel)
     if with_dependencies:
+        (project / "requirements.txt").write_text(pinned_requirements((ROOT / "requirements.txt").read_text()))
         cache = ROOT / ".chalice" / "deployments"
         cache.mkdir(parents=True, exist_ok=True)
         (project / ".chalice" / "deployments").symlink_to(cache, target_is_directory=True)
