@@ -10,6 +10,10 @@ readable only once the request that wrote it has completed). No AWS: progress wr
 Billed-equivalent input tokens use Anthropic's multipliers of the base input price: uncached 1x,
 cache write 1.25x, cache read 0.1x. The reference design (kapacitor-evals §8.1/§8.4) sends the full
 prompt 13 times, sequentially, without a cache: 13 x prompt tokens at 1x and 13 x L.
+
+A second table runs the default strategy on a tenant's custom catalog of 20 questions (built-ins
+and tenant questions with rubrics, made by the catalog's own rules): custom questions live in the
+per-question suffix, so the run must still write the shared prefix once and read it 19 times.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from chalicelib.adapters.judge_models import build_judge_model
 from chalicelib.adapters.outbound_http import OutboundGuard
 from chalicelib.domain.base_url import BaseUrlPolicy
+from chalicelib.domain.catalog import CatalogUpdate, CatalogVersion, plan_catalog
 from chalicelib.domain.evaluation import QuestionOutcome, TokenUsage
-from chalicelib.judges.catalog import QUESTIONS
+from chalicelib.judges.catalog import QUESTIONS, Question
 from chalicelib.services.judge_runner import (
     Deadline,
     JudgeRunInput,
@@ -107,34 +112,59 @@ def eval_context(trace_kb: int) -> dict[str, Any]:
                            "tool_results_truncated": 0, "bytes_saved": 0}}
 
 
+CUSTOM_CATALOG_SIZE = 20
+
+
+def custom_catalog() -> list[Question]:
+    """A tenant catalog of 20 enabled questions: 8 built-ins (5 disabled) and 12 of the tenant's own in
+    three new categories, each with a rubric, saved through the catalog's own rules and resolved as a run
+    resolves it."""
+    keep = {"sensitive_files", "destructive_commands", "security_vulnerabilities", "followed_plan",
+            "completed_items", "tests_written", "broken_tests", "direct_approach"}
+    topics = {"docs": ["changelog_updated", "readme_updated", "docstrings_current", "adr_written"],
+              "data_safety": ["migrations_reversible", "backfill_batched", "pii_not_logged", "schema_versioned"],
+              "release": ["feature_flagged", "rollback_noted", "deps_pinned", "api_compatible"]}
+    tenant = [{"id": qid, "category": category,
+               "text": f"Team standard {qid.replace('_', ' ')}: did the agent's change meet it, judging from the "
+                       "edits and commands in the trace?",
+               "rubric": f"5: {qid} fully met, with evidence in the trace\n4: met with a minor gap\n3: partly met"
+                         "\n2: mostly not met\n1: ignored although the change clearly required it"}
+              for category, ids in topics.items() for qid in ids]
+    body = {"questions": [*({"id": q.id, "enabled": q.id in keep} for q in QUESTIONS), *tenant]}
+    catalog = CatalogVersion(version=1, entries=plan_catalog(CatalogUpdate.model_validate(body))).resolved()
+    assert len(catalog.questions) == CUSTOM_CATALOG_SIZE
+    return list(catalog.questions)
+
+
 async def one_run(fake: FakeVendor, vendor: Literal["anthropic", "openai"], strategy: Strategy, latency: float,
-                  doc: dict[str, Any], run_id: str) -> tuple[float, JudgeRunResult]:
+                  doc: dict[str, Any], run_id: str,
+                  questions: Sequence[Question] = QUESTIONS) -> tuple[float, JudgeRunResult]:
     base_url = fake.anthropic_base_url if vendor == "anthropic" else fake.openai_base_url
     model = build_judge_model(vendor, api_key="sk-bench-not-a-real-key-000", base_url=base_url, max_retries=2,
                               timeout_seconds=60, outbound=LOCAL_OUTBOUND)
-    jobs = [QuestionJob(question=q, prior=QuestionOutcome(question_id=q.id, category=q.category)) for q in QUESTIONS]
+    jobs = [QuestionJob(question=q, prior=QuestionOutcome(question_id=q.id, category=q.category)) for q in questions]
     tuning = RunnerTuning(concurrency=strategy.concurrency, warm_up=strategy.warm_up, retrospective=False,
                           progress_flush_seconds=max(latency, 0.1))
     run_input = JudgeRunInput(eval_run_id=run_id, session_id="bench", model_name=MODELS[vendor],
-                              questions=list(QUESTIONS), jobs=jobs, prior_verdicts={}, context_doc=doc,
+                              questions=list(questions), jobs=jobs, prior_verdicts={}, context_doc=doc,
                               reload_context=lambda _t: doc, requested_threshold=2000,
-                              deadline=Deadline(13 * latency * 4 + 60))
+                              deadline=Deadline(len(questions) * latency * 4 + 60))
     started = time.perf_counter()
     result = await judge_run(run_input, model, NoAws(), tuning)
     return time.perf_counter() - started, result
 
 
 def measure(vendor: Literal["anthropic", "openai"], strategy: Strategy, latency: float, doc: dict[str, Any],
-            repeats: int) -> dict[str, Any]:
+            repeats: int, questions: Sequence[Question] = QUESTIONS) -> dict[str, Any]:
     walls: list[float] = []
     result: JudgeRunResult | None = None
     with FakeVendor(options=FakeVendorOptions(latency=latency)) as fake:
         for n in range(repeats):
             fake.reset()
             fake.configure(latency=latency)
-            wall, result = asyncio.run(one_run(fake, vendor, strategy, latency, doc, f"evr_bench_{n}"))
+            wall, result = asyncio.run(one_run(fake, vendor, strategy, latency, doc, f"evr_bench_{n}", questions))
             walls.append(wall)
-            if result.stop != "done" or result.result is None or len(result.result.verdicts()) != len(QUESTIONS):
+            if result.stop != "done" or result.result is None or len(result.result.verdicts()) != len(questions):
                 raise SystemExit(f"{strategy.name}: run did not judge all questions ({result.stop})")
         judges = [r for r in fake.requests if r["endpoint"] == "generate"]
         max_inflight = fake.stats()["max_inflight"]
@@ -193,6 +223,36 @@ def main() -> None:
           f"time against all-at-once and saves {1 - warm['billed'] / burst['billed']:.0%} of the input bill; "
           "with c=12 the other 12 judges run in a single wave after the warm-up (about 2 L in total, vs 13 L "
           "sequential).")
+    print_custom_catalog(args.vendor, latency, doc, args.repeats, STRATEGIES[-1], warm)
+
+
+def print_custom_catalog(vendor: Literal["anthropic", "openai"], latency: float, doc: dict[str, Any], repeats: int,
+                         strategy: Strategy, builtin: dict[str, Any]) -> None:
+    questions = custom_catalog()
+    custom = measure(vendor, strategy, latency, doc, repeats, questions)
+    if custom["writes"] != 1:
+        raise SystemExit(f"custom catalog: {custom['writes']} cache writes; the shared prefix must be written once")
+    n = len(questions)
+
+    def expected(count: int) -> float:
+        # One write of the shared prefix, the other judges read it (per-question suffixes are small).
+        return (WRITE + READ * (count - 1)) / count
+
+    print(f"\n### Custom catalog: {n} questions, the same cache behaviour\n")
+    print(f"The default strategy ({strategy.name}) on the 13 built-ins and on a tenant catalog of {n} "
+          "(8 built-ins, 12 tenant questions with rubrics in 3 new categories), same trace, vendor and L, "
+          f"median of {repeats} runs. 'vs full prompt x N' divides by the run's own N calls sent uncached; the "
+          "expected value for one write and N - 1 reads of the prefix is (1.25 + 0.1 (N - 1)) / N.\n")
+    print("| catalog | questions | wall time / L | cache writes / reads | billed-equivalent input tokens "
+          "| vs full prompt x N | expected (1.25 + 0.1 (N-1)) / N |")
+    print("|---|---|---|---|---|---|---|")
+    for label, m, count in (("built-in", builtin, len(QUESTIONS)), ("custom", custom, n)):
+        print(f"| {label} | {count} | {m['wall'] / latency:.2f} | {m['writes']} / {m['reads']} | {m['billed']:,.0f} "
+              f"| {m['billed'] / m['baseline']:.1%} | {expected(count):.1%} |")
+    print(f"\nBoth runs write the shared prefix once and every other judge reads it: a custom catalog changes only "
+          f"the per-question suffix, so the billed ratio follows the same formula (it falls with N: "
+          f"{expected(len(QUESTIONS)):.1%} for 13, {expected(n):.1%} for {n}); with c=12 the {n - 1} judges after "
+          "the warm-up take two waves.")
 
 
 if __name__ == "__main__":
