@@ -1,16 +1,17 @@
 """Worker memory: peak RSS of one eval run in a fresh worker process, on the largest trace the model's
-context window takes as it is and on a 200 MB session that the context fit has to shrink.
+context window takes as it is and on 50, 200 and 500 MB sessions that the context fit has to shrink.
 
 Setup (this process): moto server and the fake vendor as their own processes (`devstack.moto_server`,
 `devstack.fake_vendor`), the stack's resources provisioned from the infra template, the tenant's
 anthropic settings pointing at the fake vendor, the sessions uploaded through the service (a native
-PUT body; the 200 MB Claude Code transcript through the presigned flow: create upload, PUT the file to
-the presigned S3 URL, complete), and one run dispatched per session. Each run is then judged by a
+PUT body; the large Claude Code transcripts through the presigned flow: create upload, PUT the file to the
+presigned S3 URL, complete (202), and the worker's background completion), and one run dispatched
+per session. Each run is then judged by a
 fresh `python` child that imports the app like the worker Lambda, turns the queued message into an SQS
 event and calls `chalicelib.worker.eval_worker.handle_sqs_batch`; the child reports its
 `ru_maxrss` (peak resident set), so nothing of the setup or of AWS/the vendor is counted.
 
-Usage: .venv/bin/python bench/memory/bench_memory.py [--session-mb 200]
+Usage: .venv/bin/python bench/memory/bench_memory.py [--session-mb 50,200,500]
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from chalicelib.services.sessions import MAX_SESSION_BYTES  # noqa: E402
 
 TENANT = "acme"
 MODEL = "claude-sonnet-4-6"  # a 200k-token context window
@@ -125,7 +128,7 @@ def _window_trace() -> bytes:
     return json.dumps({"trace": entries, "title": "window-sized session"}).encode()
 
 
-def setup(env: dict[str, str], session_mb: int, tmp: Path) -> dict[str, dict[str, Any]]:
+def setup(env: dict[str, str], session_mbs: list[int], tmp: Path) -> dict[str, dict[str, Any]]:
     """Settings, sessions and one queued run per case; returns case → {message, session facts}."""
     import httpx
 
@@ -133,9 +136,10 @@ def setup(env: dict[str, str], session_mb: int, tmp: Path) -> dict[str, dict[str
     from bench.sessions.bench_sessions import generate
     from chalicelib.config import runtime_config_from_env
     from chalicelib.domain.principal import Principal
+    from chalicelib.domain.session_uploads import SessionUploadJob
     from chalicelib.domain.settings import EvalRunnerSettingsUpdate
     from chalicelib.services.eval_runs import EvalRunRequest
-    from chalicelib.services.sessions import UploadRequest
+    from chalicelib.services.sessions import UploadAccepted, UploadRequest
     from chalicelib.wiring import Container
 
     c = Container(runtime_config_from_env(env))
@@ -156,15 +160,25 @@ def setup(env: dict[str, str], session_mb: int, tmp: Path) -> dict[str, dict[str
     cases["largest trace the window takes as is"] = {"session_id": "mem-window", "bytes": len(window),
                                                      "entries": stored.entries}
 
-    path = tmp / f"claude-{session_mb}mb.jsonl"
-    size = generate(path, session_mb)
-    ticket = c.sessions.create_upload(member, "mem-big", UploadRequest(format="claude-code", content_length=size))
-    with path.open("rb") as body:
-        httpx.put(ticket.url, content=body, headers=ticket.headers, timeout=600).raise_for_status()
-    stored = c.sessions.complete_upload(member, "mem-big", ticket.upload_id)
-    path.unlink()
-    cases[f"{session_mb} MB Claude Code session (presigned upload)"] = {
-        "session_id": "mem-big", "bytes": size, "entries": stored.entries}
+    for mb in session_mbs:
+        path = tmp / f"claude-{mb}mb.jsonl"
+        size = generate(path, mb)
+        session_id = f"mem-big-{mb}"
+        ticket = c.sessions.create_upload(member, session_id,
+                                          UploadRequest(format="claude-code", content_length=size))
+        with path.open("rb") as body:
+            httpx.put(ticket.url, content=body, headers=ticket.headers, timeout=600).raise_for_status()
+        accepted = c.sessions.complete_upload(member, session_id, ticket.upload_id)
+        assert isinstance(accepted, UploadAccepted), "a large file completes in the background"
+        # The worker's half of the completion, run here: the job message is the only one queued.
+        (job_message,) = c.sqs.receive_message(QueueUrl=c.config.queue_url, MaxNumberOfMessages=10,
+                                                WaitTimeSeconds=0)["Messages"]
+        c.sqs.delete_message(QueueUrl=c.config.queue_url, ReceiptHandle=job_message["ReceiptHandle"])
+        assert c.sessions.complete_upload_job(SessionUploadJob.model_validate_json(job_message["Body"])) == "succeeded"
+        stored = c.sessions.get_session(TENANT, session_id)
+        path.unlink()
+        cases[f"{mb} MB Claude Code session (presigned upload)"] = {
+            "session_id": session_id, "bytes": size, "entries": stored.entries, "mb": mb}
 
     for case in cases.values():
         accepted = c.eval_runs.dispatch_eval_run(member, case["session_id"], EvalRunRequest.model_validate({}),
@@ -273,7 +287,7 @@ def run_child(env: dict[str, str], record: dict[str, Any] | None, tmp: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--session-mb", type=int, default=200)
+    parser.add_argument("--session-mb", default="50,200,500", help="comma-separated session sizes in MB")
     parser.add_argument("--child", nargs="?", const="", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -284,7 +298,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         setup_started = time.monotonic()
         with quiet_stdout():  # the service's EMF metrics and log lines
-            cases = setup(env, args.session_mb, tmp)
+            cases = setup(env, [int(mb) for mb in args.session_mb.split(",") if mb.strip()], tmp)
         setup_seconds = time.monotonic() - setup_started
         idle = run_child(env, None, tmp)
         results = {name: run_child(env, case["record"], tmp) for name, case in cases.items()}
@@ -308,29 +322,40 @@ def main() -> None:
               f"{r['prompt_tokens'] or 0:,} | {r['run_seconds']:.1f} | {r['run_cpu_seconds']:.1f} | "
               f"**{r['peak_rss_mb']:.0f} MB** | {r['peak_rss_mb'] - idle['rss_with_sdk_mb']:+.0f} MB |")
 
-    # Sizing: memory for the largest session the service accepts, CPU for the single-threaded worker.
-    big_name = next(n for n in cases if "MB Claude Code" in n)
-    big, big_case = results[big_name], cases[big_name]
-    per_mb = (big["peak_rss_mb"] - idle["rss_with_sdk_mb"]) / (big_case["bytes"] / MB)
-    max_session_mb = 256
+    # Memory per stored byte: peak over the idle worker (SDK loaded), per session size; the target is
+    # 0.5 bytes of worker memory per stored byte (issue #19).
+    big = {name: case for name, case in cases.items() if "mb" in case}
+    print("\n| session | stored MB | peak over idle worker | bytes of memory per stored byte |")
+    print("|---|---:|---:|---:|")
+    per_byte: dict[str, float] = {}
+    for name, case in big.items():
+        over = results[name]["peak_rss_mb"] - idle["rss_with_sdk_mb"]
+        per_byte[name] = over / (case["bytes"] / MB)
+        print(f"| {name} | {case['bytes'] / MB:.0f} | {over:+.0f} MB | **{per_byte[name]:.2f}** |")
+    largest = max(big, key=lambda n: big[n]["bytes"])
+    per_mb = max(per_byte.values())
+    max_session_mb = MAX_SESSION_BYTES // MB
     worst = idle["rss_with_sdk_mb"] + per_mb * max_session_mb
     import_cpu = idle["import_cpu_with_sdk_seconds"]
+    largest_run_cpu = results[largest]["run_cpu_seconds"]
     configured = json.loads((ROOT / ".chalice" / "config.json").read_text())["lambda_functions"]["eval_worker"][
         "lambda_memory_size"]
-    print(f"\nThe worker holds the session's whole redacted, compacted trace while the context fit shrinks it, so "
-          f"peak memory grows with the session: about {per_mb:.2f} MB per stored MB, i.e. ≈ **{worst:.0f} MB** "
-          f"for the {max_session_mb} MiB session limit. A cold worker also spends {import_cpu:.1f} CPU s here "
-          "importing the app and the anthropic SDK (the SDK on the first run, inside its deadline).\n")
-    print("| `lambda_memory_size` | vCPU share (1,769 MB = 1 vCPU) | headroom over the 256 MiB-session peak "
-          "| cold import, est. s | CPU part of the 200 MB run, est. s |")
+    print(f"\nThe worker reads the stored (already redacted) trace line by line as plain JSON and keeps only the "
+          f"compacted entries the context fit needs, so memory grows with the *compacted* trace, not the stored "
+          f"one: at most {per_mb:.2f} bytes per stored byte here, i.e. ≈ **{worst:.0f} MB** for the "
+          f"{max_session_mb} MiB session limit. A cold worker also spends {import_cpu:.1f} CPU s importing the "
+          "app and the anthropic SDK (the SDK on the first run, inside its deadline).\n")
+    print(f"| `lambda_memory_size` | vCPU share (1,769 MB = 1 vCPU) | headroom over the {max_session_mb} MiB-session "
+          f"peak | cold import, est. s | CPU part of the {big[largest]['mb']} MB run, est. s |")
     print("|---:|---:|---:|---:|---:|")
     for size in (512, 1024, 1769, 3008):
         share = min(size, 1769) / 1769
         marker = " (configured)" if size == configured else ""
         print(f"| {size}{marker} | {share:.2f} | {size / worst:.1f}x | {import_cpu / share:.1f} | "
-              f"{big['run_cpu_seconds'] / share:.1f} |")
-    print(f"\nConfigured: **{configured} MB** for `eval_worker`. 512 MB would run out of memory on the largest "
-          "sessions. Above 1,769 MB Lambda adds a second vCPU that a single-threaded asyncio worker cannot use. "
+              f"{largest_run_cpu / share:.1f} |")
+    fits_512 = "would fit" if worst < 512 else "would run out of memory on"
+    print(f"\nConfigured: **{configured} MB** for `eval_worker`. 512 MB {fits_512} the largest sessions, but with "
+          "0.29 vCPU. Above 1,769 MB Lambda adds a second vCPU that a single-threaded asyncio worker cannot use. "
           "Between them, more memory buys CPU for the CPU-bound parts (cold import, redact/compact/fit of a big "
           "session, JSON of 13 large prompts), which otherwise eat into the run's deadline; judge calls are I/O "
           "waits. Cost does not decide it: at arm64 list price ($0.0000133334 per GB-s) a 60 s run at 1,769 MB is "

@@ -12,7 +12,7 @@ be negative, which is reported as is rather than hidden.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from chalicelib.domain.errors import InvalidRequest
 from chalicelib.domain.trace import ToolResult, TraceEntry, utf8_len
@@ -100,6 +100,50 @@ def compact(entries: Iterable[TraceEntry], threshold_bytes: int) -> tuple[list[T
         truncated += 1
         saved += removed
         tool_stats = per_tool.setdefault(entry.tool, {"truncated": 0, "bytes_saved": 0})
+        tool_stats["truncated"] += 1
+        tool_stats["bytes_saved"] += removed
+    stats: CompactionStats = {
+        "threshold_bytes": threshold,
+        "entries": len(out),
+        "tool_results_total": total,
+        "tool_results_truncated": truncated,
+        "bytes_saved": saved,
+        "per_tool": per_tool,
+    }
+    return out, stats
+
+
+def compact_wire(entries: Iterable[dict[str, Any]], threshold_bytes: int) -> tuple[list[dict[str, Any]],
+                                                                                  CompactionStats]:
+    """`compact` over entries in their wire form (`entry_to_json` dicts), with the same result and stats.
+
+    The worker keeps a large trace as plain dicts (a fraction of the memory of the models); input
+    dicts are never modified, and entries that do not change are shared with the input.
+    """
+    threshold = validate_threshold(threshold_bytes)
+    out: list[dict[str, Any]] = []
+    per_tool: dict[str, ToolTruncation] = {}
+    total = truncated = saved = 0
+    for entry in entries:
+        if entry.get("kind") != "tool_result":
+            out.append(entry)
+            continue
+        total += 1
+        output = entry.get("output", "")
+        if entry.get("truncated"):
+            removed = int(entry.get("output_bytes", 0)) - utf8_len(output)
+        else:
+            size = utf8_len(output)
+            if size <= threshold:
+                out.append(entry)
+                continue
+            marker = truncation_marker(size, entry["tool"])
+            removed = size - utf8_len(marker)
+            entry = {**entry, "output": marker, "truncated": True, "output_bytes": size}
+        out.append(entry)
+        truncated += 1
+        saved += removed
+        tool_stats = per_tool.setdefault(entry["tool"], {"truncated": 0, "bytes_saved": 0})
         tool_stats["truncated"] += 1
         tool_stats["bytes_saved"] += removed
     stats: CompactionStats = {

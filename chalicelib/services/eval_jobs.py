@@ -50,7 +50,7 @@ from chalicelib.services.judge_runner import (
     run_guarded,
 )
 from chalicelib.services.run_lifecycle import RunLifecycle
-from chalicelib.services.sessions import EvalContext
+from chalicelib.services.sessions import EvalContextDoc
 
 EVENT_DETAIL_TYPE = "SessionEvalCompleted"
 METRICS_NAMESPACE = "EvalRunner"
@@ -89,8 +89,8 @@ class VendorCredentialSource(Protocol):
 
 
 class EvalContextSource(Protocol):
-    def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = ...,
-                          chain: bool = ..., *, stop: Callable[[], bool] | None = ...) -> EvalContext: ...
+    def load_eval_context_doc(self, tenant: str, session_id: str, threshold: int | str | None = ...,
+                              chain: bool = ..., *, stop: Callable[[], bool] | None = ...) -> EvalContextDoc: ...
 
 
 class RunQuestionSource(Protocol):
@@ -263,7 +263,7 @@ class EvalJobService:
         return self._persist(started, outcome, ports, unknown, fields)
 
     async def _load_context(self, plan: _RunPlan, ports: _RunPorts, deadline: Deadline
-                            ) -> EvalContext | DomainError | JudgeRunResult:
+                            ) -> EvalContextDoc | DomainError | JudgeRunResult:
         """The run's eval context, read under the run's deadline and cancel.
 
         Reading runs in a worker thread that checks a stop flag between entries: the deadline or a
@@ -271,7 +271,7 @@ class EvalJobService:
         """
         run = ports.run
         stop = threading.Event()
-        load = asyncio.to_thread(self._sessions.load_eval_context, run.tenant, run.session_id, run.threshold,
+        load = asyncio.to_thread(self._sessions.load_eval_context_doc, run.tenant, run.session_id, run.threshold,
                                  run.chain, stop=stop.is_set)
         guarded = await run_guarded(load, deadline=deadline, poll_seconds=self.tuning.cancel_poll_seconds,
                                     is_cancelled=ports.is_cancelled)
@@ -285,8 +285,8 @@ class EvalJobService:
         if guarded.error is not None:
             raise guarded.error
         context = guarded.value
-        assert isinstance(context, EvalContext)
-        if not context.trace:
+        assert isinstance(context, EvalContextDoc)
+        if not context.doc["trace"]:
             return Conflict("The session has no recorded activity to evaluate.", code="session_empty")
         return context
 
@@ -309,13 +309,13 @@ class EvalJobService:
             except BaseException:
                 await model.aclose()
                 raise
-            if not isinstance(loaded, EvalContext):
+            if not isinstance(loaded, EvalContextDoc):
                 await model.aclose()
                 return loaded
             run_input = JudgeRunInput(
                 eval_run_id=run.eval_run_id, session_id=run.session_id, model_name=plan.model_name,
                 questions=plan.questions, jobs=plan.jobs, prior_verdicts=plan.prior_verdicts,
-                context_doc=loaded.model_dump(mode="json"), reload_context=_recompactor(loaded),
+                context_doc=loaded.doc, reload_context=loaded.reload,
                 requested_threshold=run.threshold, deadline=deadline, log_fields=plan.fields)
             # A try-it run asks one question to see its verdict: a retrospective of it adds a call and
             # nothing to learn.
@@ -526,20 +526,6 @@ def _dedupe(outcomes: Sequence[QuestionOutcome]) -> list[QuestionOutcome]:
     # A DynamoDB update may not set the same map key twice; the last word on a question wins.
     latest = {o.question_id: o for o in outcomes}
     return list(latest.values())
-
-
-def _recompactor(context: EvalContext) -> Any:
-    """`reload(threshold)` for the context fit: the already loaded (redacted) trace compacted at a lower
-    threshold. Compaction is idempotent, so this equals loading the eval context at that threshold,
-    without reading the session from S3 again."""
-    from chalicelib.ingest.compaction import compact
-
-    def reload(threshold: int) -> dict[str, Any]:
-        trace, stats = compact(context.trace, threshold)
-        compaction = {**context.compaction, **stats}
-        return context.model_copy(update={"trace": trace, "compaction": compaction}).model_dump(mode="json")
-
-    return reload
 
 
 class _RunPorts:

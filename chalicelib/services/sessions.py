@@ -15,7 +15,8 @@ Size limits (why these numbers):
   intact and are rejected with a line number instead of being mangled), i.e. 4/3 larger, and
   4 MiB * 4/3 = 5.6 MB leaves room for headers and request context. Larger files use the
   presigned flow.
-- A session (inflated JSONL, PUT or presigned): 256 MiB; one line: 10 MiB (ingest).
+- A session (inflated JSONL, PUT or presigned): 512 MiB; one line: 10 MiB (ingest). The worker holds
+  only the compacted trace (bench/memory), and files over 8 MiB complete in the background.
 
 Continuation chains: `parent_session_id` is given by the uploader or, for a Claude Code
 transcript, found from its `summary.leafUuid` (the uuid of the last line of the session it
@@ -38,7 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import IO, Any, Literal, Protocol, cast
+from typing import IO, Any, Literal, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, field_serializer
 
@@ -54,7 +55,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.session_uploads import SessionUploadJob, UploadError, UploadState
-from chalicelib.domain.trace import SessionUpload, TraceEntry, trace_to_json
+from chalicelib.domain.trace import SessionUpload, TraceEntry, entry_to_json, trace_to_json
 from chalicelib.ingest import (
     SESSION_FORMATS,
     ParseStats,
@@ -64,7 +65,7 @@ from chalicelib.ingest import (
     redact_trace,
     validate_threshold,
 )
-from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES
+from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, compact_wire
 from chalicelib.ingest.jsonl import ByteReader
 from chalicelib.ingest.redaction import REDACTION_VERSION, Redactor
 from chalicelib.observability import logger
@@ -72,14 +73,14 @@ from chalicelib.observability import logger
 # -- limits and identifiers -----------------------------------------------------------------------
 
 MAX_PUT_BODY_BYTES = 4 * 1024 * 1024
-MAX_SESSION_BYTES = 256 * 1024 * 1024
+MAX_SESSION_BYTES = 512 * 1024 * 1024
 # Direct PUT bodies are parsed inside the API's 29 s: caps on what a small (gzip) body may expand to,
 # each checked as the body is read so a bomb is refused after a fraction of a second, never parsed
 # to the end (a 300 KB gzip of 300 MB of blank lines once held the API for 160 s).
 MAX_DIRECT_INFLATED_BYTES = 32 * 1024 * 1024
 MAX_DIRECT_LINES = 200_000
 MAX_DIRECT_PARSE_SECONDS = 5.0
-# Any session, presigned too: 256 MiB of one-byte lines would be 268 million Python iterations.
+# Any session, presigned too: 512 MiB of one-byte lines would be 537 million Python iterations.
 MAX_SESSION_LINES = 4_000_000
 MAX_CHAIN_DEPTH = 50
 UPLOAD_URL_TTL_SECONDS = 15 * 60
@@ -148,7 +149,10 @@ class ContextLoadStopped(Exception):
     """Reading a session for a run was stopped (the run's deadline passed or it was cancelled)."""
 
 
-def _stoppable(entries: Iterable[TraceEntry], stop: Callable[[], bool]) -> Iterator[TraceEntry]:
+_Item = TypeVar("_Item")
+
+
+def _stoppable(entries: Iterable[_Item], stop: Callable[[], bool]) -> Iterator[_Item]:
     for entry in entries:
         if stop():
             raise ContextLoadStopped
@@ -280,6 +284,15 @@ class UploadAccepted(_Out):
     session_id: str
     status: UploadState
     status_path: str
+
+
+@dataclass(frozen=True)
+class EvalContextDoc:
+    """The worker's eval context: `doc` is `EvalContext.model_dump(mode="json")`, `reload(threshold)`
+    the same compacted at a lower threshold (what the context fit asks for)."""
+
+    doc: dict[str, Any]
+    reload: Callable[[int], dict[str, Any]]
 
 
 class UploadCompletion(RootModel[SessionStored | UploadAccepted]):
@@ -879,10 +892,53 @@ class SessionService:
                           chain: bool = False, *, stop: Callable[[], bool] | None = None) -> EvalContext:
         """The redacted, compacted trace judges read; with `chain`, the whole continuation chain.
 
-        `stop` is polled between entries (the worker's deadline and cancel): once it answers True
-        the read ends with `ContextLoadStopped`.
+        `stop` is polled between entries: once it answers True the read ends with `ContextLoadStopped`.
         """
         threshold_bytes = validate_threshold(threshold)
+        records, chain_stop, missing = self._chain_records(tenant, session_id, chain)
+        redactions: Counter[str] = Counter()
+        entries: Iterable[TraceEntry] = itertools.chain.from_iterable(
+            self._redacted_trace_of(r, redactions) for r in records)
+        if stop is not None:
+            entries = _stoppable(entries, stop)
+        trace, stats = compact(entries, threshold_bytes)
+        compaction = {**stats, "redactions": dict(sorted(redactions.items()))}
+        return EvalContext(session_id=session_id, session_chain=[r.session_id for r in records], trace=trace,
+                           compaction=compaction, chain_incomplete=chain_stop is not None, chain_stop_reason=chain_stop,
+                           missing_parent_session_id=missing)
+
+    def load_eval_context_doc(self, tenant: str, session_id: str,
+                              threshold: int | str | None = DEFAULT_THRESHOLD_BYTES, chain: bool = False, *,
+                              stop: Callable[[], bool] | None = None) -> EvalContextDoc:
+        """`load_eval_context` for the worker: the same object in wire form (`model_dump(mode="json")`),
+        built without models. A trace stored under the current redaction rules is read line by line as
+        plain JSON, compacted as it streams, and only the compacted dicts are kept (the worker's memory
+        per stored byte, bench/memory); `reload(threshold)` recompacts them for the context fit.
+        `stop` is polled between entries (the run's deadline and cancel).
+        """
+        threshold_bytes = validate_threshold(threshold)
+        records, chain_stop, missing = self._chain_records(tenant, session_id, chain)
+        redactions: Counter[str] = Counter()
+        entries: Iterable[dict[str, Any]] = itertools.chain.from_iterable(
+            self._wire_trace_of(r, redactions) for r in records)
+        if stop is not None:
+            entries = _stoppable(entries, stop)
+        trace, stats = compact_wire(entries, threshold_bytes)
+        base = {**stats, "redactions": dict(sorted(redactions.items()))}
+        doc: dict[str, Any] = {"session_id": session_id, "session_chain": [r.session_id for r in records],
+                               "trace": trace, "compaction": base, "chain_incomplete": chain_stop is not None,
+                               "chain_stop_reason": chain_stop, "missing_parent_session_id": missing}
+
+        def reload(lower: int) -> dict[str, Any]:
+            # Compaction is idempotent: recompacting the compacted trace equals loading at `lower`.
+            smaller, lower_stats = compact_wire(trace, lower)
+            return {**doc, "trace": smaller, "compaction": {**base, **lower_stats}}
+
+        return EvalContextDoc(doc=doc, reload=reload)
+
+    def _chain_records(self, tenant: str, session_id: str, chain: bool
+                       ) -> tuple[list[SessionRecord], ChainStop | None, str | None]:
+        """The session and (with `chain`) its ancestors, oldest first; why and where the walk stopped early."""
         record = self.get_session(tenant, session_id)
         records = [record]
         chain_stop: ChainStop | None = None
@@ -906,16 +962,7 @@ class SessionService:
                 records.append(current)
                 seen.add(parent_id)
             records.reverse()
-        redactions: Counter[str] = Counter()
-        entries: Iterable[TraceEntry] = itertools.chain.from_iterable(
-            self._redacted_trace_of(r, redactions) for r in records)
-        if stop is not None:
-            entries = _stoppable(entries, stop)
-        trace, stats = compact(entries, threshold_bytes)
-        compaction = {**stats, "redactions": dict(sorted(redactions.items()))}
-        return EvalContext(session_id=session_id, session_chain=[r.session_id for r in records], trace=trace,
-                           compaction=compaction, chain_incomplete=chain_stop is not None, chain_stop_reason=chain_stop,
-                           missing_parent_session_id=missing)
+        return records, chain_stop, missing
 
     # -- internals -------------------------------------------------------------------------
 
@@ -931,12 +978,33 @@ class SessionService:
             yield redactor.redact(entry)
         redactions.update(redactor.counts)
 
-    def _trace_of(self, record: SessionRecord) -> Iterator[TraceEntry]:
+    def _wire_trace_of(self, record: SessionRecord, redactions: Counter[str]) -> Iterator[dict[str, Any]]:
+        """`_redacted_trace_of` in wire form; a trace redacted under the current rules is never validated
+        into models (it was validated when it was stored, by this service)."""
+        if record.redaction_version != REDACTION_VERSION:
+            for entry in self._redacted_trace_of(record, redactions):
+                yield entry_to_json(entry)
+            return
+        stream = self._open_trace(record)
+        try:
+            with gzip.GzipFile(fileobj=cast(Any, stream), mode="rb") as gz:
+                for line in gz:
+                    if line.strip():
+                        yield json.loads(line.decode("utf-8", "surrogatepass"))
+        finally:
+            stream.close()
+        redactions.update(record.redactions)
+
+    def _open_trace(self, record: SessionRecord) -> SizedStream:
         stream = self._objects.open(record.storage.key)
         if stream is None:
             logger.error("session trace object missing", extra={"session_id": record.session_id})
             raise DependencyUnavailable(f"The stored trace of session {record.session_id} is unavailable; "
                                         "upload the session again.", code="trace_unavailable")
+        return stream
+
+    def _trace_of(self, record: SessionRecord) -> Iterator[TraceEntry]:
+        stream = self._open_trace(record)
         try:
             yield from _read_trace(stream)
         finally:

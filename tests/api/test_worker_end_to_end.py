@@ -378,8 +378,8 @@ class EndlessSessions:
         self.started = threading.Event()
         self.stopped = threading.Event()
 
-    def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = 2000,
-                          chain: bool = False, *, stop: Any = None) -> Any:
+    def load_eval_context_doc(self, tenant: str, session_id: str, threshold: int | str | None = 2000,
+                              chain: bool = False, *, stop: Any = None) -> Any:
         self.started.set()
         while stop is None or not stop():
             time.sleep(0.01)

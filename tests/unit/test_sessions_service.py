@@ -576,3 +576,25 @@ def test_a_large_bad_upload_fails_in_the_background_and_stores_nothing(objects: 
     assert status.status == "failed" and status.error is not None
     assert status.error.code == "invalid_jsonl" and status.error.details == {"line": 21, "column": 2}
     assert objects.data == {} and index.sessions == {}
+
+
+# -- the worker's wire-form context ----------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "fmt"), [("claude-code-full.jsonl", "claude-code"),
+                                           ("claude-code-secrets.jsonl", "claude-code"),
+                                           ("codex-full.jsonl", "codex")])
+@pytest.mark.parametrize("stored_before", [False, True])
+def test_the_wire_form_context_equals_the_models_dump_and_reloads_like_a_fresh_load(
+        service: SessionService, objects: FakeObjects, index: FakeIndex, name: str, fmt: str,
+        stored_before: bool) -> None:
+    service.store_jsonl_bytes(BOB, "s1", fmt, (FIXTURES / name).read_bytes())
+    if stored_before:  # an upload from before redaction at ingest: the raw trace, no version
+        raw = "".join(e.model_dump_json(exclude_none=True) + "\n" for e in fixture_entries(name, fmt))
+        objects.data["sessions/acme/s1/trace.jsonl.gz"] = gzip.compress(raw.encode())
+        index.sessions[("acme", "s1")]["redaction_version"] = None
+
+    loaded = service.load_eval_context_doc("acme", "s1", 2000)
+
+    assert loaded.doc == service.load_eval_context("acme", "s1", 2000).model_dump(mode="json")
+    for lower in (1000, 50, 0):
+        assert loaded.reload(lower) == service.load_eval_context("acme", "s1", lower).model_dump(mode="json")
