@@ -557,7 +557,7 @@ def test_bad_upload_requests(client: Any, member_token: str) -> None:
         ({"format": "native", "content_length": 10}, 400, "validation_failed"),
         ({"format": "claude-code"}, 400, "validation_failed"),  # no size: an unbounded URL
         ({"format": "claude-code", "content_length": 0}, 400, "validation_failed"),
-        ({"format": "claude-code", "content_length": 300 * 1024 * 1024}, 413, "session_too_large"),
+        ({"format": "claude-code", "content_length": 600 * 1024 * 1024}, 413, "session_too_large"),
         ({"format": "claude-code", "content_length": 10, "surprise": 1}, 400, "validation_failed"),
         ({"format": "codex", "content_length": 10, "parent_session_id": "bad id"}, 400, "invalid_session_id"),
     ]
