@@ -323,3 +323,28 @@ def test_try_it_dispatches_a_one_question_run_carrying_the_draft(client: Any, co
     assert bad.status_code == 400 and bad.json["error"]["details"]["fields"][0]["type"] == "builtin_id_collision"
     neither = client.post(CATALOG + "/try", token=admin_token, json_body={"session_id": "sess-1"})
     assert neither.status_code == 400 and neither.json["error"]["code"] == "question_or_question_id"
+
+
+def test_a_daemon_rerun_after_the_catalog_changed_carries_the_recorded_version(
+        client: Any, container: Any, admin_token: str) -> None:
+    from tests.api.test_daemon_protocol import FrozenClock, claim, event, register
+
+    container.clock = FrozenClock()  # long polls end at once
+    alice = mint("acme", "alice", [])
+    v1 = save(client, admin_token, [*builtins(), CHANGELOG]).json["version"]
+    upload(client)
+    daemon_id = register(client, alice)
+    run_id = client.post("/sessions/sess-1/eval-runs", token=alice,
+                         json_body={"runner": "daemon", "questions": ["docs"]}).json["eval_run_id"]
+    assert claim(client, alice, daemon_id).status_code == 200
+    client.post(f"/eval-runs/{run_id}/events", token=alice, json_body=event(run_id, "eval_failed", reason="crash"))
+
+    # Reworded, moved and then removed from the catalog: the rerun still asks what version 1 asked.
+    save(client, admin_token, [*builtins(), {**CHANGELOG, "text": "Reworded?", "category": "release"}])
+    save(client, admin_token, builtins())
+    assert client.post(f"/eval-runs/{run_id}/rerun", token=alice).status_code == 202
+    job = claim(client, alice, daemon_id).json
+    assert job["attempt"] == 2
+    assert job["questions"] == [{"category": "docs", "id": "changelog_updated", "text": CHANGELOG["text"],
+                                 "prompt": CHANGELOG["text"], "rubric": RUBRIC, "needs_tools": False}]
+    assert client.get(f"/eval-runs/{run_id}", token=alice).json["catalog_version"] == v1
