@@ -25,7 +25,6 @@ import asyncio
 import os
 import random
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -35,11 +34,10 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.e2e.stack import LocalStack, start_stack  # noqa: E402
+from bench.harness import local_stack, percentile, process_cpu_seconds, table, token, vendor_settings
+from tests.e2e.stack import LocalStack
 
 TENANT = "acme"
 SESSION = "load-session"
@@ -50,13 +48,6 @@ EXPECTED = {"GET /eval/runners": 200, "POST dispatch": 202, "GET /eval-runs/{id}
 SETTINGS = "/admin/settings/eval-runner"
 RAMP_SECONDS = 3.0
 CLIENT_TIMEOUT = 30.0
-
-
-def token(user: str, roles: list[str]) -> str:
-    from chalicelib.adapters.jwt_tokens import HS256TokenVerifier
-    from devstack.common import dev_jwt_secret
-
-    return HS256TokenVerifier(dev_jwt_secret()).mint(tenant=TENANT, user=user, roles=roles, ttl_seconds=3600)
 
 
 @dataclass
@@ -75,17 +66,9 @@ class Phase:
     load: tuple[float, float] = (0.0, 0.0)
 
 
-def _proc_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _cpu_snapshot(stack: LocalStack) -> dict[str, float]:
     pids = {name: int(pid) for name, pid in stack.info.get("pids", {}).items()}
-    snap = {name: _proc_cpu(pid) for name, pid in pids.items() if name != "supervisor"}
+    snap = {name: process_cpu_seconds(pid) for name, pid in pids.items() if name != "supervisor"}
     usage = os.times()
     snap["load generator (this process)"] = usage.user + usage.system
     return snap
@@ -94,14 +77,13 @@ def _cpu_snapshot(stack: LocalStack) -> dict[str, float]:
 def seed(stack: LocalStack) -> str:
     """A vendor pointing at the stack's fake vendor, a session, and one run to read."""
     httpx.post(f"{stack.fake_vendor_url}/_fake/options", json={"latency": 600.0}, timeout=10).raise_for_status()
-    with stack.http(token("root", ["admin"])) as admin:
-        resp = admin.put(SETTINGS, json={"anthropic": {"api_key": API_KEY, "model": MODEL,
-                                                       "base_url": stack.fake_vendor_url},
-                                         "run_timeout_seconds": 300})
+    with stack.http(token(TENANT, "root", ["admin"])) as admin:
+        resp = admin.put(SETTINGS, json=vendor_settings(stack.fake_vendor_url, API_KEY, model=MODEL,
+                                                        run_timeout_seconds=300))
         resp.raise_for_status()
     trace = [{"kind": "user_message", "timestamp": "2025-06-01T10:00:00Z", "text": "Add a README"},
              {"kind": "assistant_message", "timestamp": "2025-06-01T10:05:00Z", "text": "Added README.md"}]
-    with stack.http(token("seed", [])) as member:
+    with stack.http(token(TENANT, "seed", [])) as member:
         member.put(f"/sessions/{SESSION}", json={"trace": trace}).raise_for_status()
         resp = member.post(f"/sessions/{SESSION}/eval-runs", json={}, headers={"Idempotency-Key": "seed"})
         resp.raise_for_status()
@@ -118,7 +100,7 @@ async def dashboard(stack: LocalStack, clients: int, duration: float, max_reques
 
         async def client(i: int) -> None:
             rng = random.Random(i)
-            headers = {"Authorization": f"Bearer {token(f'user{i:03d}', [])}"}
+            headers = {"Authorization": f"Bearer {token(TENANT, f'user{i:03d}', [])}"}
             runs = [seed_run]
             await asyncio.sleep(RAMP_SECONDS * i / clients)
             while time.monotonic() < deadline and budget[0] > 0:
@@ -167,7 +149,8 @@ async def admin_writers(stack: LocalStack, writers: int, duration: float, max_re
     limits = httpx.Limits(max_connections=writers + 5, max_keepalive_connections=writers + 5)
     budget = [max_requests]
     async with httpx.AsyncClient(base_url=stack.api_url, limits=limits, timeout=CLIENT_TIMEOUT) as http:
-        first = await http.get(SETTINGS, headers={"Authorization": f"Bearer {token('admin-check', ['admin'])}"})
+        checker = {"Authorization": f"Bearer {token(TENANT, 'admin-check', ['admin'])}"}
+        first = await http.get(SETTINGS, headers=checker)
         initial_version = int(first.json()["version"])
         start = time.monotonic()
         deadline = start + RAMP_SECONDS + duration
@@ -183,7 +166,7 @@ async def admin_writers(stack: LocalStack, writers: int, duration: float, max_re
             return resp
 
         async def writer(i: int) -> None:
-            headers = {"Authorization": f"Bearer {token(f'admin{i:02d}', ['admin'])}"}
+            headers = {"Authorization": f"Bearer {token(TENANT, f'admin{i:02d}', ['admin'])}"}
             await asyncio.sleep(RAMP_SECONDS * i / writers)
             version: int | None = None
             while time.monotonic() < deadline and budget[0] > 0:
@@ -217,39 +200,32 @@ async def admin_writers(stack: LocalStack, writers: int, duration: float, max_re
         after = _cpu_snapshot(stack)
         phase.load = (load_before, os.getloadavg()[0])
         phase.cpu = {k: after[k] - before.get(k, 0.0) for k in after}
-        last = await http.get(SETTINGS, headers={"Authorization": f"Bearer {token('admin-check', ['admin'])}"})
+        last = await http.get(SETTINGS, headers=checker)
         final_version = int(last.json()["version"])
     return phase, results, initial_version, final_version
 
 
-def _pct(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
-def _latency_rows(phase: Phase, ok: dict[str, set[int]]) -> list[str]:
+def _latency_table(phase: Phase, ok: dict[str, set[int]]) -> str:
     rows = []
     ops = sorted({s.op for s in phase.samples})
     for op in [*ops, "all"]:
         picked = [s for s in phase.samples if op in ("all", s.op)]
         lat = sorted(s.seconds * 1000 for s in picked)
         errors = sum(1 for s in picked if s.status not in ok.get(s.op, set()))
-        rows.append(f"| {op} | {len(picked)} | {len(picked) / phase.wall:.1f} | {_pct(lat, 0.5):.0f} | "
-                    f"{_pct(lat, 0.95):.0f} | {_pct(lat, 0.99):.0f} | {max(lat, default=0):.0f} | "
-                    f"{errors} ({errors / max(1, len(picked)):.2%}) |")
-    return rows
+        rows.append((op, len(picked), f"{len(picked) / phase.wall:.1f}", f"{percentile(lat, 0.5):.0f}",
+                     f"{percentile(lat, 0.95):.0f}", f"{percentile(lat, 0.99):.0f}", f"{max(lat, default=0):.0f}",
+                     f"{errors} ({errors / max(1, len(picked)):.2%})"))
+    return table(("request", "count", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"), rows, "lrrrrrrr")
 
 
-def _cpu_rows(phase: Phase, requests: int) -> list[str]:
+def _cpu_table(phase: Phase, requests: int) -> str:
     rows = []
     for name, seconds in sorted(phase.cpu.items(), key=lambda kv: -kv[1]):
         if seconds < 0.05:
             continue
         per_request = seconds * 1000 / max(1, requests)
-        rows.append(f"| {name} | {seconds:.1f} | {seconds / phase.wall:.2f} | {per_request:.1f} |")
-    return rows
+        rows.append((name, f"{seconds:.1f}", f"{seconds / phase.wall:.2f}", f"{per_request:.1f}"))
+    return table(("process", "CPU s", "cores busy", "CPU ms per request"), rows, "lrrr")
 
 
 def main() -> None:
@@ -263,17 +239,11 @@ def main() -> None:
     # The stack logs and emits metrics like production (into its log file), whatever `make bench` set.
     for var in ("POWERTOOLS_LOG_LEVEL", "POWERTOOLS_METRICS_DISABLED"):
         os.environ.pop(var, None)
-    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
-        stack = start_stack(Path(tmp))
-        try:
-            seed_run = seed(stack)
-            dash = asyncio.run(dashboard(stack, args.clients, args.duration, args.max_requests, seed_run))
-            admin, writes, initial_version, final_version = asyncio.run(
-                admin_writers(stack, args.writers, args.duration, args.max_requests))
-        finally:
-            leftovers = stack.stop()
-    if leftovers:
-        raise SystemExit(f"processes left running after the stack stopped: {leftovers}")
+    with local_stack("bench-load-") as stack:
+        seed_run = seed(stack)
+        dash = asyncio.run(dashboard(stack, args.clients, args.duration, args.max_requests, seed_run))
+        admin, writes, initial_version, final_version = asyncio.run(
+            admin_writers(stack, args.writers, args.duration, args.max_requests))
 
     dash_ok = {op: {code} for op, code in EXPECTED.items()}
     print("## Load (local stack)\n")
@@ -283,16 +253,12 @@ def main() -> None:
           f"includes that ramp. The worker loop is kept idle (fake vendor answers after 10 min).\n")
     print(f"### Dashboard: {args.clients} concurrent clients, {args.duration:g} s "
           f"(load average {dash.load[0]:.1f} → {dash.load[1]:.1f})\n")
-    print("| request | count | req/s | p50 ms | p95 ms | p99 ms | max ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    print("\n".join(_latency_rows(dash, dash_ok)))
+    print(_latency_table(dash, dash_ok))
     bad = Counter(f"{s.op} → {s.status or s.detail}" for s in dash.samples if s.status != EXPECTED[s.op])
     if bad:
         print("\nErrors: " + "; ".join(f"{k}: {v}" for k, v in bad.most_common(5)) + ".")
     print(f"\nCPU seconds used during the {dash.wall:.0f} s window (`/proc/<pid>/stat`):\n")
-    print("| process | CPU s | cores busy | CPU ms per request |")
-    print("|---|---:|---:|---:|")
-    print("\n".join(_cpu_rows(dash, len(dash.samples))))
+    print(_cpu_table(dash, len(dash.samples)))
     busiest, busy_s = max(dash.cpu.items(), key=lambda kv: kv[1])
     api_ms = dash.cpu.get("api", 0.0) * 1000 / max(1, len(dash.samples))
     throughput = len(dash.samples) / dash.wall
@@ -321,19 +287,16 @@ def main() -> None:
     final_ok = final_version == initial_version + len(oks)
     print(f"\n### Admin writers: {args.writers} concurrent read-modify-write loops with If-Match, "
           f"{args.duration:g} s (load average {admin.load[0]:.1f} → {admin.load[1]:.1f})\n")
-    print("| request | count | req/s | p50 ms | p95 ms | p99 ms | max ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    print("\n".join(_latency_rows(admin, {"GET settings": {200}, "PUT settings (If-Match)": {200, 412}})))
+    print(_latency_table(admin, {"GET settings": {200}, "PUT settings (If-Match)": {200, 412}}))
     print(f"\nPUT outcomes: {len(oks)} x 200, "
           + ", ".join(f"{n} x {s} {c}" for (s, c), n in Counter((w.status, w.code) for w in others).items())
           + f". Version {initial_version} → {final_version}.\n")
-    print("| no-lost-update check | result |")
-    print("|---|---|")
-    print(f"| every 200 moved the version by exactly one (If-Match v → v+1) | {'yes' if stepped else '**NO**'} |")
-    print(f"| no two 200s produced the same version | {'yes' if unique else '**NO**'} |")
-    print(f"| final version = initial + number of 200s ({initial_version} + {len(oks)}) | "
-          f"{'yes' if final_ok else f'**NO** ({final_version})'} |")
-    print(f"| every other answer a clean 412 `version_mismatch` | {'yes' if clean else '**NO**'} |")
+    print(table(("no-lost-update check", "result"), [
+        ("every 200 moved the version by exactly one (If-Match v → v+1)", "yes" if stepped else "**NO**"),
+        ("no two 200s produced the same version", "yes" if unique else "**NO**"),
+        (f"final version = initial + number of 200s ({initial_version} + {len(oks)})",
+         "yes" if final_ok else f"**NO** ({final_version})"),
+        ("every other answer a clean 412 `version_mismatch`", "yes" if clean else "**NO**")]))
     print("\nOne settings item takes every write, so most PUTs lose the optimistic race and answer 412 by design; "
           "each loser re-reads and retries, as the 412 message tells a client to. DynamoDB applies a conditional "
           "TransactWriteItems atomically; moto does not under concurrent requests (two writers could both pass the "

@@ -9,7 +9,8 @@ presigned S3 URL, complete (202), and the worker's background completion), and o
 per session. Each run is then judged by a
 fresh `python` child that imports the app like the worker Lambda, turns the queued message into an SQS
 event and calls `chalicelib.worker.eval_worker.handle_sqs_batch`; the child reports its
-`ru_maxrss` (peak resident set), so nothing of the setup or of AWS/the vendor is counted.
+peak resident set (`VmHWM`; not `ru_maxrss`, which inherits this parent's peak), so nothing of the setup or of
+AWS/the vendor is counted.
 
 Usage: .venv/bin/python bench/memory/bench_memory.py [--session-mb 50,200,500]
 """
@@ -19,22 +20,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from chalicelib.services.sessions import MAX_SESSION_BYTES  # noqa: E402
+from bench.harness import (
+    ROOT,
+    aws_and_vendor,
+    drain_queue,
+    peak_rss_mb,
+    quiet_stdout,
+    rss_mb,
+    vendor_settings,
+    worker_context,
+)
+from chalicelib.services.sessions import MAX_SESSION_BYTES
 
 TENANT = "acme"
 MODEL = "claude-sonnet-4-6"  # a 200k-token context window
@@ -47,66 +52,6 @@ WINDOW_OUTPUT_CHARS = 1500
 _WORDS = ["the", "invoice", "total", "rounding", "test", "route", "handler", "module", "config", "deploy", "build",
           "error", "retry", "cache", "request", "response", "schema", "field", "value", "parser", "stream", "buffer",
           "limit", "queue", "worker", "user", "order", "price", "session"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
-
-
-@contextmanager
-def services() -> Iterator[dict[str, str]]:
-    """moto server + fake vendor on free loopback ports; yields the worker's environment."""
-    aws_port, vendor_port = _free_port(), _free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    base.update({"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_REGION": "us-east-1",
-                 "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(ROOT)})
-    procs = [subprocess.Popen([sys.executable, "-m", "devstack.moto_server", "--port", str(aws_port)], cwd=ROOT,
-                              env=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-             subprocess.Popen([sys.executable, "-m", "devstack.fake_vendor", "--port", str(vendor_port)], cwd=ROOT,
-                              env=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        aws_url, vendor_url = f"http://127.0.0.1:{aws_port}", f"http://127.0.0.1:{vendor_port}"
-        _wait(f"{aws_url}/moto-api/", procs[0])
-        _wait(f"{vendor_url}/_fake/stats", procs[1])
-        import boto3
-
-        from devstack.resources import provision
-
-        session = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1")
-        resources = provision(session, stack_name="eval-runner-memory", endpoint_url=aws_url)
-        env = {**base, **resources.env(stage="dev"), "AWS_ENDPOINT_URL": aws_url, "STAGE": "dev",
-               "AUTH_MODE": "hs256", "DEV_JWT_SECRET": "memory-bench-secret-0123456789abcdef0123",
-               "ALLOWED_BASE_URL_HOSTS": "127.0.0.1,localhost", "ALLOW_HTTP_BASE_URLS": "true",
-               "MAX_RUN_TIMEOUT_SECONDS": "840", "WORKER_GRACE_SECONDS": "60", "FAKE_VENDOR_URL": vendor_url,
-               "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
-        yield env
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def _window_trace() -> bytes:
@@ -146,8 +91,7 @@ def setup(env: dict[str, str], session_mbs: list[int], tmp: Path) -> dict[str, d
     admin = Principal(tenant=TENANT, user="root", roles=("admin",))
     member = Principal(tenant=TENANT, user="bob", roles=())
     c.admin_settings.update_eval_runner_settings(admin, EvalRunnerSettingsUpdate.model_validate(
-        {"anthropic": {"api_key": API_KEY, "model": MODEL, "base_url": env["FAKE_VENDOR_URL"]},
-         "run_timeout_seconds": 840}))
+        vendor_settings(env["FAKE_VENDOR_URL"], API_KEY, model=MODEL, run_timeout_seconds=840)))
 
     cases: dict[str, dict[str, Any]] = {}
     small = json.dumps({"trace": [
@@ -184,61 +128,13 @@ def setup(env: dict[str, str], session_mbs: list[int], tmp: Path) -> dict[str, d
         accepted = c.eval_runs.dispatch_eval_run(member, case["session_id"], EvalRunRequest.model_validate({}),
                                                  idempotency_key=f"memory-{case['session_id']}")
         case["eval_run_id"] = accepted.eval_run_id
-    messages = []
-    while True:
-        got = c.sqs.receive_message(QueueUrl=c.config.queue_url, MaxNumberOfMessages=10,
-                                    WaitTimeSeconds=0).get("Messages", [])
-        if not got:
-            break
-        for m in got:
-            messages.append(m)
-            c.sqs.delete_message(QueueUrl=c.config.queue_url, ReceiptHandle=m["ReceiptHandle"])
-    by_run = {json.loads(m["Body"])["eval_run_id"]: m for m in messages}
+    by_run = {json.loads(r["body"])["eval_run_id"]: r for r in drain_queue(c.sqs, c.config.queue_url)}
     for case in cases.values():
-        m = by_run[case["eval_run_id"]]
-        case["record"] = {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                          "attributes": {}, "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
-                          "eventSource": "aws:sqs", "awsRegion": "us-east-1",
-                          "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:eval-runner-jobs"}
+        case["record"] = by_run[case["eval_run_id"]]
     return cases
 
 
-@contextmanager
-def quiet_stdout() -> Iterator[None]:
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 # ----------------------------------------------------------------------------------- child
-
-
-class _Context:
-    function_name = "eval_worker"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:eval_worker"
-    aws_request_id = "req-memory"
-
-    def __init__(self, remaining_ms: int) -> None:
-        self._until = time.monotonic() + remaining_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._until - time.monotonic()) * 1000))
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child(record_file: str | None) -> None:
@@ -247,26 +143,26 @@ def child(record_file: str | None) -> None:
     import app  # noqa: F401  (what the Lambda runtime imports first)
     from chalicelib.worker.eval_worker import handle_sqs_batch
 
-    imported = {"rss_after_import_mb": _rss_mb(), "import_seconds": time.monotonic() - started,
+    imported = {"rss_after_import_mb": rss_mb(), "import_seconds": time.monotonic() - started,
                 "import_cpu_seconds": time.process_time()}
     if record_file is None:
         import anthropic  # noqa: F401  (a warm worker has the SDK loaded)
 
-        print(json.dumps({**imported, "rss_with_sdk_mb": _rss_mb(), "import_cpu_with_sdk_seconds": time.process_time(),
-                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        print(json.dumps({**imported, "rss_with_sdk_mb": rss_mb(), "import_cpu_with_sdk_seconds": time.process_time(),
+                          "peak_rss_mb": peak_rss_mb()}))
         return
     record = json.loads(Path(record_file).read_text())
     t0, cpu0 = time.monotonic(), time.process_time()
-    result = handle_sqs_batch({"Records": [record]}, _Context(900_000))
+    result = handle_sqs_batch({"Records": [record]}, worker_context(900))
     seconds, cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     from chalicelib.wiring import container
 
     body = json.loads(record["body"])
     run = container().run_store.require(body["tenant"], body["eval_run_id"])
     prompt_tokens = max((o.usage.input_tokens + o.usage.cache_read_input_tokens + o.usage.cache_creation_input_tokens
                          for o in run.outcomes.values()), default=0)
-    print(json.dumps({**imported, "peak_rss_mb": peak, "rss_end_mb": _rss_mb(), "run_seconds": seconds,
+    print(json.dumps({**imported, "peak_rss_mb": peak, "rss_end_mb": rss_mb(), "run_seconds": seconds,
                       "run_cpu_seconds": cpu_seconds,
                       "failures": result.get("batchItemFailures"), "status": run.status,
                       "context": run.context, "prompt_tokens": prompt_tokens}))
@@ -294,7 +190,9 @@ def main() -> None:
         child(args.child or None)
         return
 
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp_name, services() as env:
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp_name, \
+            aws_and_vendor("eval-runner-memory") as services:
+        env = services.env
         tmp = Path(tmp_name)
         setup_started = time.monotonic()
         with quiet_stdout():  # the service's EMF metrics and log lines
@@ -304,7 +202,7 @@ def main() -> None:
         results = {name: run_child(env, case["record"], tmp) for name, case in cases.items()}
 
     print("## Worker memory\n")
-    print(f"Peak RSS (`ru_maxrss`) of a fresh worker process judging one 13-question run (anthropic SDK → fake "
+    print(f"Peak RSS (`VmHWM`) of a fresh worker process judging one 13-question run (anthropic SDK → fake "
           f"vendor at no latency, `{MODEL}`, 200k-token window; AWS = moto server in its own process, so the "
           f"stored objects are not in the worker's memory). Setup took {setup_seconds:.0f} s. CPU seconds are "
           f"this machine's (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores).\n")

@@ -17,10 +17,10 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from devstack.package import BUILD_DIR, fresh_build  # noqa: E402
+from bench.harness import ROOT, table
+from devstack.package import BUILD_DIR, fresh_build
 
 MB = 1_000_000
 # Lambda's limits for a direct zip upload and for the unzipped function (layers included).
@@ -75,16 +75,14 @@ def main() -> None:
     print(f"## Lambda package (stage `{args.stage}`)\n")
     print(f"`build/{args.stage}/deployment.zip`: {how}. One zip is shared by all "
           f"{len(functions)} functions ({', '.join(sorted(functions))}).\n")
-    print("| | size | Lambda limit | share of limit |")
-    print("|---|---:|---:|---:|")
-    print(f"| zipped | {zipped / MB:.1f} MB | 50 MiB (direct upload) | {zipped / ZIP_LIMIT:.0%} |")
-    print(f"| unzipped | {unzipped / MB:.1f} MB | 250 MiB (incl. layers) | {unzipped / UNZIPPED_LIMIT:.0%} |")
-    print(f"| files | {len(infos)} | | |")
+    print(table(("", "size", "Lambda limit", "share of limit"), [
+        ("zipped", f"{zipped / MB:.1f} MB", "50 MiB (direct upload)", f"{zipped / ZIP_LIMIT:.0%}"),
+        ("unzipped", f"{unzipped / MB:.1f} MB", "250 MiB (incl. layers)", f"{unzipped / UNZIPPED_LIMIT:.0%}"),
+        ("files", len(infos), "", "")], "lrrr"))
     print(f"\nLargest parts (top {TOP} of {len(by_unit_raw)}, unzipped):\n")
-    print("| part | unzipped MB | zipped MB | share of unzipped |")
-    print("|---|---:|---:|---:|")
-    for unit, size in by_unit_raw.most_common(TOP):
-        print(f"| `{unit}` | {size / MB:.1f} | {by_unit_zip[unit] / MB:.1f} | {size / unzipped:.0%} |")
+    print(table(("part", "unzipped MB", "zipped MB", "share of unzipped"),
+                [(f"`{unit}`", f"{size / MB:.1f}", f"{by_unit_zip[unit] / MB:.1f}", f"{size / unzipped:.0%}")
+                 for unit, size in by_unit_raw.most_common(TOP)], "lrrr"))
     app_units = [u for u in by_unit_raw if u in ("app.py", "chalicelib/")]
     app_bytes = sum(by_unit_raw[u] for u in app_units)
     has_boto = any(i.filename.startswith(("boto3/", "botocore/")) for i in infos)

@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -38,13 +37,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import httpx
 
-import httpx  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.e2e.stack import LocalStack, mint_token, start_stack  # noqa: E402
+from bench.harness import local_stack, sample_trace, vendor_settings
+from tests.e2e.stack import LocalStack, mint_token
 
 TENANT = "ratelimit"
 SESSION = "sess-ratelimit"
@@ -56,23 +54,6 @@ MODE_NOTES = {
     "retry": "429s waited out until the deadline, no coordination between workers",
     "off": "the SDK's own retries only (2-4 per call, honouring retry-after)",
 }
-
-
-def _trace() -> list[dict[str, Any]]:
-    ts = "2025-06-01T10:{:02d}:{:02d}.000Z"
-    entries: list[dict[str, Any]] = [
-        {"kind": "user_message", "timestamp": ts.format(0, 0), "text": "Fix the failing login test in src/auth.py"},
-        {"kind": "plan", "timestamp": ts.format(0, 1), "text": "1. reproduce 2. fix src/auth.py 3. run tests"},
-    ]
-    for i in range(8):
-        entries += [
-            {"kind": "tool_invocation", "timestamp": ts.format(1, 2 * i), "tool": "Bash", "call_id": f"c{i}",
-             "arguments": {"command": f"pytest tests/test_auth_{i}.py"}},
-            {"kind": "tool_result", "timestamp": ts.format(1, 2 * i + 1), "tool": "Bash", "call_id": f"c{i}",
-             "output": "1 passed"},
-        ]
-    entries.append({"kind": "assistant_message", "timestamp": ts.format(59, 59), "text": "Fixed src/auth.py."})
-    return entries
 
 
 def _epoch(at: str) -> float:
@@ -100,9 +81,8 @@ class ModeResult:
 
 def _configure(stack: LocalStack, admin: str, *, rpm: float, latency: float, timeout: int) -> None:
     with stack.http(admin) as api:
-        resp = api.put("/admin/settings/eval-runner", json={
-            "anthropic": {"api_key": API_KEY, "model": MODEL, "base_url": stack.fake_vendor_url},
-            "run_timeout_seconds": timeout})
+        resp = api.put("/admin/settings/eval-runner", json=vendor_settings(
+            stack.fake_vendor_url, API_KEY, model=MODEL, run_timeout_seconds=timeout))
         resp.raise_for_status()
     httpx.post(f"{stack.fake_vendor_url}/_fake/options", timeout=10,
                json={"rate_limit_per_minute": rpm, "latency": latency}).raise_for_status()
@@ -152,27 +132,21 @@ def _limiter_lines(log_path: Path) -> list[dict[str, Any]]:
 def run_mode(mode: str, *, runs: int, rpm: float, latency: float, timeout: int, limit_seconds: float) -> ModeResult:
     os.environ["VENDOR_RATE_LIMITER"] = mode
     result = ModeResult(mode=mode, runs=runs)
-    with tempfile.TemporaryDirectory(prefix="bench-ratelimit-") as tmp:
-        stack = start_stack(Path(tmp))
-        try:
-            admin = mint_token(TENANT, "root", "admin")
-            member = mint_token(TENANT, "bob", "member")
-            _configure(stack, admin, rpm=rpm, latency=latency, timeout=timeout)
-            with stack.http(member) as api:
-                api.put(f"/sessions/{SESSION}", json={"trace": _trace()}).raise_for_status()
-            started = time.monotonic()
-            run_ids = _dispatch_all(stack, member, runs)
-            views = _poll(stack, member, run_ids, limit_seconds)
-            result.wall_seconds = time.monotonic() - started
-            requests = httpx.get(f"{stack.fake_vendor_url}/_fake/requests", timeout=60).json()["requests"]
-            if os.environ.get("BENCH_RATELIMIT_DUMP"):
-                Path(os.environ["BENCH_RATELIMIT_DUMP"], f"{mode}.json").write_text(json.dumps(requests))
-            time.sleep(0.5)  # the last run's log line
-            result.limiter = _limiter_lines(stack.log_path)
-        finally:
-            leftovers = stack.stop()
-            if leftovers:
-                print(f"processes left running: {leftovers}", file=sys.stderr)
+    with local_stack("bench-ratelimit-") as stack:
+        admin = mint_token(TENANT, "root", "admin")
+        member = mint_token(TENANT, "bob", "member")
+        _configure(stack, admin, rpm=rpm, latency=latency, timeout=timeout)
+        with stack.http(member) as api:
+            api.put(f"/sessions/{SESSION}", json={"trace": sample_trace()}).raise_for_status()
+        started = time.monotonic()
+        run_ids = _dispatch_all(stack, member, runs)
+        views = _poll(stack, member, run_ids, limit_seconds)
+        result.wall_seconds = time.monotonic() - started
+        requests = httpx.get(f"{stack.fake_vendor_url}/_fake/requests", timeout=60).json()["requests"]
+        if os.environ.get("BENCH_RATELIMIT_DUMP"):
+            Path(os.environ["BENCH_RATELIMIT_DUMP"], f"{mode}.json").write_text(json.dumps(requests))
+        time.sleep(0.5)  # the last run's log line
+        result.limiter = _limiter_lines(stack.log_path)
     for run_id in run_ids:
         view = views.get(run_id)
         if view is None or view["status"] not in TERMINAL:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.harness import drain_queue, hermetic_aws_env, quiet_stdout, sample_trace, table, token, worker_context
 
 TENANT = "acme"
 ADMIN = ("root", ["admin"])
@@ -45,15 +43,6 @@ SETTINGS_READ_COLD = 1  # a request's settings read: at most one GetItem, none f
 DISPATCH_BUDGET = 4
 SECRET_READS_PER_KEY_VERSION = 1  # per warm container
 RUN_WRITES_BUDGET = 20  # DynamoDB writes of a 13-question run
-
-
-def hermetic_aws_env() -> None:
-    """Fake credentials, no endpoint override: everything stays inside moto (mirrors tests/conftest.py)."""
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_REGION": "us-east-1"})
-    for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        os.environ.pop(var, None)
 
 
 # ----------------------------------------------------------------------------------- counting
@@ -153,19 +142,6 @@ def dynamo_writes(calls: list[Call]) -> int:
 # ----------------------------------------------------------------------------------- harness
 
 
-class FakeLambdaContext:
-    function_name = "eval_worker"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:eval_worker"
-    aws_request_id = "req-roundtrips"
-
-    def __init__(self, remaining_ms: int = 900_000) -> None:
-        self._until = time.monotonic() + remaining_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._until - time.monotonic()) * 1000))
-
-
 @dataclass
 class Harness:
     client: Any  # chalice.test.Client
@@ -175,9 +151,7 @@ class Harness:
     keys: list[str] = field(default_factory=lambda: list(KEYS))
 
     def token(self, who: tuple[str, list[str]]) -> str:
-        from chalicelib.adapters.jwt_tokens import HS256TokenVerifier
-
-        return HS256TokenVerifier(DEV_SECRET).mint(tenant=TENANT, user=who[0], roles=who[1])
+        return token(TENANT, who[0], who[1], secret=DEV_SECRET)
 
     def request(self, method: str, path: str, who: tuple[str, list[str]], body: Any = None,
                 headers: dict[str, str] | None = None, expect: int | tuple[int, ...] = 200) -> Any:
@@ -206,36 +180,7 @@ class Harness:
         return {"anthropic": block}
 
     def drain_queue_event(self) -> dict[str, Any]:
-        sqs, url = self.container.sqs, self.container.config.queue_url
-        records = []
-        while True:
-            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-            if not msgs:
-                break
-            for m in msgs:
-                records.append({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                                "attributes": {}, "messageAttributes": {}, "md5OfBody": "x", "eventSource": "aws:sqs",
-                                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:eval-runner-jobs",
-                                "awsRegion": "us-east-1"})
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        return {"Records": records}
-
-
-def _trace(n_tools: int = 8) -> list[dict[str, Any]]:
-    ts = "2025-06-01T10:{:02d}:{:02d}.000Z"
-    entries: list[dict[str, Any]] = [
-        {"kind": "user_message", "timestamp": ts.format(0, 0), "text": "Fix the failing login test in src/auth.py"},
-        {"kind": "plan", "timestamp": ts.format(0, 1), "text": "1. reproduce 2. fix src/auth.py 3. run tests"},
-    ]
-    for i in range(n_tools):
-        entries += [
-            {"kind": "tool_invocation", "timestamp": ts.format(1, 2 * i), "tool": "Bash", "call_id": f"c{i}",
-             "arguments": {"command": f"pytest tests/test_auth_{i}.py"}},
-            {"kind": "tool_result", "timestamp": ts.format(1, 2 * i + 1), "tool": "Bash", "call_id": f"c{i}",
-             "output": "1 passed"},
-        ]
-    entries.append({"kind": "assistant_message", "timestamp": ts.format(59, 59), "text": "Fixed src/auth.py."})
-    return entries
+        return {"Records": drain_queue(self.container.sqs, self.container.config.queue_url)}
 
 
 @contextmanager
@@ -321,7 +266,7 @@ def api_requests(h: Harness) -> dict[str, Measured]:
     measure("test connection, cold container", "POST", settings + "/vendors/anthropic/test", ADMIN, cold=True)
     measure("test connection, warm container", "POST", settings + "/vendors/anthropic/test", ADMIN, cold=False)
 
-    h.request("PUT", f"/sessions/{SESSION}", MEMBER, {"trace": _trace()}, expect=(200, 201))
+    h.request("PUT", f"/sessions/{SESSION}", MEMBER, {"trace": sample_trace()}, expect=(200, 201))
     measure("GET /eval/runners, cold settings cache", "GET", "/eval/runners", MEMBER, cold=True)
     measure("GET /eval/runners, warm", "GET", "/eval/runners", MEMBER, cold=False)
     measure("dispatch, the tenant's first (creates its spend ledger)", "POST", f"/sessions/{SESSION}/eval-runs",
@@ -364,7 +309,7 @@ def worker_run(h: Harness, name: str, *, cold: bool) -> WorkerRun:
     if cold:
         h.cold_caches()
     with h.log.measure() as calls:
-        result = handle_sqs_batch(event, FakeLambdaContext())
+        result = handle_sqs_batch(event, worker_context())
     assert result == {"batchItemFailures": []}, result
     run = h.request("GET", f"/eval-runs/{accepted['eval_run_id']}", MEMBER)
     return WorkerRun(name, list(calls), run["status"], run["progress"]["completed"])
@@ -373,7 +318,7 @@ def worker_run(h: Harness, name: str, *, cold: bool) -> WorkerRun:
 def worker_runs(h: Harness) -> dict[str, WorkerRun]:
     """Cold container, warm container (same key), and warm after a key rotation."""
     h.request("PUT", "/admin/settings/eval-runner", ADMIN, h.settings_body(h.keys[0]))
-    h.request("PUT", f"/sessions/{SESSION}", MEMBER, {"trace": _trace()}, expect=(200, 201))
+    h.request("PUT", f"/sessions/{SESSION}", MEMBER, {"trace": sample_trace()}, expect=(200, 201))
     out = {"cold": worker_run(h, "cold", cold=True), "warm": worker_run(h, "warm", cold=False)}
     h.request("PUT", "/admin/settings/eval-runner", ADMIN, h.settings_body(h.keys[1]))  # rotation
     # The settings cache of another container still holds the old item for up to its TTL; this one
@@ -388,30 +333,13 @@ def staggered_worst_case(h: Harness, step_seconds: float = 0.08) -> WorkerRun:
     from chalicelib.judges.catalog import QUESTIONS
 
     h.request("PUT", "/admin/settings/eval-runner", ADMIN, h.settings_body(h.keys[0]))
-    h.request("PUT", f"/sessions/{SESSION}", MEMBER, {"trace": _trace()}, expect=(200, 201))
+    h.request("PUT", f"/sessions/{SESSION}", MEMBER, {"trace": sample_trace()}, expect=(200, 201))
     for i, question in enumerate(QUESTIONS):
         h.fake.script(question.id, latency=step_seconds * (i + 1))
     return worker_run(h, "staggered", cold=False)
 
 
 # ----------------------------------------------------------------------------------- report
-
-
-@contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Silence file descriptor 1 (Powertools binds its handler to the stdout of import time), so only the
-    markdown report reaches stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _fmt_ops(ops: Counter[str]) -> str:
@@ -456,11 +384,9 @@ def main() -> None:
           "of a call is not counted again). \"Cold\" = the container's settings and secret caches are "
           "empty (a fresh Lambda container); clients are built either way. Settings cache TTL 5 s, "
           "secret cache 300 s (defaults).\n")
-    print("| request | AWS calls | by operation | target |")
-    print("|---|---:|---|---|")
-    for name, m in api.items():
-        note = f" ({m.note})" if m.note else ""
-        print(f"| {name}{note} | {m.total} | {_fmt_ops(m.ops())} | {_api_target(name, m)} |")
+    print(table(("request", "AWS calls", "by operation", "target"),
+                [(name + (f" ({m.note})" if m.note else ""), m.total, _fmt_ops(m.ops()), _api_target(name, m))
+                 for name, m in api.items()], "lrll"))
 
     print(f"\nWorker, one 13-question run through `handle_sqs_batch` (anthropic SDK → FakeVendor at "
           f"{args.latency:g} s per call; warm-up judge, 12 in parallel, retrospective):\n")
@@ -468,13 +394,12 @@ def main() -> None:
             ("warm, after a key rotation", runs["rotated"]),
             ("worst case: judges finish one by one", worst)]
     purposes = sorted({p for _, r in cols for p in r.breakdown()})
-    print("| purpose | " + " | ".join(c for c, _ in cols) + " |")
-    print("|---|" + "---:|" * len(cols))
-    for p in purposes:
-        print(f"| {p} | " + " | ".join(str(r.breakdown().get(p, 0)) for _, r in cols) + " |")
-    print("| **all AWS calls** | " + " | ".join(f"**{len(r.calls)}**" for _, r in cols) + " |")
-    print("| **DynamoDB writes** | " + " | ".join(f"**{r.writes}**" for _, r in cols) + " |")
-    print("| run status / questions judged | " + " | ".join(f"{r.status} / {r.questions}" for _, r in cols) + " |")
+    print(table(("purpose", *(c for c, _ in cols)), [
+        *([p, *(r.breakdown().get(p, 0) for _, r in cols)] for p in purposes),
+        ["**all AWS calls**", *(f"**{len(r.calls)}**" for _, r in cols)],
+        ["**DynamoDB writes**", *(f"**{r.writes}**" for _, r in cols)],
+        ["run status / questions judged", *(f"{r.status} / {r.questions}" for _, r in cols)]],
+        "l" + "r" * len(cols)))
     secret = [sum(1 for c in r.calls if c.service == "secretsmanager") for _, r in cols[:3]]
     max_writes = max(r.writes for _, r in cols)
     print(f"\nTargets: DynamoDB writes per 13-question run ≤ {RUN_WRITES_BUDGET} → max {max_writes} "

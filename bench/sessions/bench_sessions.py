@@ -2,7 +2,7 @@
 
 Generates synthetic Claude Code transcripts (10, 50, 200 MB by default; written line by line,
 never held in memory) into a temporary directory, then measures each size in a fresh
-subprocess so that `ru_maxrss` is that run's own peak:
+subprocess so that its peak RSS (`VmHWM`) is that run's own:
 
 - `parse`: `parse_session("claude-code", iter_jsonl_lines(file))`, entries counted and dropped;
 - `parse+redact+compact`: the same stream redacted and compacted in batches of 1000 entries,
@@ -24,9 +24,7 @@ import argparse
 import json
 import os
 import random
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +32,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.harness import ROOT as REPO
+from bench.harness import fresh_python, peak_rss_mb, table
+
 MB = 1024 * 1024
 _WORDS = [
     "the",
@@ -251,14 +253,13 @@ def child(mode: str, path: str) -> None:
                 truncated += stats["tool_results_truncated"]
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
             {
                 "seconds": seconds,
                 "cpu_seconds": cpu_seconds,
                 "entries": entries,
-                "peak_rss_mb": peak_kb / 1024,
+                "peak_rss_mb": peak_rss_mb(),
                 "redactions": redactions,
                 "truncated": truncated,
             }
@@ -316,11 +317,10 @@ def adversarial(rounds: int) -> list[str]:
                 baseline = took
             times[name].append(took)
             ratios[name].append(took / baseline)
-    rows = ["| input (1 MB) | group | findings | ms per MB (median) | × ordinary (median of same-round ratios) |",
-            "|---|---|---:|---:|---:|"]
-    for name, (group, _) in cases.items():
-        rows.append(f"| {name} | {group} | {findings[name]:,} | {statistics.median(times[name]):.1f} "
-                    f"| {statistics.median(ratios[name]):.1f} |")
+    rows = [table(("input (1 MB)", "group", "findings", "ms per MB (median)",
+                   "× ordinary (median of same-round ratios)"),
+                  [(name, group, f"{findings[name]:,}", f"{statistics.median(times[name]):.1f}",
+                    f"{statistics.median(ratios[name]):.1f}") for name, (group, _) in cases.items()], "llrrr")]
     worst = max((statistics.median(ratios[n]), n) for n, (g, _) in cases.items() if g != "dense findings")
     rows.append(f"\nWorst hostile input without real findings: {worst[1]} at {worst[0]:.1f}× ordinary text. "
                 "Inputs dense with real findings cost per finding (each is checked and replaced), "
@@ -329,10 +329,8 @@ def adversarial(rounds: int) -> list[str]:
 
 
 def measure(mode: str, path: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", mode, str(path)], check=True, capture_output=True, text=True
-    )
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    _, stdout = fresh_python([__file__, "--child", mode, str(path)], cwd=Path.cwd())
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     return result
 
 
@@ -351,26 +349,21 @@ def main() -> None:
     print("\n".join(adversarial(args.rounds)))
     print("\n### Throughput and peak memory on synthetic Claude Code transcripts\n")
     baseline = measure("baseline", Path("/dev/null"))
-    rows = [
-        "| transcript | entries | parse MB/s (wall / cpu) | parse peak RSS "
-        "| parse+redact+compact MB/s (wall / cpu) | pipeline peak RSS |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp:
         for size in sizes:
             path = Path(tmp) / f"claude-{size}mb.jsonl"
             actual = generate(path, size) / MB
             parse = measure("parse", path)
             pipeline = measure("pipeline", path)
-            rows.append(
-                f"| {actual:.0f} MB | {parse['entries']:,} "
-                f"| {actual / parse['seconds']:.1f} / {actual / parse['cpu_seconds']:.1f} "
-                f"| {parse['peak_rss_mb']:.0f} MB "
-                f"| {actual / pipeline['seconds']:.1f} / {actual / pipeline['cpu_seconds']:.1f} "
-                f"| {pipeline['peak_rss_mb']:.0f} MB |"
-            )
+            rows.append((f"{actual:.0f} MB", f"{parse['entries']:,}",
+                         f"{actual / parse['seconds']:.1f} / {actual / parse['cpu_seconds']:.1f}",
+                         f"{parse['peak_rss_mb']:.0f} MB",
+                         f"{actual / pipeline['seconds']:.1f} / {actual / pipeline['cpu_seconds']:.1f}",
+                         f"{pipeline['peak_rss_mb']:.0f} MB"))
             path.unlink()
-    print("\n".join(rows))
+    print(table(("transcript", "entries", "parse MB/s (wall / cpu)", "parse peak RSS",
+                 "parse+redact+compact MB/s (wall / cpu)", "pipeline peak RSS"), rows))
     print(
         f"\nBaseline RSS of a fresh interpreter with the ingest package imported: "
         f"{baseline['peak_rss_mb']:.0f} MB. Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; each row's "
