@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, field_validator, model_validator
 
 from chalicelib.domain.errors import DomainError
 
@@ -76,8 +76,33 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_EVIDENCE_ENTRIES = 12
+# A retained fact is one sentence or two; longer ones are cut when parsed (`judges.verdicts`).
+MAX_FACT_CHARS = 600
+MAX_TOOL_USES = 6
+_TOOL_ARGUMENT_CHARS = 200
+_TOOL_NAME = r"^[A-Za-z0-9_\-]{1,64}$"
+
+
+class ToolUse(_Wire):
+    """One session-tool call a judge made (`chalicelib.judges.tools`): its name, its arguments as the
+    judge sent them (bounded), and whether it answered with an error."""
+
+    tool: str = Field(pattern=_TOOL_NAME)
+    arguments: dict[Annotated[str, Field(max_length=64)],
+                    Annotated[str, Field(max_length=_TOOL_ARGUMENT_CHARS)] | StrictInt | None] = Field(
+        default_factory=dict, max_length=4)
+    is_error: bool = False
+
+
 class JudgeVerdict(_Wire):
-    """One scored question as persisted and shown (the reference's 8-key verdict minus retain_fact)."""
+    """One scored question as persisted and shown (the reference's 8-key verdict minus retain_fact).
+
+    `evidence_entries` are the trace positions (0-based `pos` of the eval context's entries) the finding
+    rests on, validated against the trace's length; `tools_used` lists the session-tool calls of a
+    tool-using judge (null for a judge without tools). A reference daemon posts `tools_used` as a count:
+    that is read as that many calls of an unrecorded tool, so the shape stays one list for readers.
+    """
 
     category: str = Field(min_length=1)
     question_id: str = Field(min_length=1)
@@ -86,7 +111,20 @@ class JudgeVerdict(_Wire):
     finding: str
     evidence: str | None
     recommendation: str | None
-    tools_used: NonNegativeInt | None = None
+    tools_used: list[ToolUse] | None = Field(default=None, max_length=MAX_TOOL_USES)
+    evidence_entries: list[NonNegativeInt] = Field(default_factory=list, max_length=MAX_EVIDENCE_ENTRIES)
+
+    @field_validator("tools_used", mode="before")
+    @classmethod
+    def _count_from_a_reference_daemon(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOOL_USES:
+            return [{"tool": "unrecorded"} for _ in range(value)]
+        return value
+
+    @field_validator("evidence_entries")
+    @classmethod
+    def _sorted_unique(cls, value: list[int]) -> list[int]:
+        return sorted(set(value))
 
 
 class CategoryResult(_Wire):
@@ -159,6 +197,9 @@ class QuestionOutcome(_Wire):
     usage: TokenUsage = Field(default_factory=TokenUsage)
     latency_ms: NonNegativeInt | None = None
     attempts: NonNegativeInt = 0
+    # A scored judge's `retain_fact` (never part of the verdict): kept until the run lifecycle's
+    # finalizer stores it as a judge fact of the session's repository (`services/judge_facts.py`).
+    retain_fact: str | None = Field(default=None, max_length=MAX_FACT_CHARS)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -180,6 +221,8 @@ class QuestionOutcome(_Wire):
                 raise ValueError(f"a {self.status} outcome has no score or verdict")
             if self.status in ("failed", "timed_out", "cancelled") and self.failure_reason is None:
                 raise ValueError(f"a {self.status} outcome needs a failure_reason")
+            if self.retain_fact is not None:
+                raise ValueError(f"a {self.status} outcome retains no fact")
         return self
 
     @property
@@ -234,6 +277,9 @@ class EvalQuestionCompleted(_QuestionEventBase):
     output_tokens: NonNegativeInt | None = None
     cache_read_input_tokens: NonNegativeInt | None = None
     cache_creation_input_tokens: NonNegativeInt | None = None
+    # Our daemon reports the judge's `retain_fact` here (the verdict never carries it); the service
+    # keeps it with the question until the run is finalized. Reference daemons post their facts elsewhere.
+    retain_fact: str | None = Field(default=None, max_length=MAX_FACT_CHARS)
 
     @model_validator(mode="after")
     def _verdict_from_score(self) -> Self:

@@ -1,4 +1,5 @@
-"""JSON schemas that pin judge output: the 8-key verdict and the retrospective.
+"""JSON schemas that pin judge output: the verdict (the reference's 8 keys + `evidence_entries`) and the
+retrospective.
 
 One portable schema per output, accepted unchanged by Anthropic structured outputs
 (`output_config={"format": {"type": "json_schema", "schema": ...}}`), OpenAI strict `json_schema`
@@ -23,6 +24,7 @@ import copy
 from typing import Any
 
 from chalicelib.domain.evaluation import (
+    MAX_EVIDENCE_ENTRIES,
     MAX_SCORE,
     MIN_SCORE,
     RETRO_MAX_ISSUES,
@@ -43,6 +45,7 @@ VERDICT_KEYS: tuple[str, ...] = (
     "evidence",
     "recommendation",
     "retain_fact",
+    "evidence_entries",
 )
 RETROSPECTIVE_KEYS: tuple[str, ...] = ("overall", "strengths", "issues", "suggestions")
 
@@ -82,6 +85,14 @@ _VERDICT_SCHEMA: dict[str, Any] = {
         "retain_fact": _nullable_string(
             "A durable project-level fact worth remembering for future evaluations, or null (the default)."
         ),
+        "evidence_entries": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": (
+                f"The `pos` of each trace entry the finding rests on (at most {MAX_EVIDENCE_ENTRIES}); "
+                "empty when the finding is about an absence."
+            ),
+        },
     },
     "required": list(VERDICT_KEYS),
     "additionalProperties": False,

@@ -8,10 +8,12 @@ Failures are values, not exceptions, so callers can record them per question.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.domain.evaluation import (
+    MAX_FACT_CHARS,
     MAX_SCORE,
     MIN_SCORE,
     RETRO_MAX_ISSUES,
@@ -19,10 +21,12 @@ from chalicelib.domain.evaluation import (
     RETRO_MAX_SUGGESTIONS,
     JudgeVerdict,
     Retrospective,
+    ToolUse,
     verdict_for_score,
 )
 from chalicelib.domain.json_depth import loads_bounded
 from chalicelib.judges.catalog import Question
+from chalicelib.judges.evidence import check_evidence_entries
 
 REASON_EXCERPT_LIMIT = 500
 
@@ -109,8 +113,14 @@ def _optional_text(value: Any) -> str | None:
     return stripped or None
 
 
-def parse_verdict(raw: str, question: Question, *, tools_used: int | None = None) -> VerdictParse:
-    """Normalise one judge reply for `question` exactly as the reference does (§3.6)."""
+def parse_verdict(raw: str, question: Question, *, tools_used: Sequence[ToolUse] | None = None,
+                  trace_entries: int | None = None) -> VerdictParse:
+    """Normalise one judge reply for `question` exactly as the reference does (§3.6).
+
+    `tools_used` are the session-tool calls the judge made (None: it had no tools); `trace_entries` is
+    the length of the trace the judge saw, against which `evidence_entries` are checked (invalid ones
+    are dropped and reported as violations, never failing the verdict).
+    """
     loaded = _load_object(raw, "verdict")
     if isinstance(loaded, str):
         return VerdictFailure(loaded)
@@ -157,6 +167,9 @@ def parse_verdict(raw: str, question: Question, *, tools_used: int | None = None
     elif score < 4 and recommendation is None:
         violations.append(f"no recommendation at score {score}")
 
+    evidence_entries, dropped = check_evidence_entries(data.get("evidence_entries"), trace_entries)
+    violations.extend(sanitize_reason(v, 200) for v in dropped)
+
     verdict = JudgeVerdict(
         category=question.category,
         question_id=question.id,
@@ -165,7 +178,8 @@ def parse_verdict(raw: str, question: Question, *, tools_used: int | None = None
         finding=data["finding"].strip(),
         evidence=_optional_text(data.get("evidence")),
         recommendation=recommendation,
-        tools_used=tools_used,
+        tools_used=list(tools_used) if tools_used is not None else None,
+        evidence_entries=evidence_entries,
     )
     return ParsedVerdict(verdict=verdict, retain_fact=extract_retain_fact(data), violations=tuple(violations))
 
@@ -174,19 +188,22 @@ def extract_retain_fact(data: dict[str, Any]) -> str | None:
     """The retained fact, only when it is a non-empty string after trimming; never stored on the verdict."""
     fact = data.get("retain_fact")
     if isinstance(fact, str) and fact.strip():
-        return fact.strip()
+        text = " ".join(fact.split())
+        return text if len(text) <= MAX_FACT_CHARS else text[:MAX_FACT_CHARS - 1] + "…"
     return None
 
 
-def normalise_verdict(verdict: JudgeVerdict, category: str) -> JudgeVerdict:
+def normalise_verdict(verdict: JudgeVerdict, category: str, *, trace_entries: int | None = None) -> JudgeVerdict:
     """Apply the parser's rules to an already-structured verdict (a daemon-posted one).
 
     Category comes from the catalog, the verdict string from the score, the recommendation is
-    trimmed and dropped at score 5, and empty evidence becomes null.
+    trimmed and dropped at score 5, empty evidence becomes null, and evidence entries outside the
+    trace (`trace_entries` long, when known) are dropped.
     """
     recommendation = _optional_text(verdict.recommendation)
     if verdict.score == MAX_SCORE:
         recommendation = None
+    entries, _ = check_evidence_entries(list(verdict.evidence_entries), trace_entries)
     return verdict.model_copy(
         update={
             "category": category,
@@ -194,6 +211,7 @@ def normalise_verdict(verdict: JudgeVerdict, category: str) -> JudgeVerdict:
             "finding": verdict.finding.strip(),
             "evidence": _optional_text(verdict.evidence),
             "recommendation": recommendation,
+            "evidence_entries": entries,
         }
     )
 

@@ -106,7 +106,7 @@ def test_daemon_runner_end_to_end(local_stack: LocalStack,
     assert len(verdicts) == 13
     for verdict in verdicts:
         assert set(verdict) == {"category", "question_id", "score", "verdict", "finding", "evidence",
-                                "recommendation", "tools_used"}
+                                "recommendation", "tools_used", "evidence_entries"}
         assert 1 <= verdict["score"] <= 5
     assert 1 <= result["overall_score"] <= 5
     assert run["progress"]["total"] == 13 and run["progress"]["completed"] == 13

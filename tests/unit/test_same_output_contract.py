@@ -27,7 +27,8 @@ from tests.conftest import mint
 
 QUESTIONS = ["sensitive_files", "destructive_commands", "tests_written", "redundant_calls"]
 SCORES = {"sensitive_files": 5, "destructive_commands": 2, "tests_written": 4, "redundant_calls": 3}
-VERDICT_KEYS = {"category", "question_id", "score", "verdict", "finding", "evidence", "recommendation", "tools_used"}
+VERDICT_KEYS = {"category", "question_id", "score", "verdict", "finding", "evidence", "recommendation", "tools_used",
+                "evidence_entries"}
 RUN_KEYS = {"eval_run_id", "session_id", "status", "runner", "vendor", "model", "progress", "result", "usage",
             "error", "created_at", "started_at", "finished_at", "deadline_at"}
 USAGE_KEYS = {"input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"}

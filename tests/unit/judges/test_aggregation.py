@@ -145,8 +145,9 @@ def test_retrospective_and_explicit_nulls_on_the_wire() -> None:
         "evidence",
         "recommendation",
         "tools_used",
+        "evidence_entries",
     }
-    assert question["evidence"] is None and question["tools_used"] is None
+    assert question["evidence"] is None and question["tools_used"] is None and question["evidence_entries"] == []
     assert SessionEvalCompleted.model_validate(wire) == result
 
 

@@ -34,6 +34,7 @@ def verdict_dict(**overrides: Any) -> dict[str, Any]:
         "evidence": None,
         "recommendation": None,
         "tools_used": None,
+        "evidence_entries": [],
     }
     base.update(overrides)
     return base
@@ -90,6 +91,26 @@ def test_verdict_required_nullable_fields_and_tools_used_default() -> None:
     assert (
         JudgeVerdict.model_validate({k: v for k, v in verdict_dict().items() if k != "tools_used"}).tools_used is None
     )
+
+
+def test_tools_used_lists_calls_and_reads_a_reference_daemons_count() -> None:
+    calls = [{"tool": "search_session", "arguments": {"query": "pytest", "limit": None}, "is_error": False},
+             {"tool": "get_tool_result", "arguments": {"call_id": "toolu_9"}, "is_error": True}]
+    assert JudgeVerdict.model_validate(verdict_dict(tools_used=calls)).model_dump()["tools_used"] == calls
+    counted = JudgeVerdict.model_validate(verdict_dict(tools_used=2)).tools_used
+    assert counted is not None and [c.tool for c in counted] == ["unrecorded", "unrecorded"]
+    for bad in (7, -1, True, [{"tool": "x" * 65}], [{"tool": "a", "arguments": {"q": "x" * 201}}],
+                [{"tool": "a"}] * 7):
+        with pytest.raises(ValidationError):
+            JudgeVerdict.model_validate(verdict_dict(tools_used=bad))
+
+
+def test_evidence_entries_are_sorted_unique_bounded_positions() -> None:
+    assert JudgeVerdict.model_validate(verdict_dict(evidence_entries=[9, 2, 9])).evidence_entries == [2, 9]
+    assert JudgeVerdict.model_validate(verdict_dict()).evidence_entries == []
+    for bad in ([-1], ["3"], [1.5], list(range(13)), "3"):
+        with pytest.raises(ValidationError):
+            JudgeVerdict.model_validate(verdict_dict(evidence_entries=bad))
 
 
 def test_retrospective_limits() -> None:

@@ -200,3 +200,37 @@ def test_the_rubric_follows_the_question_verbatim_and_only_when_given() -> None:
     assert "Rubric for this question" in with_rubric and "Rubric" not in without
     assert build_question_prompt(_custom(1, "   ")) == without
     assert with_rubric.startswith("## Question\n\nCategory: team_rules\nID: custom_01\n\n")
+
+
+def test_a_needs_tools_question_gets_the_tools_section_after_the_question() -> None:
+    tools_question = next(q for q in QUESTIONS if q.needs_tools)
+    text_question = next(q for q in QUESTIONS if not q.needs_tools)
+    suffix = build_question_prompt(tools_question)
+    assert suffix.startswith("## Question\n") and "\n\n## Investigating the session\n\n" in suffix
+    for name in ("get_session_summary()", "search_session(query, limit)", "get_tool_result(call_id)"):
+        assert name in suffix
+    assert "at most 6 tool calls" in suffix
+    assert "Investigating the session" not in build_question_prompt(text_question)
+    # The tools never change the shared prefix: one cached trace for text and tool questions alike.
+    shared = build_shared_context("sess-1", "run-1", CONTEXT)
+    assert build_full_prompt("sess-1", "run-1", CONTEXT, tools_question).startswith(shared + PROMPT_SEPARATOR)
+
+
+def test_positions_and_evidence_entries_are_explained() -> None:
+    shared = build_shared_context("sess-1", "run-1", CONTEXT)
+    assert "Every entry has `pos`" in shared and '"evidence_entries": [<pos of a trace entry>, ...]' in shared
+    assert "exactly these 9 keys" in shared
+
+
+def test_known_patterns_injected_only_when_given_in_the_shared_prefix() -> None:
+    off = build_shared_context("sess-1", "run-1", CONTEXT)
+    assert "None are provided for this evaluation" in off
+    facts = ["Integration tests need the local stack;  `make test` starts it.", "  ", "Migrations live in db/."]
+    on = build_shared_context("sess-1", "run-1", CONTEXT, facts)
+    section = on.split("## Known patterns for this project\n\n", 1)[1].split("\n\n## ", 1)[0]
+    assert "prior context only" in section
+    assert "- Integration tests need the local stack; `make test` starts it.\n- Migrations live in db/." in section
+    assert on == build_shared_context("sess-1", "run-1", CONTEXT, list(facts))  # byte-identical per run
+    assert "No facts have been retained" in build_shared_context("sess-1", "run-1", CONTEXT, [])
+    many = build_shared_context("sess-1", "run-1", CONTEXT, [f"fact {i}" for i in range(40)])
+    assert "- fact 24\n" in many + "\n" and "- fact 25" not in many

@@ -104,11 +104,14 @@ def test_schema_validates_example_replies() -> None:
         "evidence": None,
         "recommendation": None,
         "retain_fact": None,
+        "evidence_entries": [3, 17],
     }
     jsonschema.validate(good, verdict_json_schema())
     for bad in (
         {**good, "extra": 1},
         {k: v for k, v in good.items() if k != "retain_fact"},
+        {k: v for k, v in good.items() if k != "evidence_entries"},
+        {**good, "evidence_entries": ["pos 3"]},
         {**good, "verdict": "ok"},
     ):
         with pytest.raises(jsonschema.ValidationError):

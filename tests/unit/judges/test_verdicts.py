@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.domain.evaluation import JudgeVerdict, Retrospective
+from chalicelib.domain.evaluation import JudgeVerdict, Retrospective, ToolUse
 from chalicelib.judges.catalog import QUESTIONS
 from chalicelib.judges.verdicts import (
     ParsedVerdict,
@@ -192,8 +192,36 @@ def test_retain_fact(value: Any, expected: str | None) -> None:
 
 
 def test_tools_used_passed_through() -> None:
-    result = parse_verdict(json.dumps(reply()), QUESTION, tools_used=4)
-    assert isinstance(result, ParsedVerdict) and result.verdict.tools_used == 4
+    calls = [ToolUse(tool="get_session_summary"), ToolUse(tool="get_tool_result", arguments={"call_id": "c7"})]
+    result = parse_verdict(json.dumps(reply()), QUESTION, tools_used=calls)
+    assert isinstance(result, ParsedVerdict) and result.verdict.tools_used == calls
+
+
+def test_evidence_entries_checked_against_the_trace_length() -> None:
+    parsed = parse_verdict(json.dumps(reply(evidence_entries=[12, 3, 3, 40, -2, "7"])), QUESTION, trace_entries=20)
+    assert isinstance(parsed, ParsedVerdict)
+    assert parsed.verdict.evidence_entries == [3, 12]
+    assert any("40" in v and "0..19" in v for v in parsed.violations)
+    # Without a known length only the shape is checked; a missing or malformed list is no failure.
+    unbounded = parse_verdict(json.dumps(reply(evidence_entries=[40])), QUESTION)
+    assert isinstance(unbounded, ParsedVerdict) and unbounded.verdict.evidence_entries == [40]
+    for value in (None, "pos 3", {"a": 1}):
+        kept = parse_verdict(json.dumps(reply(evidence_entries=value)), QUESTION, trace_entries=20)
+        assert isinstance(kept, ParsedVerdict) and kept.verdict.evidence_entries == []
+    many = parse_verdict(json.dumps(reply(evidence_entries=list(range(30)))), QUESTION, trace_entries=30)
+    assert isinstance(many, ParsedVerdict) and many.verdict.evidence_entries == list(range(12))
+
+
+def test_normalise_verdict_drops_positions_outside_the_trace() -> None:
+    posted = JudgeVerdict(category="x", question_id="destructive_commands", score=3, verdict="pass", finding=" f ",
+                          evidence="", recommendation="r", evidence_entries=[1, 5, 99])
+    fixed = normalise_verdict(posted, "safety", trace_entries=10)
+    assert fixed.evidence_entries == [1, 5] and fixed.category == "safety" and fixed.verdict == "warn"
+
+
+def test_long_retain_fact_is_cut() -> None:
+    parsed = ok(json.dumps(reply(retain_fact="word  " * 400)))
+    assert parsed.retain_fact is not None and len(parsed.retain_fact) == 600 and parsed.retain_fact.endswith("…")
 
 
 def test_failure_reason_is_sanitised_and_bounded() -> None:

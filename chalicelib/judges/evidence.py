@@ -1,0 +1,55 @@
+"""Trace positions as judges see and cite them: numbering the eval context's entries and checking the
+`evidence_entries` a verdict cites against the trace.
+
+A position is an entry's 0-based index in the session's eval-context trace (the whole continuation chain
+when the run judges one, oldest first). Every entry a judge sees carries it as `pos`, so a judge cites what
+it read instead of counting array elements, and positions survive the context fit: elided stretches are
+replaced by marker entries, the kept entries keep their `pos`. The trace viewer, the tools
+(`search_session` answers with positions) and the console's finding links all use the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from chalicelib.domain.evaluation import MAX_EVIDENCE_ENTRIES
+
+POSITION_KEY = "pos"
+
+
+def number_entries(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The eval-context object with `pos` first in each trace entry (a new object; `doc` is not changed)."""
+    trace = doc.get("trace") or []
+    return {**doc, "trace": [{POSITION_KEY: i, **{k: v for k, v in entry.items() if k != POSITION_KEY}}
+                             for i, entry in enumerate(trace)]}
+
+
+def check_evidence_entries(value: Any, trace_entries: int | None) -> tuple[list[int], list[str]]:
+    """The valid positions of a judge's `evidence_entries` (sorted, unique, at most MAX_EVIDENCE_ENTRIES)
+    and what was dropped and why. Positions are checked against `trace_entries` when it is known.
+
+    Evidence links are supplementary: a bad list never fails the verdict, the bad items are dropped.
+    """
+    if value is None:
+        return [], []
+    if not isinstance(value, list):
+        return [], ["evidence_entries is not an array; dropped"]
+    violations: list[str] = []
+    valid: set[int] = set()
+    rejected: list[str] = []
+    for item in value:
+        if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+            rejected.append(repr(item)[:20])
+        elif trace_entries is not None and item >= trace_entries:
+            rejected.append(str(item))
+        else:
+            valid.add(item)
+    if rejected:
+        bound = f" (the trace has {trace_entries} entries: 0..{trace_entries - 1})" if trace_entries else ""
+        violations.append(f"evidence_entries {', '.join(rejected[:5])} are not trace positions{bound}; dropped")
+    ordered = sorted(valid)
+    if len(ordered) > MAX_EVIDENCE_ENTRIES:
+        violations.append(f"{len(ordered)} evidence_entries cited; the first {MAX_EVIDENCE_ENTRIES} kept")
+        ordered = ordered[:MAX_EVIDENCE_ENTRIES]
+    return ordered, violations
