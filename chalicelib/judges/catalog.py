@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from chalicelib.domain.errors import InvalidRequest
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 class Question(BaseModel):
     """One judge question as a runner judges it. `prompt` is the full question the judge answers; `text`
     is its short label (a tenant question's text is both). `rubric`, when set, says what each score
@@ -28,7 +32,9 @@ class Question(BaseModel):
     id: str = Field(min_length=1)
     text: str = Field(min_length=1)
     prompt: str = Field(min_length=1)
-    rubric: str | None = None
+    # Left out when empty: a daemon released before rubrics existed refuses unknown keys in its job, and
+    # keeps judging catalogs that use none.
+    rubric: str | None = Field(default=None, exclude_if=_is_none)
     needs_tools: bool = False
 
 

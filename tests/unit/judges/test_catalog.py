@@ -155,3 +155,11 @@ def test_category_matched_before_id() -> None:
     q = QUESTIONS[0]
     catalog = [q, q.model_copy(update={"category": "x", "id": "y"})]
     assert ids(select_questions(["x"], None, catalog=catalog)) == ["y"]
+
+
+def test_an_empty_rubric_stays_out_of_the_wire_form() -> None:
+    # A daemon released before rubrics refuses unknown keys: only a question with a rubric carries one.
+    assert "rubric" not in QUESTIONS[0].model_dump(mode="json")
+    with_rubric = QUESTIONS[0].model_copy(update={"rubric": "5: fine"})
+    assert with_rubric.model_dump(mode="json")["rubric"] == "5: fine"
+    assert Question.model_validate(QUESTIONS[0].model_dump(mode="json")) == QUESTIONS[0]
