@@ -292,7 +292,8 @@ def adversarial_inputs() -> dict[str, tuple[str, str]]:
         cases[f"run of {char!r}"] = ("separator run", _fill(char))
     cases["`-x` repeated"] = ("separator run", _fill("-x"))
     cases["1 MB of base64"] = ("base64", base64.b64encode(rng.randbytes(MB * 3 // 4)).decode())
-    cases["a real finding every 11 chars (`--password x`)"] = ("dense findings", _fill("--password x "))
+    cases["a `--password` flag every 13 chars (values too short to be secrets)"] = (
+        "prefix run", _fill("--password x "))
     cases["a real finding every 21 chars (`Authorization: Basic`)"] = (
         "dense findings", _fill("Authorization: Basic "))
     return cases

@@ -43,6 +43,7 @@ placeholders) run in C regexes or on at most the first 1 KB of a value.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -406,8 +407,9 @@ _ASSIGNMENT_PASSES = tuple(
     for op in _REV_OPS)
 
 
+@functools.lru_cache(maxsize=4096)
 def _key_is_secret(key: str) -> str | None:
-    """'password' / 'secret_assignment' when a key names a secret, else None.
+    """'password' / 'secret_assignment' when a key names a secret, else None (cached: keys repeat).
 
     The keyword must end the key and start at a word boundary (`_`, `-`, `.`, a camelCase
     hump or the key start), so `tokenizer`, `max_tokens` and `bypass` are not secret keys.

@@ -34,14 +34,10 @@ import json
 import re
 import tempfile
 import uuid
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any, Literal, Protocol, TypeVar, cast
-
-from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, field_serializer
 
 from chalicelib.domain.clock import Clock, iso
 from chalicelib.domain.errors import (
@@ -55,7 +51,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.session_uploads import SessionUploadJob, UploadError, UploadState
-from chalicelib.domain.trace import SessionUpload, TraceEntry, entry_to_json, trace_to_json
+from chalicelib.domain.trace import SessionUpload, TraceEntry, entry_to_json
 from chalicelib.ingest import (
     SESSION_FORMATS,
     ParseStats,
@@ -69,6 +65,45 @@ from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, compact_wire
 from chalicelib.ingest.jsonl import ByteReader
 from chalicelib.ingest.redaction import REDACTION_VERSION, Redactor
 from chalicelib.observability import logger
+from chalicelib.services.session_input import (
+    GZIP_MAGIC,
+    SURROGATE_ESCAPE,
+    Caps,
+    InMemoryInput,
+    InputFacts,
+    MeteredInput,
+    capped_lines,
+    direct_too_large,
+    inflates_past,
+    read_trace,
+    scrub_surrogates,
+    session_too_large,
+    spool_trace,
+)
+from chalicelib.services.session_models import (
+    ChainStop,
+    EvalContext,
+    EvalContextDoc,
+    JsonlFormat,
+    SessionDetails,
+    SessionFormat,
+    SessionPage,
+    SessionRecord,
+    SessionSource,
+    SessionStorage,
+    SessionStored,
+    SkippedRecords,
+    UploadAccepted,
+    UploadCompletion,
+    UploadRequest,
+    UploadStatus,
+    UploadTicket,
+)
+
+# Models live in session_models; they are re-exported here, where routes and callers look for them.
+__all__ = ["EvalContext", "EvalContextDoc", "JsonlFormat", "SessionDetails", "SessionPage", "SessionRecord",
+           "SessionService", "SessionStored", "UploadAccepted", "UploadCompletion", "UploadRequest",
+           "UploadStatus", "UploadTicket"]
 
 # -- limits and identifiers -----------------------------------------------------------------------
 
@@ -92,9 +127,6 @@ SYNC_COMPLETE_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 200
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
-# Level 3 compresses JSON traces ~6-8x at several times the speed of the default 9, which matters
-# inside the 29 s API Gateway window.
-GZIP_LEVEL = 3
 READ_CHUNK_BYTES = 1 << 20
 NDJSON = "application/x-ndjson"
 
@@ -103,13 +135,6 @@ NDJSON = "application/x-ndjson"
 # digit (no "." / ".." segments), at most 200 characters. UUIDs and rollout ids fit.
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,199}$")
 UPLOAD_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-_GZIP_MAGIC = b"\x1f\x8b"
-
-SessionFormat = Literal["native", "claude-code", "codex"]
-JsonlFormat = Literal["claude-code", "codex"]
-ChainStop = Literal["missing_parent", "cycle", "max_depth"]
-
-_ENTRY: TypeAdapter[TraceEntry] = TypeAdapter(TraceEntry)
 
 
 def validate_session_id(value: str, *, field: str = "session_id") -> str:
@@ -162,175 +187,6 @@ def _stoppable(entries: Iterable[_Item], stop: Callable[[], bool]) -> Iterator[_
 class EvalContextTooLarge(DomainError):
     status = 422
     code = "eval_context_too_large"
-
-
-# -- models ----------------------------------------------------------------------------------------
-
-class _Out(BaseModel):
-    # Stored records are read back with these models; unknown attributes from newer writers are
-    # ignored rather than failing old readers.
-    model_config = ConfigDict(extra="ignore")
-
-
-class SkippedRecords(_Out):
-    """Input records that produced no entry (never fatal)."""
-
-    metadata: int = 0
-    injected: int = 0
-    blank: int = 0
-    unknown: dict[str, int] = Field(default_factory=dict)
-
-
-class SessionSource(_Out):
-    """What the transcript itself says about the recorded session (absent for native uploads)."""
-
-    session_id: str | None = None
-    cwd: str | None = None
-    git_branch: str | None = None
-    git_commit: str | None = None
-    repository_url: str | None = None
-    model: str | None = None
-    agent_version: str | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
-    continuation_leaf_uuid: str | None = None
-    last_uuid: str | None = None
-
-
-class SessionStorage(_Out):
-    key: str
-    etag: str
-    version_id: str | None = None
-    bytes: int
-    content_encoding: Literal["gzip"] = "gzip"
-
-
-class SessionRecord(_Out):
-    """`GET /sessions/{id}`: one stored session's metadata."""
-
-    session_id: str
-    format: SessionFormat
-    repository: str | None = None
-    title: str | None = None
-    parent_session_id: str | None = None
-    parent_source: Literal["uploader", "continuation"] | None = None
-    entries: int
-    entries_by_kind: dict[str, int]
-    bytes: int = Field(description="size of the session as uploaded (after gzip inflation)")
-    received_bytes: int = Field(description="bytes received on the wire (the gzip size if gzipped)")
-    sha256: str
-    lines: int
-    skipped: SkippedRecords
-    tool_results_unpaired: int = 0
-    source: SessionSource
-    storage: SessionStorage
-    revision: int
-    created_at: str
-    uploaded_at: str
-    uploaded_by: str
-    # Traces are redacted once, when stored. A record without this (stored before) or with an
-    # older version has its trace redacted again each time it is read.
-    redaction_version: int | None = Field(
-        default=None, description="version of the redaction rules the stored trace was redacted with at upload")
-    redactions: dict[str, int] = Field(default_factory=dict,
-                                       description="secrets replaced by <redacted:kind> at upload, per kind")
-
-
-class SessionStored(SessionRecord):
-    """`PUT /sessions/{id}` and upload completion: the stored record, and whether it was new."""
-
-    created: bool
-
-
-class SessionPage(_Out):
-    items: list[SessionRecord]
-    next_cursor: str | None = None
-
-
-class SessionDetails(BaseModel):
-    """Uploader-supplied metadata (native body, query string, or the upload request)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    repository: str | None = Field(default=None, max_length=2048)
-    title: str | None = Field(default=None, max_length=1024)
-    parent_session_id: str | None = Field(default=None, max_length=200)
-
-
-class UploadRequest(SessionDetails):
-    """`POST /sessions/{id}/uploads`."""
-
-    format: JsonlFormat
-    # Required: it is signed into the URL, so S3 refuses a body of any other size (an unsized URL
-    # would accept up to 5 GB into the bucket), and completion checks the stored size against it.
-    content_length: int = Field(ge=1, description="exact size in bytes of the file you will PUT")
-
-
-class UploadTicket(_Out):
-    upload_id: str
-    session_id: str
-    url: str
-    method: Literal["PUT"] = "PUT"
-    headers: dict[str, str]
-    expires_at: str
-    max_bytes: int
-    complete_path: str
-
-
-class UploadAccepted(_Out):
-    """`POST …/complete` for a large file: 202, parsed in the background; poll `status_path`."""
-
-    upload_id: str
-    session_id: str
-    status: UploadState
-    status_path: str
-
-
-@dataclass(frozen=True)
-class EvalContextDoc:
-    """The worker's eval context: `doc` is `EvalContext.model_dump(mode="json")`, `reload(threshold)`
-    the same compacted at a lower threshold (what the context fit asks for)."""
-
-    doc: dict[str, Any]
-    reload: Callable[[int], dict[str, Any]]
-
-
-class UploadCompletion(RootModel[SessionStored | UploadAccepted]):
-    """`POST …/complete`: the stored session (201/200), or `UploadAccepted` (202) for a large file."""
-
-
-class UploadStatus(_Out):
-    """`GET /sessions/{id}/uploads/{upload_id}`: where a presigned upload is."""
-
-    upload_id: str
-    session_id: str
-    status: UploadState
-    session: SessionStored | None = None
-    error: UploadError | None = None
-
-
-class EvalContext(_Out):
-    """What every runner judges: `GET /sessions/{id}/eval-context` and `load_eval_context`.
-
-    `trace` is redacted and compacted; dumping the model gives the wire form (absent agent
-    fields omitted per entry). `chain_incomplete` says the parent walk stopped early, and why.
-    """
-
-    session_id: str
-    session_chain: list[str]
-    trace: list[TraceEntry]
-    compaction: dict[str, Any]
-    chain_incomplete: bool = False
-    chain_stop_reason: ChainStop | None = None
-    missing_parent_session_id: str | None = None
-
-    @field_serializer("trace")
-    def _trace_wire(self, trace: list[TraceEntry]) -> list[dict[str, Any]]:
-        return trace_to_json(trace)
-
-    def to_json(self) -> str:
-        """The exact response body (the judges embed this whole object as TRACE_JSON)."""
-        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
 
 
 # -- ports -----------------------------------------------------------------------------------------
@@ -412,215 +268,6 @@ class SessionIndex(Protocol):
     def get_leaf(self, tenant: str, leaf_uuid: str) -> str | None: ...
 
 
-# -- byte plumbing ---------------------------------------------------------------------------------
-
-class _Prefixed:
-    """A reader that replays bytes already consumed (the sniffed magic) before the rest."""
-
-    def __init__(self, prefix: bytes, inner: ByteReader) -> None:
-        self._prefix = prefix
-        self._inner = inner
-
-    def read(self, amt: int = -1, /) -> bytes:
-        if self._prefix:
-            if amt is None or amt < 0:
-                data, self._prefix = self._prefix + self._inner.read(), b""
-                return data
-            data, self._prefix = self._prefix[:amt], self._prefix[amt:]
-            if len(data) < amt:
-                data += self._inner.read(amt - len(data))
-            return data
-        return self._inner.read(amt)
-
-
-class _Counting:
-    """Counts the bytes read from the wire (before any gzip inflation)."""
-
-    def __init__(self, inner: ByteReader) -> None:
-        self._inner = inner
-        self.bytes = 0
-
-    def read(self, amt: int = -1, /) -> bytes:
-        data = self._inner.read(amt)
-        self.bytes += len(data)
-        return data
-
-
-@dataclass(frozen=True)
-class _Caps:
-    """What one upload may expand to; `too_large(kind, limit)` is the error when a cap is crossed."""
-
-    inflated_bytes: int
-    lines: int
-    parse_seconds: float | None
-    too_large: Callable[[str, float], DomainError]
-
-
-def _direct_too_large(session_id: str) -> Callable[[str, float], DomainError]:
-    def error(kind: str, limit: float) -> DomainError:
-        what = {"inflated_bytes": f"more than {int(limit)} bytes once inflated",
-                "lines": f"more than {int(limit)} lines",
-                "parse_seconds": f"more than {limit:g} s to parse"}[kind]
-        return PayloadTooLarge(
-            f"The session is {what}, over what PUT /sessions accepts; upload it with the presigned upload "
-            f"instead: POST /sessions/{session_id}/uploads.",
-            code="direct_upload_too_large",
-            details={"limit_kind": kind, "limit": limit, "upload_path": f"/sessions/{session_id}/uploads"})
-
-    return error
-
-
-def _session_too_large(kind: str, limit: float) -> DomainError:
-    if kind == "inflated_bytes":
-        return PayloadTooLarge(f"The session is larger than {int(limit)} bytes uncompressed; split it or drop the "
-                               "largest tool outputs before uploading.", code="session_too_large",
-                               details={"limit_bytes": int(limit)})
-    return PayloadTooLarge(f"The session has more than {int(limit)} lines; split it before uploading.",
-                           code="session_too_large", details={"limit_kind": kind, "limit": limit})
-
-
-def _capped_lines(lines: Iterable[bytes], caps: _Caps, monotonic: Callable[[], float]) -> Iterator[bytes]:
-    """Stop at the first line over the line cap or past the parse-time cap (checked every 1024 lines)."""
-    deadline = monotonic() + caps.parse_seconds if caps.parse_seconds is not None else None
-    for count, line in enumerate(lines, 1):
-        if count > caps.lines:
-            raise caps.too_large("lines", caps.lines)
-        if deadline is not None and not count & 1023 and monotonic() > deadline:
-            raise caps.too_large("parse_seconds", caps.parse_seconds or 0.0)
-        yield line
-
-
-def _inflates_past(body: bytes, limit: int) -> bool:
-    """Whether a gzip body (one or more members) inflates to more than `limit` bytes; memory stays at
-    one 1 MiB output chunk. A corrupt stream answers False: parsing reports it with its own code."""
-    inflater = zlib.decompressobj(31)
-    data, total = body, 0
-    try:
-        while data:
-            total += len(inflater.decompress(data, 1 << 20))
-            if total > limit:
-                return True
-            if inflater.eof:
-                data = inflater.unused_data
-                inflater = zlib.decompressobj(31)
-            elif inflater.unconsumed_tail:
-                data = inflater.unconsumed_tail
-            else:
-                break  # all input consumed (more output may follow with no new input)
-        while not inflater.eof and (chunk := inflater.decompress(b"", 1 << 20)):
-            total += len(chunk)
-            if total > limit:
-                return True
-    except zlib.error:
-        return False
-    return False
-
-
-class _MeteredInput:
-    """The decoded upload: counts and hashes bytes, enforces the inflated size cap, maps gzip errors."""
-
-    def __init__(self, raw: ByteReader, *, limit: int = MAX_SESSION_BYTES,
-                 too_large: Callable[[str, float], DomainError] = _session_too_large) -> None:
-        self._limit = limit
-        self._too_large = too_large
-        self._wire = _Counting(raw)
-        head = b""
-        while len(head) < 2:
-            more = self._wire.read(2 - len(head))
-            if not more:
-                break
-            head += more
-        self.gzipped = head == _GZIP_MAGIC
-        replay = _Prefixed(head, self._wire)
-        self._reader: Any = gzip.GzipFile(fileobj=cast(Any, replay), mode="rb") if self.gzipped else replay
-        self.bytes = 0
-        self._sha = hashlib.sha256()
-
-    @property
-    def received_bytes(self) -> int:
-        return self._wire.bytes
-
-    @property
-    def sha256(self) -> str:
-        return self._sha.hexdigest()
-
-    def read(self, amt: int = -1, /) -> bytes:
-        try:
-            data: bytes = self._reader.read(amt)
-        except (gzip.BadGzipFile, EOFError, zlib.error):
-            raise InvalidRequest("The body starts like gzip but is not a complete gzip stream; "
-                                 "compress the file with `gzip -c` and upload again.",
-                                 code="invalid_gzip") from None
-        self.bytes += len(data)
-        if self.bytes > self._limit:
-            raise self._too_large("inflated_bytes", self._limit)
-        self._sha.update(data)
-        return data
-
-
-@dataclass(frozen=True)
-class _InMemoryInput:
-    bytes: int
-    received_bytes: int
-    sha256: str
-
-
-class _InputFacts(Protocol):
-    """Size and digest of the upload, complete once its entries have been consumed."""
-
-    @property
-    def bytes(self) -> int: ...
-
-    @property
-    def received_bytes(self) -> int: ...
-
-    @property
-    def sha256(self) -> str: ...
-
-
-@dataclass
-class _Spooled:
-    file: IO[bytes]
-    size: int
-    entries: int
-    by_kind: dict[str, int]
-
-
-def _spool_trace(entries: Iterable[TraceEntry], spool: IO[bytes]) -> _Spooled:
-    """Write entries as gzip JSONL into `spool`; the input iterator is consumed exactly once."""
-    counts: Counter[str] = Counter()
-    with gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as gz:
-        for entry in entries:
-            gz.write(entry.model_dump_json(exclude_none=True).encode("utf-8", "surrogatepass"))
-            gz.write(b"\n")
-            counts[entry.kind] += 1
-    size = spool.tell()
-    spool.seek(0)
-    return _Spooled(file=spool, size=size, entries=sum(counts.values()), by_kind=dict(sorted(counts.items())))
-
-
-def _read_trace(stream: ByteStream) -> Iterator[TraceEntry]:
-    with gzip.GzipFile(fileobj=cast(Any, stream), mode="rb") as gz:
-        for line in gz:
-            if line.strip():
-                yield _ENTRY.validate_json(line)
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def _scrub(value: Any) -> Any:
-    """Replace lone UTF-16 surrogates (a JSON `\\ud800` escape; unencodable as UTF-8) with U+FFFD."""
-    if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    return value
-
-
 def stream_eval_context(entries: Iterable[TraceEntry], threshold: int) -> tuple[list[TraceEntry], dict[str, Any]]:
     """`ingest.build_eval_context` in one streaming pass: each entry is redacted and then compacted
     as it is read, so peak memory is the compacted trace, not the raw one. Same result, same stats."""
@@ -677,7 +324,7 @@ class SessionService:
             raise InvalidRequest("The request body is not valid JSON.", code="malformed_json") from None
         if not isinstance(data, dict):
             raise InvalidRequest("The request body must be a JSON object with a trace array.", code="malformed_json")
-        upload = SessionUpload.model_validate(_scrub(data) if _SURROGATE_ESCAPE.search(body) else data)
+        upload = SessionUpload.model_validate(scrub_surrogates(data) if SURROGATE_ESCAPE.search(body) else data)
         if not upload.trace:
             raise InvalidRequest("The trace is empty: upload at least one entry.", code="empty_session")
         fallback = details or SessionDetails()
@@ -686,7 +333,7 @@ class SessionService:
                                 parent_session_id=upload.parent_session_id or fallback.parent_session_id)
         self._check_owner(principal, session_id)
         self._check_parent(principal.tenant, session_id, merged.parent_session_id)
-        facts = _InMemoryInput(bytes=len(body), received_bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
+        facts = InMemoryInput(bytes=len(body), received_bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
         return self._store(principal, session_id, "native", upload.trace, None, facts, merged)
 
     def store_jsonl(self, principal: Principal, session_id: str, fmt: str | None, body: ByteReader,
@@ -704,17 +351,17 @@ class SessionService:
         self._upload_rate(principal)
         return self._store_stream(principal, session_id, fmt, body, details, self._direct_caps(session_id))
 
-    def _direct_caps(self, session_id: str) -> _Caps:
-        direct = _direct_too_large(session_id)
+    def _direct_caps(self, session_id: str) -> Caps:
+        direct = direct_too_large(session_id)
         if self._max_session > MAX_DIRECT_INFLATED_BYTES:
-            return _Caps(inflated_bytes=MAX_DIRECT_INFLATED_BYTES, lines=MAX_DIRECT_LINES,
+            return Caps(inflated_bytes=MAX_DIRECT_INFLATED_BYTES, lines=MAX_DIRECT_LINES,
                          parse_seconds=MAX_DIRECT_PARSE_SECONDS, too_large=direct)
 
         def too_large(kind: str, limit: float) -> DomainError:
             # Over the session limit itself: the presigned path would refuse it too.
-            return _session_too_large(kind, limit) if kind == "inflated_bytes" else direct(kind, limit)
+            return session_too_large(kind, limit) if kind == "inflated_bytes" else direct(kind, limit)
 
-        return _Caps(inflated_bytes=self._max_session, lines=MAX_DIRECT_LINES, parse_seconds=MAX_DIRECT_PARSE_SECONDS,
+        return Caps(inflated_bytes=self._max_session, lines=MAX_DIRECT_LINES, parse_seconds=MAX_DIRECT_PARSE_SECONDS,
                      too_large=too_large)
 
     def store_jsonl_bytes(self, principal: Principal, session_id: str, fmt: str | None, body: bytes,
@@ -727,7 +374,7 @@ class SessionService:
         # Inflating in C and discarding the output takes ~0.1 s for the whole cap, so a gzip bomb is
         # refused before a single line is parsed; the caps checked while parsing remain the guarantee.
         caps = self._direct_caps(session_id)
-        if body[:2] == _GZIP_MAGIC and _inflates_past(body, caps.inflated_bytes):
+        if body[:2] == GZIP_MAGIC and inflates_past(body, caps.inflated_bytes):
             raise caps.too_large("inflated_bytes", caps.inflated_bytes)
         return self.store_jsonl(principal, session_id, fmt, io.BytesIO(body), details)
 
@@ -1006,7 +653,7 @@ class SessionService:
     def _trace_of(self, record: SessionRecord) -> Iterator[TraceEntry]:
         stream = self._open_trace(record)
         try:
-            yield from _read_trace(stream)
+            yield from read_trace(stream)
         finally:
             stream.close()
 
@@ -1040,23 +687,23 @@ class SessionService:
             current = data.get("parent_session_id") if data else None
 
     def _store_stream(self, principal: Principal, session_id: str, fmt: str, raw: ByteReader,
-                      details: SessionDetails, caps: _Caps | None = None) -> SessionStored:
-        caps = caps or _Caps(inflated_bytes=self._max_session, lines=MAX_SESSION_LINES, parse_seconds=None,
-                             too_large=_session_too_large)
-        source = _MeteredInput(raw, limit=caps.inflated_bytes, too_large=caps.too_large)
-        lines = _capped_lines(iter_jsonl_lines(source, chunk_size=READ_CHUNK_BYTES), caps, self._clock.monotonic)
+                      details: SessionDetails, caps: Caps | None = None) -> SessionStored:
+        caps = caps or Caps(inflated_bytes=self._max_session, lines=MAX_SESSION_LINES, parse_seconds=None,
+                             too_large=session_too_large)
+        source = MeteredInput(raw, limit=caps.inflated_bytes, too_large=caps.too_large)
+        lines = capped_lines(iter_jsonl_lines(source, chunk_size=READ_CHUNK_BYTES), caps, self._clock.monotonic)
         parsed = parse_session(fmt, lines)
         return self._store(principal, session_id, fmt, parsed, parsed.stats, source, details)
 
     def _store(self, principal: Principal, session_id: str, fmt: str, entries: Iterable[TraceEntry],
-               stats: ParseStats | None, facts: _InputFacts, details: SessionDetails) -> SessionStored:
+               stats: ParseStats | None, facts: InputFacts, details: SessionDetails) -> SessionStored:
         """Spool, then (input fully parsed) PUT the trace object, then write the record."""
         tenant = principal.tenant
         key = self._objects.trace_key(tenant, session_id)
         redactor = Redactor()
         with tempfile.SpooledTemporaryFile(max_size=self._spool_memory) as spool:
             # Redacted once, here: the stored trace never holds the secrets, and reads do not redact.
-            spooled = _spool_trace((redactor.redact(entry) for entry in entries), spool)
+            spooled = spool_trace((redactor.redact(entry) for entry in entries), spool)
             # The input is fully parsed from here on: every later failure is about storage.
             if spooled.entries == 0:
                 raise InvalidRequest("The session has no conversation entries (only metadata records); "
