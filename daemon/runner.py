@@ -21,6 +21,7 @@ from typing import Any
 from chalicelib.domain.evaluation import JudgeVerdict, Retrospective, TokenUsage
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import Question
+from chalicelib.judges.evidence import number_entries
 from chalicelib.judges.prompts import RetrospectiveMeta, build_full_prompt, build_retrospective_prompt
 from chalicelib.judges.schema import retrospective_json_schema, verdict_json_schema
 from chalicelib.judges.verdicts import ParsedVerdict, parse_retrospective, parse_verdict, sanitize_reason
@@ -67,6 +68,7 @@ class JobRunner:
         self._post_lock = threading.Lock()
         self._usage = TokenUsage()
         self._deadline_timer: threading.Timer | None = None
+        self._trace_entries: int | None = None
 
     # -- control -------------------------------------------------------------------------------
     def cancel(self, reason: str = "cancelled") -> None:
@@ -144,6 +146,8 @@ class JobRunner:
             reason = f"context load failed: {sanitize_reason(str(exc), 300)}"
             self._post({"type": "eval_failed", "reason": reason})
             return JobOutcome(self.run_id, "failed", reason)
+        number_entries(context)  # judges see and cite each entry's `pos`, as on the server
+        self._trace_entries = len(context.get("trace") or [])
         context_json = json.dumps(context, ensure_ascii=False)
         judge_model = self.judge.judge_model
         total = len(self.questions)
@@ -209,7 +213,7 @@ class JobRunner:
             self._post({"type": "eval_question_failed", **common,
                         "reason": sanitize_reason(result.failure or "", 1000)})
             return None
-        parsed = parse_verdict(result.text, question)
+        parsed = parse_verdict(result.text, question, trace_entries=self._trace_entries)
         if not isinstance(parsed, ParsedVerdict):
             self._post({"type": "eval_question_failed", **common,
                         "reason": "invalid_output: " + sanitize_reason(parsed.reason, 1000)})

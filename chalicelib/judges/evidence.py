@@ -10,7 +10,6 @@ replaced by marker entries, the kept entries keep their `pos`. The trace viewer,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.domain.evaluation import MAX_EVIDENCE_ENTRIES
@@ -18,11 +17,18 @@ from chalicelib.domain.evaluation import MAX_EVIDENCE_ENTRIES
 POSITION_KEY = "pos"
 
 
-def number_entries(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The eval-context object with `pos` first in each trace entry (a new object; `doc` is not changed)."""
-    trace = doc.get("trace") or []
-    return {**doc, "trace": [{POSITION_KEY: i, **{k: v for k, v in entry.items() if k != POSITION_KEY}}
-                             for i, entry in enumerate(trace)]}
+def number_entries(doc: dict[str, Any]) -> dict[str, Any]:
+    """Give every entry of `doc["trace"]` its `pos` (first key), in place, and return `doc`.
+
+    The trace list itself is kept (each entry is replaced by a numbered copy that shares its values), so
+    whatever holds the list — the worker's `reload(threshold)` recompacts the same list — sees the
+    positions too, and a large trace is never held twice.
+    """
+    trace = doc.get("trace")
+    if isinstance(trace, list):
+        for i, entry in enumerate(trace):
+            trace[i] = {POSITION_KEY: i, **{k: v for k, v in entry.items() if k != POSITION_KEY}}
+    return doc
 
 
 def check_evidence_entries(value: Any, trace_entries: int | None) -> tuple[list[int], list[str]]:

@@ -42,6 +42,7 @@ from chalicelib.domain.evaluation import RunnerKind, VendorName
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalRun
 from chalicelib.judges.catalog import Question, get_question
+from chalicelib.judges.evidence import number_entries
 from chalicelib.judges.prompts import PROMPT_SEPARATOR, build_question_prompt, build_shared_context
 from chalicelib.observability import logger
 from chalicelib.services.context_fit import context_json
@@ -239,7 +240,7 @@ class CatalogService:
                                                        request.threshold if request.threshold is not None else 2000,
                                                        request.chain)
             shared = build_shared_context(context.session_id, PREVIEW_RUN_ID,
-                                          context_json(context.model_dump(mode="json")))
+                                          context_json(number_entries(context.model_dump(mode="json"))))
         else:
             shared = build_shared_context(PREVIEW_SESSION_ID, PREVIEW_RUN_ID, PREVIEW_TRACE)
         suffix = build_question_prompt(question)

@@ -38,6 +38,7 @@ from chalicelib.domain.rate_limit import VendorCallGate
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, QuestionRef, RunError
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import Question
+from chalicelib.judges.evidence import number_entries
 from chalicelib.observability import SERVICE, bind_log_keys, emit_run_status, logger
 from chalicelib.services.admin_settings import VendorCredentials
 from chalicelib.services.judge_runner import (
@@ -312,6 +313,7 @@ class EvalJobService:
             if not isinstance(loaded, EvalContextDoc):
                 await model.aclose()
                 return loaded
+            number_entries(loaded.doc)  # judges see and cite each entry's `pos` (reload keeps it)
             run_input = JudgeRunInput(
                 eval_run_id=run.eval_run_id, session_id=run.session_id, model_name=plan.model_name,
                 questions=plan.questions, jobs=plan.jobs, prior_verdicts=plan.prior_verdicts,

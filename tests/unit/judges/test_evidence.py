@@ -5,12 +5,14 @@ from __future__ import annotations
 from chalicelib.judges.evidence import check_evidence_entries, number_entries
 
 
-def test_number_entries_puts_pos_first_without_touching_the_input() -> None:
-    doc = {"session_id": "s", "trace": [{"kind": "user_message", "text": "a"}, {"pos": 9, "kind": "plan"}]}
-    numbered = number_entries(doc)
-    assert numbered["trace"] == [{"pos": 0, "kind": "user_message", "text": "a"}, {"pos": 1, "kind": "plan"}]
-    assert list(numbered["trace"][0]) == ["pos", "kind", "text"]
-    assert doc["trace"][0] == {"kind": "user_message", "text": "a"} and numbered["session_id"] == "s"
+def test_number_entries_puts_pos_first_in_the_same_trace_list() -> None:
+    first = {"kind": "user_message", "text": "a"}
+    trace = [first, {"pos": 9, "kind": "plan"}]
+    doc = {"session_id": "s", "trace": trace}
+    assert number_entries(doc) is doc and doc["trace"] is trace
+    assert trace == [{"pos": 0, "kind": "user_message", "text": "a"}, {"pos": 1, "kind": "plan"}]
+    assert list(trace[0]) == ["pos", "kind", "text"]
+    assert first == {"kind": "user_message", "text": "a"}  # entries are replaced, never changed
 
 
 def test_check_evidence_entries() -> None:
