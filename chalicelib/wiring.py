@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import boto3
     from chalice.app import Request
 
+    from chalicelib.adapters.aggregate_store import DynamoAggregateStore
     from chalicelib.adapters.budget_ledger import DynamoBudgetLedger
     from chalicelib.adapters.catalog_store import DynamoCatalogStore
     from chalicelib.adapters.daemon_store import DynamoDaemonStore
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.job_queue import SqsJobQueue
     from chalicelib.adapters.outbound_http import OutboundGuard
     from chalicelib.adapters.rate_limiter import DynamoPacingStore, SharedRateGate
+    from chalicelib.adapters.run_index import DynamoRunIndex
     from chalicelib.adapters.run_store import DynamoRunStore
     from chalicelib.adapters.secret_store import SecretStore
     from chalicelib.adapters.settings_store import SettingsStore
@@ -36,11 +38,15 @@ if TYPE_CHECKING:
     from chalicelib.domain.judging import JudgeModel
     from chalicelib.domain.rate_limit import VendorCallGate
     from chalicelib.services.admin_settings import AdminSettingsService
+    from chalicelib.services.analytics import ScoreAnalyticsService
     from chalicelib.services.catalog import CatalogService
     from chalicelib.services.connection_test import ConnectionTestService
     from chalicelib.services.daemons import DaemonService
+    from chalicelib.services.deletion import DeletionService, DerivedDataCleaner
     from chalicelib.services.eval_jobs import EvalJobService
     from chalicelib.services.eval_runs import DaemonDirectory, EvalRunService
+    from chalicelib.services.export import RunExportService
+    from chalicelib.services.history import RunHistoryService
     from chalicelib.services.judge_runner import RunnerTuning
     from chalicelib.services.run_lifecycle import RunLifecycle
     from chalicelib.services.sessions import SessionService
@@ -86,6 +92,17 @@ class Container:
         # SigV4 always: presigned upload URLs must sign Content-Length (S3 then refuses any other
         # size) and the SSE-KMS headers, which botocore's SigV2 default for some regions does not.
         return self.client("s3", signature_version="s3v4")
+
+    @cached_property
+    def s3_presigning(self) -> Any:
+        """S3 for presigned URLs: botocore still presigns with SigV2 by default, and S3 refuses
+        SigV2 for SSE-KMS objects; SigV4 URLs also name the bucket's region."""
+        from botocore.config import Config
+
+        cfg = Config(signature_version="s3v4", s3={"addressing_style": "virtual"},
+                     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10)
+        return self.session.client("s3", endpoint_url=self.config.aws_endpoint_url,
+                                   region_name=self.config.region, config=cfg)
 
     @cached_property
     def events(self) -> Any:
@@ -333,6 +350,62 @@ class Container:
                               grace_seconds=self.config.worker_grace_seconds, lifecycle=self.run_lifecycle,
                               tuning=self.judge_tuning,
                               rate_gates=self.rate_gate if self.config.vendor_rate_limiter == "shared" else None)
+
+    # -- history: tenant-wide list, analytics, export, deletion -------------------------------
+    @cached_property
+    def run_index(self) -> DynamoRunIndex:
+        from chalicelib.adapters.run_index import DynamoRunIndex
+
+        return DynamoRunIndex(self.dynamodb, self.config.table_name)
+
+    @cached_property
+    def run_history(self) -> RunHistoryService:
+        from chalicelib.adapters.cursor_keys import DynamoCursorKeys
+        from chalicelib.services.history import RunHistoryService
+
+        return RunHistoryService(index=self.run_index, runs=self.run_store,
+                                 cursor_keys=DynamoCursorKeys(self.dynamodb, self.config.table_name), clock=self.clock)
+
+    @cached_property
+    def aggregate_store(self) -> DynamoAggregateStore:
+        from chalicelib.adapters.aggregate_store import DynamoAggregateStore
+
+        return DynamoAggregateStore(self.dynamodb, self.config.table_name)
+
+    @cached_property
+    def score_analytics(self) -> ScoreAnalyticsService:
+        from chalicelib.services.analytics import ScoreAnalyticsService
+
+        return ScoreAnalyticsService(store=self.aggregate_store, clock=self.clock)
+
+    @cached_property
+    def run_exports(self) -> RunExportService:
+        from chalicelib.adapters.export_store import S3ExportObjects
+        from chalicelib.services.export import RunExportService
+
+        cfg = self.config
+        return RunExportService(index=self.run_index, results=self.run_store, clock=self.clock,
+                                objects=S3ExportObjects(self.s3_presigning, bucket=cfg.bucket_name,
+                                                        kms_key_id=cfg.kms_key_id))
+
+    def derived_data_cleaners(self) -> list[DerivedDataCleaner]:
+        """What other features derive from a run or session and must delete with it (judge facts
+        register here); each is told about every deleted run and session."""
+        return []
+
+    @cached_property
+    def deletions(self) -> DeletionService:
+        from chalicelib.adapters.audit_store import DynamoDeletionAudit
+        from chalicelib.adapters.session_store import DynamoSessionIndex, S3SessionObjects
+        from chalicelib.services.deletion import DeletionService
+
+        cfg = self.config
+        return DeletionService(
+            sessions=DynamoSessionIndex(self.dynamodb, table_name=cfg.table_name),
+            traces=S3SessionObjects(self.s3, bucket=cfg.bucket_name, kms_key_id=cfg.kms_key_id),
+            runs=self.run_store, aggregates=self.aggregate_store,
+            audit=DynamoDeletionAudit(self.dynamodb, cfg.table_name), clock=self.clock,
+            cleaners=self.derived_data_cleaners())
 
 
 def _rejecting(reason: str) -> Any:

@@ -140,7 +140,10 @@ class GuardedClient:
         text = resp.body.decode("utf-8", "replace") if isinstance(resp.body, bytes) else str(resp.body)
         for key in _SEEN_KEYS:
             assert key not in text, f"an API key leaked in the response to {method} {path}"
-        resp.json = json.loads(text) if text and text.lstrip().startswith(("{", "[")) else None
+        try:
+            resp.json = json.loads(text) if text and text.lstrip().startswith(("{", "[")) else None
+        except ValueError:
+            resp.json = None  # not one JSON document (e.g. a JSON Lines export)
         return resp
 
     def get(self, path: str, **kw: Any) -> Any:

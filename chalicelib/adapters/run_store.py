@@ -1,7 +1,9 @@
 """EvalRunStore over DynamoDB: runs, per-question outcomes and idempotent dispatch records.
 
 Layout (single table): run `pk=TENANT#<t>, sk=RUN#<id>`, listed per session through
-`gsi1pk=SESSIONRUNS#<t>#<session>, gsi1sk=<created_at>#<id>`; an idempotency record
+`gsi1pk=SESSIONRUNS#<t>#<session>, gsi1sk=<created_at>#<id>` and across the tenant through the
+history indexes (`adapters/run_index.py`: their keys are written here, with every status change
+and result); an idempotency record
 `pk=TENANT#<t>, sk=IDEMPOTENCY#<user>#<key>` (TTL 24 h) points at the run it created.
 
 Every state change is a conditional write on `status`, so a cancel, a deadline or a result that
@@ -25,6 +27,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item, to_value
+from chalicelib.adapters.run_index import SCORE_ATTRIBUTES, index_attributes, score_attributes, status_attributes
 from chalicelib.domain.errors import Conflict, DependencyUnavailable, InvalidRequest, NotFound
 from chalicelib.domain.evaluation import QuestionOutcome, SessionEvalCompleted, TokenUsage
 from chalicelib.domain.json_depth import loads_bounded
@@ -74,6 +77,13 @@ def run_sk(run_id: str) -> str:
 
 def _dump_outcome(outcome: QuestionOutcome) -> dict[str, Any]:
     return outcome.model_dump(mode="json")
+
+
+def _with_status_index(tenant: str, sets: dict[str, Any]) -> dict[str, Any]:
+    """The status index partition moves with the status, in the same write."""
+    if "status" not in sets:
+        return sets
+    return {**sets, **status_attributes(tenant, str(sets["status"]))}
 
 
 def _update_expression(sets: Mapping[str, Any], *, removes: tuple[str, ...] = (), add_version: bool = True,
@@ -135,6 +145,30 @@ class DynamoRunStore:
         item = resp.get("Item")
         return EvalRun.model_validate(from_item(item)) if item else None
 
+    def results(self, tenant: str, run_ids: list[str]) -> dict[str, SessionEvalCompleted]:
+        """The stored results of up to 100 runs in one BatchGetItem (plus retries of unprocessed keys)."""
+        keys = [{"pk": {"S": tenant_pk(tenant)}, "sk": {"S": run_sk(r)}} for r in dict.fromkeys(run_ids)]
+        found: dict[str, SessionEvalCompleted] = {}
+        if not keys:
+            return found
+        request: dict[str, Any] = {self._table: {"Keys": keys, "ProjectionExpression": "sk, #r",
+                                                 "ExpressionAttributeNames": {"#r": "result"}}}
+        for attempt in range(8):
+            if attempt:
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))  # unprocessed keys: DynamoDB asks for backoff
+            try:
+                resp = self._ddb.batch_get_item(RequestItems=request)
+            except ClientError as exc:
+                raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
+            for item in resp.get("Responses", {}).get(self._table, []):
+                data = from_item(item)
+                if data.get("result"):
+                    found[str(data["sk"]).removeprefix("RUN#")] = SessionEvalCompleted.model_validate(data["result"])
+            request = resp.get("UnprocessedKeys") or {}
+            if not request:
+                return found
+        raise DependencyUnavailable("The run store is throttling reads; retry shortly.")
+
     def require(self, tenant: str, run_id: str) -> EvalRun:
         run = self.get(tenant, run_id)
         if run is None:
@@ -177,6 +211,7 @@ class DynamoRunStore:
         item.update({"pk": tenant_pk(run.tenant), "sk": run_sk(run.eval_run_id),
                      "gsi1pk": f"SESSIONRUNS#{run.tenant}#{run.session_id}",
                      "gsi1sk": f"{run.created_at}#{run.eval_run_id}", "entity": "eval_run"})
+        item.update(index_attributes(item))
         items: list[dict[str, Any]] = []
         if session_key is not None:
             items.append({"ConditionCheck": {
@@ -243,6 +278,7 @@ class DynamoRunStore:
     def _update(self, tenant: str, run_id: str, *, sets: dict[str, Any], condition: str,
                 cond_values: dict[str, Any] | None = None, removes: tuple[str, ...] = (),
                 add_version: bool = True) -> EvalRun:
+        sets = _with_status_index(tenant, sets)
         expr, names, values = _update_expression(sets, removes=removes, add_version=add_version,
                                                  cond_values=cond_values)
         try:
@@ -266,6 +302,7 @@ class DynamoRunStore:
                                cond_values: dict[str, Any] | None = None, removes: tuple[str, ...] = (),
                                extra_writes: Sequence[TransactItem]) -> EvalRun:
         """`_update` together with other items in one transaction; the run is read back after."""
+        sets = _with_status_index(tenant, sets)
         expr, names, values = _update_expression(sets, removes=removes, add_version=True, cond_values=cond_values)
         update: TransactItem = {"Update": {
             "TableName": self._table, "Key": {"pk": {"S": tenant_pk(tenant)}, "sk": {"S": run_sk(run_id)}},
@@ -336,6 +373,8 @@ class DynamoRunStore:
             sets[f"outcomes.{o.question_id}"] = _dump_outcome(o)
         if result is not None:
             sets["result"] = result.model_dump(mode="json")
+            sets.update(score_attributes(tenant, result.overall_score,
+                                         {c.name: c.score for c in result.categories}))
         if error is not None:
             sets["error"] = error.model_dump(mode="json")
         sets.update(extra or {})
@@ -373,11 +412,31 @@ class DynamoRunStore:
         sets.update(extra_fields or {})
         condition = "#status IN (:f, :t, :c, :s) AND version = :ver AND attribute_exists(finalized_at)"
         values = {":f": "failed", ":t": "timed_out", ":c": "cancelled", ":s": "succeeded", ":ver": expected_version}
-        removes = ("result", "error", "finished_at", "lease_until", "finalized_at")
+        removes = ("result", "error", "finished_at", "lease_until", "finalized_at", *SCORE_ATTRIBUTES)
         if not extra_writes:
             return self._update(tenant, run_id, sets=sets, condition=condition, cond_values=values, removes=removes)
         return self._update_in_transaction(tenant, run_id, sets=sets, condition=condition, cond_values=values,
                                            removes=removes, extra_writes=extra_writes)
+
+    def delete_finished(self, tenant: str, run_id: str) -> None:
+        """Delete a run that has ended (its indexes follow); an active run is a RunStateConflict."""
+        try:
+            self._ddb.delete_item(
+                TableName=self._table, Key={"pk": {"S": tenant_pk(tenant)}, "sk": {"S": run_sk(run_id)}},
+                ConditionExpression="attribute_exists(pk) AND #status IN (:s, :f, :t, :c)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":s": {"S": "succeeded"}, ":f": {"S": "failed"},
+                                           ":t": {"S": "timed_out"}, ":c": {"S": "cancelled"}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                old: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
+                if old is None:
+                    raise NotFound(f"No eval run '{run_id}' in this tenant.", code="eval_run_not_found") from exc
+                status = from_item(old).get("status")
+                raise RunStateConflict(f"The eval run is {status}; cancel it before deleting it.",
+                                       details={"status": status}) from exc
+            raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
 
     def set_fields(self, tenant: str, run_id: str, fields: dict[str, Any], *,
                    when_status: tuple[str, ...] = ("queued", "running")) -> EvalRun:

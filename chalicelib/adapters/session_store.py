@@ -314,6 +314,18 @@ class DynamoSessionIndex:
         value = item.get("session_id") if item else None
         return value if isinstance(value, str) else None
 
+    def delete_leaf(self, tenant: str, leaf_uuid: str, session_id: str) -> None:
+        """Remove a continuation link, unless a later upload re-pointed it at another session."""
+        try:
+            self._ddb.delete_item(TableName=self._table, ConditionExpression="session_id = :s",
+                                  ExpressionAttributeValues={":s": {"S": session_id}},
+                                  Key={"pk": {"S": tenant_pk(tenant)}, "sk": {"S": f"SESSIONLEAF#{leaf_uuid}"}})
+        except ClientError as exc:
+            if _client_error_code(exc) != "ConditionalCheckFailedException":
+                raise _unavailable("delete_leaf", exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable("delete_leaf", exc) from None
+
     # -- helpers ---------------------------------------------------------------------------
     def _get(self, tenant: str, sk: str, keep: tuple[str, ...] = ()) -> dict[str, Any] | None:
         try:

@@ -93,6 +93,10 @@ class EvalRun(BaseModel):
     # runs stored before spend governance, which the finalizer then leaves out of the ledger.
     admission: RunAdmission | None = None
     version: int = 0
+    # Denormalised from the session at dispatch, so the tenant-wide list can filter on it (history).
+    repository: str | None = None
+    # DynamoDB TTL (epoch seconds): the session's retention end, stamped at dispatch (history).
+    expires_at: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -154,6 +158,7 @@ class EvalRunView(BaseModel):
     duration_ms: int | None = None
     catalog_version: int = Field(default=0, description="The judge catalog version the run's questions come from.")
     trial: bool = Field(default=False, description="An admin's try-it run of one (possibly unsaved) question.")
+    repository: str | None = None
 
 
 class EvalRunList(BaseModel):
@@ -187,7 +192,8 @@ def run_view(run: EvalRun) -> EvalRunView:
         started_at=run.started_at, finished_at=run.finished_at, deadline_at=run.deadline_at,
         run_timeout_seconds=run.run_timeout_seconds, created_by=run.created_by, daemon_id=run.daemon_id,
         context=run.context, retrospective_status=run.retrospective_status, duration_ms=duration,
-        catalog_version=run.catalog_version, trial=bool(run.trial_questions))
+        catalog_version=run.catalog_version, trial=bool(run.trial_questions),
+        repository=run.repository)
 
 
 class EvalJobMessage(BaseModel):
