@@ -94,17 +94,6 @@ class Container:
         return self.client("s3", signature_version="s3v4")
 
     @cached_property
-    def s3_presigning(self) -> Any:
-        """S3 for presigned URLs: botocore still presigns with SigV2 by default, and S3 refuses
-        SigV2 for SSE-KMS objects; SigV4 URLs also name the bucket's region."""
-        from botocore.config import Config
-
-        cfg = Config(signature_version="s3v4", s3={"addressing_style": "virtual"},
-                     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10)
-        return self.session.client("s3", endpoint_url=self.config.aws_endpoint_url,
-                                   region_name=self.config.region, config=cfg)
-
-    @cached_property
     def events(self) -> Any:
         return self.client("events")
 
@@ -265,13 +254,16 @@ class Container:
 
     @cached_property
     def run_lifecycle(self) -> RunLifecycle:
-        """The one finalizer of eval runs. Participants: spend's settlement (others add theirs here)."""
+        """The one finalizer of eval runs. Participants: spend's settlement, history's score aggregates
+        (others add theirs here)."""
+        from chalicelib.services.analytics import ScoreAggregation
         from chalicelib.services.run_lifecycle import RunLifecycle
         from chalicelib.services.spend import SpendSettlement
 
         return RunLifecycle(runs=self.run_store, clock=self.clock,
                             worker_grace_seconds=self.config.worker_grace_seconds,
-                            participants=[SpendSettlement(self.budget_ledger)], registry=self.budget_ledger,
+                            participants=[SpendSettlement(self.budget_ledger), ScoreAggregation(self.score_analytics)],
+                            registry=self.budget_ledger,
                             daemon_deadlines=self._daemon_directory)
 
     # -- daemon runner -----------------------------------------------------------------------
@@ -385,7 +377,7 @@ class Container:
 
         cfg = self.config
         return RunExportService(index=self.run_index, results=self.run_store, clock=self.clock,
-                                objects=S3ExportObjects(self.s3_presigning, bucket=cfg.bucket_name,
+                                objects=S3ExportObjects(self.s3, bucket=cfg.bucket_name,
                                                         kms_key_id=cfg.kms_key_id))
 
     def derived_data_cleaners(self) -> list[DerivedDataCleaner]:
@@ -405,7 +397,7 @@ class Container:
             traces=S3SessionObjects(self.s3, bucket=cfg.bucket_name, kms_key_id=cfg.kms_key_id),
             runs=self.run_store, aggregates=self.aggregate_store,
             audit=DynamoDeletionAudit(self.dynamodb, cfg.table_name), clock=self.clock,
-            cleaners=self.derived_data_cleaners())
+            settlement=self.run_lifecycle, cleaners=self.derived_data_cleaners())
 
 
 def _rejecting(reason: str) -> Any:

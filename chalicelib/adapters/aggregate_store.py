@@ -23,7 +23,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item
-from chalicelib.domain.analytics import AggregateDelta, AggregateRow, Contribution
+from chalicelib.domain.analytics import AggregateDelta, AggregateRow, Contribution, merge_deltas
 from chalicelib.domain.errors import DependencyUnavailable
 from chalicelib.observability import logger
 
@@ -110,6 +110,26 @@ class DynamoAggregateStore:
             if not self._transact([record, run_check, *updates], "apply_contribution"):
                 return False
         return True
+
+    def replacement_writes(self, tenant: str, old: Contribution | None, new: Contribution, *,
+                           expires_at: int | None) -> list[dict[str, Any]]:
+        """The writes that make `new` the run's recorded contribution, for the run lifecycle's
+        finalization transaction: the record (conditioned on the `old` one still being what was read)
+        and one counter update per aggregate whose net change (new minus what old applied) is not 0."""
+        item = {"pk": tenant_pk(tenant), "sk": contribution_sk(new.run_id), "stamp": new.stamp,
+                "applied": new.chunks, "chunks": new.chunks, "deltas": [_delta_to_json(d) for d in new.deltas],
+                "expires_at": expires_at, "entity": "aggregate_contribution"}
+        record: dict[str, Any] = {"Put": {"TableName": self._table, "Item": to_item(item),
+                                          "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
+        if old is None:
+            record["Put"]["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            record["Put"].update({"ConditionExpression": "stamp = :stamp AND applied = :applied",
+                                  "ExpressionAttributeValues": {":stamp": {"S": old.stamp},
+                                                                ":applied": {"N": str(old.applied)}}})
+        undone = [d.negated() for i in range(old.applied) for d in old.chunk(i)] if old else []
+        net = [d for d in merge_deltas([*undone, *new.deltas]) if not d.is_zero]
+        return [record, *(self._counter_update(tenant, d) for d in net)]
 
     def remove(self, tenant: str, contribution: Contribution, *, delete_run: bool = False) -> bool:
         """Subtract what the record says was applied, then delete it; False if it changed meanwhile.

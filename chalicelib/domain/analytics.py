@@ -46,6 +46,10 @@ class AggregateDelta:
     warned: int
     failed: int
 
+    @property
+    def is_zero(self) -> bool:
+        return not any((self.runs, self.score_sum, self.score_count, self.passed, self.warned, self.failed))
+
     def negated(self) -> AggregateDelta:
         return AggregateDelta(self.dimension, self.day, self.key, -self.runs, -self.score_sum, -self.score_count,
                               -self.passed, -self.warned, -self.failed)
@@ -79,7 +83,8 @@ def _unit(dimension: str, day: str, key: str, score: int) -> AggregateDelta:
                           int(verdict == "fail"))
 
 
-def _merged(deltas: Iterable[AggregateDelta]) -> list[AggregateDelta]:
+def merge_deltas(deltas: Iterable[AggregateDelta]) -> list[AggregateDelta]:
+    """One delta per aggregate (dimension, day, key): the sum of those given."""
     totals: dict[tuple[str, str, str], AggregateDelta] = {}
     for d in deltas:
         k = (d.dimension, d.day, d.key)
@@ -102,7 +107,7 @@ def run_contribution(*, created_at: str, created_by: str, repository: str | None
     if result.overall_score >= 1:
         deltas.append(_unit("repository", day, repository or NO_REPOSITORY, result.overall_score))
         deltas.append(_unit("user", day, created_by, result.overall_score))
-    return _merged(deltas)
+    return merge_deltas(deltas)
 
 
 # -- the query ----------------------------------------------------------------------------------------

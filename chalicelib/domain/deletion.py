@@ -50,5 +50,5 @@ def require_run_owner(principal: Principal, created_by: str) -> None:
 
 def still_active(run_ids: list[str]) -> Conflict:
     return Conflict("Cancel the session's active eval runs before deleting it "
-                    "(POST /eval-runs/{eval_run_id}/cancel), then retry.",
+                    "(POST /eval-runs/{eval_run_id}/cancel), then retry once they have ended.",
                     code="runs_still_active", details={"eval_run_ids": run_ids})

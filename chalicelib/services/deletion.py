@@ -4,7 +4,9 @@
 aggregate contribution, in one transaction), whatever other features derived from them (judge
 facts: the `DerivedDataCleaner` seam), the trace object in S3, the continuation link and the
 session record. `DELETE /eval-runs/{id}` (its creator or an admin) does the same for one run.
-Active runs are refused (409): cancelling settles their spend first.
+Active runs are refused (409), and a run is deleted only once the run lifecycle has finalized it
+(a reader's reconcile does it when it is due), so its spend is settled and its scores recorded
+before both leave together.
 
 Order matters for retries: the audit entry is written first (who, when, what: ids only), the
 session record last, so a deletion interrupted halfway can be repeated until it completes.
@@ -34,6 +36,12 @@ from chalicelib.observability import logger
 from chalicelib.services.history import RUN_ID
 
 SESSION_PAGE = 100
+
+
+def _settled(run: EvalRun) -> bool:
+    """Ended and finalized: nothing will write to the run any more (a cancelled server run stays
+    unsettled until its worker has reported the usage its judges still billed)."""
+    return run.is_terminal and run.finalized_at is not None
 
 
 class SessionRecords(Protocol):
@@ -69,6 +77,12 @@ class DeletionAudit(Protocol):
     def latest(self, tenant: str, *, limit: int) -> list[DeletionRecord]: ...
 
 
+class RunSettlement(Protocol):
+    """The run lifecycle's reader reconcile: an overdue run ends `timed_out`, a due one is finalized."""
+
+    def reconcile(self, run: EvalRun) -> EvalRun: ...
+
+
 class DerivedDataCleaner(Protocol):
     """What another feature stored from a run or session (e.g. judge facts) and must delete with it."""
 
@@ -79,9 +93,10 @@ class DerivedDataCleaner(Protocol):
 
 class DeletionService:
     def __init__(self, *, sessions: SessionRecords, traces: TraceObjects, runs: RunRecords,
-                 aggregates: Contributions, audit: DeletionAudit, clock: Clock,
+                 aggregates: Contributions, audit: DeletionAudit, clock: Clock, settlement: RunSettlement,
                  cleaners: Sequence[DerivedDataCleaner] = ()) -> None:
         self._sessions = sessions
+        self._settlement = settlement
         self._traces = traces
         self._runs = runs
         self._aggregates = aggregates
@@ -96,8 +111,8 @@ class DeletionService:
         if record is None:
             raise NotFound(f"No session '{session_id[:64]}' in this tenant.", code="session_not_found")
         require_session_owner(principal, record.get("uploaded_by"))
-        runs = self._session_runs(tenant, session_id)
-        active = [r.eval_run_id for r in runs if not r.is_terminal]
+        runs = [self._settlement.reconcile(r) for r in self._session_runs(tenant, session_id)]
+        active = [r.eval_run_id for r in runs if not _settled(r)]
         if active:
             raise still_active(active)
         storage = record.get("storage") or {}
@@ -132,9 +147,11 @@ class DeletionService:
         if run is None:
             raise NotFound(f"No eval run '{run_id[:64]}' in this tenant.", code="eval_run_not_found")
         require_run_owner(principal, run.created_by)
-        if not run.is_terminal:
-            raise Conflict(f"The eval run is {run.status}; cancel it before deleting it.",
-                           code="run_still_active", details={"status": run.status})
+        run = self._settlement.reconcile(run)
+        if not _settled(run):
+            raise Conflict(f"The eval run is {run.status}" + ("" if run.is_terminal else "; cancel it")
+                           + " and not settled yet; retry once it has ended.", code="run_still_active",
+                           details={"status": run.status})
         entry = self._audit_entry(principal, "eval_run", run.session_id, [run.eval_run_id], trace=False)
         self._delete_run(principal.tenant, run)
         logger.info("eval run deleted", extra={"eval_run_id": run_id, "audit_id": entry.audit_id})

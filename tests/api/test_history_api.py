@@ -44,10 +44,10 @@ def frozen(container: Any) -> Any:
 
 
 def _finished(container: Any, run: EvalRun, **kw: Any) -> EvalRun:
-    """Store a run through its lifecycle and record it in the aggregates like the finalizer does."""
+    """Store a run through start and finish, then finalize it like every runner does."""
     finished = store_run(container.run_store, run, **kw)
-    container.score_analytics.record_finished_run(finished)
-    return finished
+    final: EvalRun = container.run_lifecycle.finalize(finished)
+    return final
 
 
 def _upload(client: Any, session_id: str, token: str = MEMBER, repository: str = "github.com/acme/web") -> None:
@@ -226,16 +226,19 @@ def test_analytics_by_category_day_and_week(client: Any, frozen: Any) -> None:
 
 def test_aggregates_count_each_finish_once_and_a_rerun_replaces_it(client: Any, frozen: Any) -> None:
     run = _finished(frozen, new_run("evr_1"), scores=2)
-    frozen.score_analytics.record_finished_run(run)          # a redelivered finalizer: no double count
+    assert frozen.run_lifecycle.finalize(run).finalized_at == run.finalized_at   # redelivered: nothing twice
+    frozen.score_analytics.record_finished_run(run)      # the out-of-transaction path agrees: no double count
     store = frozen.run_store
     store.reopen_for_rerun("acme", "evr_1", deadline_at=run.deadline_at, outcomes=[], expected_version=run.version)
     store.start("acme", "evr_1", now=run.created_at, outcomes=[])
     rerun = store.finish("acme", "evr_1", status="succeeded", now=iso(BASE + timedelta(hours=1)), usage=TokenUsage(),
                          result=result_for("evr_1", 5))
-    frozen.score_analytics.record_finished_run(rerun)
+    frozen.run_lifecycle.finalize(rerun)
     body = client.get("/analytics/scores?from=2026-11-01&to=2026-11-01&by=user", token=MEMBER).json
     assert body["series"][0]["points"] == [{"t": "2026-11-01", "runs": 1, "mean_score": 5.0, "pass": 1, "warn": 0,
                                             "fail": 0}]
+    by_question = client.get("/analytics/scores?from=2026-11-01&to=2026-11-01&by=question", token=MEMBER).json
+    assert {p["mean_score"] for s in by_question["series"] for p in s["points"]} == {5.0}
 
 
 @pytest.mark.parametrize(("query", "code"), [
@@ -361,7 +364,9 @@ def test_admins_may_delete_any_session_and_other_tenants_see_nothing(client: Any
 
 def test_a_session_with_an_active_run_is_not_deleted(client: Any, frozen: Any) -> None:
     _upload(client, "sess-1")
-    store_run(frozen.run_store, new_run("evr_1", session_id="sess-1"), finish=None)
+    # Created a minute before now: not overdue, so still active.
+    store_run(frozen.run_store, new_run("evr_1", session_id="sess-1", created_at=BASE + timedelta(days=3, minutes=-1)),
+              finish=None)
     resp = client.delete("/sessions/sess-1", token=MEMBER)
     assert (resp.status_code, resp.json["error"]["code"]) == (409, "runs_still_active")
     assert resp.json["error"]["details"]["eval_run_ids"] == ["evr_1"]
@@ -383,10 +388,13 @@ def test_deleting_a_run_takes_its_scores_out_exactly(client: Any, frozen: Any) -
     assert client.delete(f"/eval-runs/{quote('a b')}", token=MEMBER).status_code == 404
 
 
-def test_an_active_run_is_not_deleted(client: Any, frozen: Any) -> None:
-    store_run(frozen.run_store, new_run("evr_1"), finish=None)
+def test_an_active_run_is_not_deleted_and_an_overdue_one_is_ended_first(client: Any, frozen: Any) -> None:
+    store_run(frozen.run_store, new_run("evr_1", created_at=BASE + timedelta(days=3, minutes=-1)), finish=None)
     resp = client.delete("/eval-runs/evr_1", token=MEMBER)
     assert (resp.status_code, resp.json["error"]["code"]) == (409, "run_still_active")
+    store_run(frozen.run_store, new_run("evr_2"), finish=None)   # its worker vanished days ago
+    assert client.delete("/eval-runs/evr_2", token=MEMBER).status_code == 204
+    assert [a["eval_run_ids"] for a in client.get("/admin/audit/deletions", token=ADMIN).json["items"]] == [["evr_2"]]
 
 
 def test_the_download_url_is_usable_over_http_shape(client: Any, frozen: Any) -> None:
