@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.aggregate_store import DynamoAggregateStore
     from chalicelib.adapters.budget_ledger import DynamoBudgetLedger
     from chalicelib.adapters.catalog_store import DynamoCatalogStore
+    from chalicelib.adapters.context_limit_store import DynamoContextLimitStore
     from chalicelib.adapters.daemon_store import DynamoDaemonStore
     from chalicelib.adapters.event_publisher import EventBridgePublisher
     from chalicelib.adapters.job_queue import SqsJobQueue
@@ -164,7 +165,15 @@ class Container:
 
         return AdminSettingsService(settings=self.settings_store, secrets=self.secret_store, clock=self.clock,
                                     base_url_policy=self.base_url_policy,
-                                    max_run_timeout_seconds=self.config.max_run_timeout_seconds)
+                                    max_run_timeout_seconds=self.config.max_run_timeout_seconds,
+                                    context_limits=self.context_limit_store)
+
+    @cached_property
+    def context_limit_store(self) -> DynamoContextLimitStore:
+        """The context limits vendors stated (`CTXLIMIT#…`), read by the worker and the settings view."""
+        from chalicelib.adapters.context_limit_store import DynamoContextLimitStore
+
+        return DynamoContextLimitStore(self.dynamodb, self.config.table_name)
 
     def build_judge_model(self, vendor: Literal["anthropic", "openai"], *, api_key: str, base_url: str | None,
                           max_retries: int, timeout_seconds: float, gate: VendorCallGate | None = None) -> JudgeModel:
@@ -341,7 +350,8 @@ class Container:
                               events=self.event_publisher, clock=self.clock,
                               grace_seconds=self.config.worker_grace_seconds, lifecycle=self.run_lifecycle,
                               tuning=self.judge_tuning,
-                              rate_gates=self.rate_gate if self.config.vendor_rate_limiter == "shared" else None)
+                              rate_gates=self.rate_gate if self.config.vendor_rate_limiter == "shared" else None,
+                              context_limits=self.context_limit_store)
 
     # -- history: tenant-wide list, analytics, export, deletion -------------------------------
     @cached_property

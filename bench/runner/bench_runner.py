@@ -1,11 +1,13 @@
-"""Judge runner: wall time of a 13-question run in units of one judge call's latency L, and the billed-equivalent
-input tokens, for the sequential reference design and the parallel strategies (warm-then-fan-out vs
-all-at-once, at several concurrency bounds).
+"""Judge runner: wall time of a 13-question run in units of one judge call's latency L, with the vendor's
+time to first token (TTFT) modelled apart from L, and the billed-equivalent input tokens, for the
+sequential reference design and the parallel schedules.
 
 Runs the real judge phase (`chalicelib.services.judge_runner.judge_run`: context fit, fan-out, repair
-logic, progress coalescing) through the real anthropic/openai SDKs against the in-process FakeVendor,
-whose every judge call takes L seconds and which simulates the vendors' prompt caches (a prefix is
-readable only once the request that wrote it has completed). No AWS: progress writes are no-ops.
+logic, progress coalescing) through the real anthropic/openai SDKs against the fake vendor in its own
+process (`FakeVendorProcess`: like a remote vendor, its CPU does not compete with the runner's),
+whose every judge call takes L seconds, begins its answer (first streamed event) at TTFT, and which
+simulates the vendors' prompt caches (a prefix is readable once the answer that writes it has begun).
+No AWS: progress writes are no-ops. The schedules are measured side by side, in interleaved rounds.
 
 Billed-equivalent input tokens use Anthropic's multipliers of the base input price: uncached 1x,
 cache write 1.25x, cache read 0.1x. The reference design (kapacitor-evals §8.1/§8.4) sends the full
@@ -14,17 +16,19 @@ prompt 13 times, sequentially, without a cache: 13 x prompt tokens at 1x and 13 
 A second table runs the default strategy on a tenant's custom catalog of 20 questions (built-ins
 and tenant questions with rubrics, made by the catalog's own rules): custom questions live in the
 per-question suffix, so the run must still write the shared prefix once and read it 19 times.
+
+Usage: .venv/bin/python bench/runner/bench_runner.py [--latency 1.0] [--ttft-share 0.25] [--repeats 3]
+       [--vendors anthropic,openai] [--trace-kb 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import http.server
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +39,7 @@ from chalicelib.adapters.judge_models import build_judge_model
 from chalicelib.adapters.outbound_http import OutboundGuard
 from chalicelib.domain.base_url import BaseUrlPolicy
 from chalicelib.domain.catalog import CatalogUpdate, CatalogVersion, plan_catalog
+from chalicelib.domain.context_limits import StatedLimit
 from chalicelib.domain.evaluation import QuestionOutcome, TokenUsage
 from chalicelib.judges.catalog import QUESTIONS, Question
 from chalicelib.services.judge_runner import (
@@ -45,18 +50,14 @@ from chalicelib.services.judge_runner import (
     RunnerTuning,
     judge_run,
 )
-from devstack.fake_vendor import FakeVendor, FakeVendorOptions
+from devstack.fake_vendor import FakeVendorOptions, FakeVendorProcess
 
 # The fake vendor listens on 127.0.0.1 over http: the local stack's outbound policy.
 LOCAL_OUTBOUND = OutboundGuard(BaseUrlPolicy(allowed_hosts=("127.0.0.1",), allow_http=True))
 
-MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4.1"}
+Vendor = Literal["anthropic", "openai"]
+MODELS: dict[Vendor, str] = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4.1"}
 
-# socketserver's default listen backlog is 5: 13 simultaneous connects overflow it and the kernel drops
-# SYNs, which the client retransmits after 1 s, so the fake itself would serialise the fan-out.
-# Real vendor endpoints have no such limit.
-if getattr(http.server.ThreadingHTTPServer, "request_queue_size", 5) < 128:
-    http.server.ThreadingHTTPServer.request_queue_size = 128
 WRITE, READ = 1.25, 0.1
 
 
@@ -64,24 +65,24 @@ WRITE, READ = 1.25, 0.1
 class Strategy:
     name: str
     concurrency: int
-    warm_up: Literal["first", "none"]
-    note: str = ""
+    warm_up: Literal["first", "whole", "none"]
 
 
 STRATEGIES: tuple[Strategy, ...] = (
-    Strategy("sequential, c=1 (the reference's schedule, with our cache)", 1, "none", "one judge at a time"),
+    Strategy("sequential, c=1 (the reference's schedule, with our cache)", 1, "none"),
     Strategy("all at once, c=13", 13, "none"),
-    Strategy("all at once, c=8", 8, "none"),
-    Strategy("warm first, then fan out, c=8", 8, "first"),
-    Strategy("warm first, then fan out, c=12 (default)", 12, "first"),
+    Strategy("warm-up judge, fan out after its whole answer (before)", 13, "whole"),
+    Strategy("warm-up judge streamed, fan out at its first token (default)", 13, "first"),
 )
 
 
 class NoAws:
-    """RunPorts without AWS: progress writes succeed, nothing is cancelled, keys never rotate."""
+    """RunPorts without AWS: progress writes succeed, nothing is cancelled, keys never rotate; stated
+    context limits are kept in memory (what `CTXLIMIT#…` items hold)."""
 
-    def __init__(self) -> None:
+    def __init__(self, remembered: dict[str, int] | None = None) -> None:
         self.flushes = 0
+        self.remembered = remembered if remembered is not None else {}
 
     async def flush(self, outcomes: Sequence[QuestionOutcome], usage: TokenUsage, context: Any) -> bool:
         self.flushes += 1
@@ -92,6 +93,9 @@ class NoAws:
 
     async def refresh_model(self) -> Any:
         return None
+
+    async def remember_context_limit(self, stated: StatedLimit, source: str) -> None:
+        self.remembered["limit"] = stated.limit_tokens
 
 
 def eval_context(trace_kb: int) -> dict[str, Any]:
@@ -136,100 +140,119 @@ def custom_catalog() -> list[Question]:
     return list(catalog.questions)
 
 
-async def one_run(fake: FakeVendor, vendor: Literal["anthropic", "openai"], strategy: Strategy, latency: float,
-                  doc: dict[str, Any], run_id: str,
+async def one_run(fake: FakeVendorProcess, vendor: Vendor, tuning: RunnerTuning, doc: dict[str, Any], run_id: str, *,
+                  deadline_seconds: float, ports: NoAws | None = None, learned: int | None = None,
                   questions: Sequence[Question] = QUESTIONS) -> tuple[float, JudgeRunResult]:
+    """One judge phase through the real SDK against `fake`; (wall seconds, result)."""
     base_url = fake.anthropic_base_url if vendor == "anthropic" else fake.openai_base_url
     model = build_judge_model(vendor, api_key="sk-bench-not-a-real-key-000", base_url=base_url, max_retries=2,
                               timeout_seconds=60, outbound=LOCAL_OUTBOUND)
     jobs = [QuestionJob(question=q, prior=QuestionOutcome(question_id=q.id, category=q.category)) for q in questions]
-    tuning = RunnerTuning(concurrency=strategy.concurrency, warm_up=strategy.warm_up, retrospective=False,
-                          progress_flush_seconds=max(latency, 0.1))
     run_input = JudgeRunInput(eval_run_id=run_id, session_id="bench", model_name=MODELS[vendor],
                               questions=list(questions), jobs=jobs, prior_verdicts={}, context_doc=doc,
                               reload_context=lambda _t: doc, requested_threshold=2000,
-                              deadline=Deadline(len(questions) * latency * 4 + 60))
+                              deadline=Deadline(deadline_seconds), learned_context_limit=learned)
     started = time.perf_counter()
-    result = await judge_run(run_input, model, NoAws(), tuning)
+    result = await judge_run(run_input, model, ports or NoAws(), tuning)
     return time.perf_counter() - started, result
 
 
-def measure(vendor: Literal["anthropic", "openai"], strategy: Strategy, latency: float, doc: dict[str, Any],
-            repeats: int, questions: Sequence[Question] = QUESTIONS) -> dict[str, Any]:
-    walls: list[float] = []
-    result: JudgeRunResult | None = None
-    with FakeVendor(options=FakeVendorOptions(latency=latency)) as fake:
-        for n in range(repeats):
-            fake.reset()
-            fake.configure(latency=latency)
-            wall, result = asyncio.run(one_run(fake, vendor, strategy, latency, doc, f"evr_bench_{n}", questions))
-            walls.append(wall)
-            if result.stop != "done" or result.result is None or len(result.result.verdicts()) != len(questions):
-                raise SystemExit(f"{strategy.name}: run did not judge all questions ({result.stop})")
-        judges = [r for r in fake.requests if r["endpoint"] == "generate"]
-        max_inflight = fake.stats()["max_inflight"]
-    assert result is not None
+def _summarise(judges: list[dict[str, Any]], result: JudgeRunResult, wall: float) -> dict[str, Any]:
     usage = result.usage
     full_prompt = [r["input_tokens"] + r["cache_read_input_tokens"] + r["cache_creation_input_tokens"]
                    for r in judges]
-    billed = usage.input_tokens + WRITE * usage.cache_creation_input_tokens + READ * usage.cache_read_input_tokens
-    return {
-        "wall": statistics.median(walls),
-        "writes": sum(1 for r in judges if r["cache"] == "write"),
-        "reads": sum(1 for r in judges if r["cache"] == "read"),
-        "billed": billed,
-        "baseline": sum(full_prompt),
-        "max_inflight": max_inflight,
-        "prompt_tokens": statistics.median(full_prompt),
-    }
+    return {"wall": wall, "writes": sum(1 for r in judges if r["cache"] == "write"),
+            "reads": sum(1 for r in judges if r["cache"] == "read"),
+            "billed": usage.input_tokens + WRITE * usage.cache_creation_input_tokens
+            + READ * usage.cache_read_input_tokens,
+            "baseline": sum(full_prompt), "prompt_tokens": statistics.median(full_prompt)}
+
+
+def measure(vendor: Vendor, latency: float, ttft: float, doc: dict[str, Any], repeats: int,
+            strategies: Sequence[Strategy] = STRATEGIES,
+            questions: Sequence[Question] = QUESTIONS) -> dict[str, dict[str, Any]]:
+    """Every strategy `repeats` times, in interleaved rounds (noise from a shared machine hits all alike)."""
+    samples: dict[str, list[dict[str, Any]]] = {s.name: [] for s in strategies}
+    with FakeVendorProcess(FakeVendorOptions(latency=latency, ttft=ttft)) as fake:
+        for n in range(repeats):
+            for strategy in strategies:
+                fake.reset()
+                # A catalog past 13 questions takes a second wave after the first 13 slots.
+                tuning = RunnerTuning(concurrency=strategy.concurrency, warm_up=strategy.warm_up,
+                                      retrospective=False, progress_flush_seconds=max(latency, 0.1))
+                wall, result = asyncio.run(one_run(fake, vendor, tuning, doc, f"evr_bench_{n}_{strategy.warm_up}",
+                                                   deadline_seconds=len(questions) * latency * 4 + 60,
+                                                   questions=questions))
+                if result.stop != "done" or result.result is None or len(result.result.verdicts()) != len(questions):
+                    raise SystemExit(f"{strategy.name}: run did not judge all questions ({result.stop})")
+                judges = [r for r in fake.requests if r["endpoint"] == "generate"]
+                samples[strategy.name].append({**_summarise(judges, result, wall),
+                                               "max_inflight": fake.stats()["max_inflight"]})
+    out: dict[str, dict[str, Any]] = {}
+    for name, runs in samples.items():
+        first = runs[0]
+        out[name] = {**first, "wall": statistics.median(r["wall"] for r in runs),
+                     "max_inflight": max(r["max_inflight"] for r in runs)}
+    return out
+
+
+def table(vendor: Vendor, results: Mapping[str, dict[str, Any]], latency: float) -> list[str]:
+    rows = ["| strategy | wall time / L | speed-up vs sequential | cache writes / reads | max in flight "
+            "| billed-equivalent input tokens | vs full prompt x 13 |", "|---|---|---|---|---|---|---|"]
+    first = next(iter(results.values()))
+    sequential_wall, baseline = first["wall"], first["baseline"]
+    rows.append(f"| reference as shipped: sequential, no prompt cache | 13 (by construction) | - | 0 / 0 | 1 "
+                f"| {baseline:,} | 100% |")
+    for name, m in results.items():
+        rows.append(f"| {name} | {m['wall'] / latency:.2f} | {sequential_wall / m['wall']:.1f}x "
+                    f"| {m['writes']} / {m['reads']} | {m['max_inflight']} | {m['billed']:,.0f} "
+                    f"| {m['billed'] / baseline:.0%} |")
+    return [f"**{vendor}** wire format (~{first['prompt_tokens']:,.0f} prompt tokens per call):", "", *rows, ""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--latency", type=float, default=0.5, help="seconds per judge call (L)")
+    parser.add_argument("--latency", type=float, default=1.0, help="seconds per judge call (L)")
+    parser.add_argument("--ttft-share", type=float, default=0.25, help="time to first token as a share of L")
     parser.add_argument("--trace-kb", type=int, default=200, help="size of the synthetic trace")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--vendor", choices=sorted(MODELS), default="anthropic")
+    parser.add_argument("--vendors", default="anthropic,openai")
     args = parser.parse_args()
-    latency = args.latency
+    latency, ttft = args.latency, args.latency * args.ttft_share
     doc = eval_context(args.trace_kb)
+    vendors: list[Vendor] = [v for v in ("anthropic", "openai") if v in args.vendors.split(",")]
+    measured = {vendor: measure(vendor, latency, ttft, doc, args.repeats) for vendor in vendors}
 
-    rows = [
-        "| strategy | wall time / L | speed-up vs sequential | cache writes / reads | max in flight "
-        "| billed-equivalent input tokens | vs full prompt x 13 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    results = [(s, measure(args.vendor, s, latency, doc, args.repeats)) for s in STRATEGIES]
-    sequential_wall = results[0][1]["wall"]
-    baseline = results[0][1]["baseline"]
-    rows.append(f"| reference as shipped: sequential, no prompt cache | 13 (by construction) | - | 0 / 0 | 1 "
-                f"| {baseline:,} | 100% |")
-    for strategy, m in results:
-        rows.append(
-            f"| {strategy.name} | {m['wall'] / latency:.2f} | {sequential_wall / m['wall']:.1f}x "
-            f"| {m['writes']} / {m['reads']} | {m['max_inflight']} | {m['billed']:,.0f} "
-            f"| {m['billed'] / baseline:.0%} |")
-    print("## Judge runner: parallel judges and prompt caching (bench/runner)\n")
-    print(f"13 questions, {args.vendor} wire format through the real SDK, fake vendor latency L = {latency:g} s "
-          f"per judge call, a {args.trace_kb} KB trace (~{results[0][1]['prompt_tokens']:,.0f} prompt tokens per "
-          f"call), median of {args.repeats} runs, retrospective off (it adds one more L after the judges).\n")
-    print("\n".join(rows))
-    warm = results[-1][1]
-    burst = results[1][1]
-    print(f"\nBilled-equivalent = uncached x 1 + cache write x 1.25 + cache read x 0.1 of the base input price; "
-          "100% = the full prompt sent 13 times uncached, as the reference did. Judges started before the first "
-          "one completes cannot read its prefix, so every judge of an all-at-once wave pays a cache write. "
-          f"Trade-off measured here: warming first costs {(warm['wall'] - burst['wall']) / latency:.1f} L of wall "
-          f"time against all-at-once and saves {1 - warm['billed'] / burst['billed']:.0%} of the input bill; "
-          "with c=12 the other 12 judges run in a single wave after the warm-up (about 2 L in total, vs 13 L "
-          "sequential).")
-    print_custom_catalog(args.vendor, latency, doc, args.repeats, STRATEGIES[-1], warm)
+    print("## Judge runner: parallel judges, streamed warm-up and prompt caching (bench/runner)\n")
+    print(f"13 questions through the real SDKs, fake vendor L = {latency:g} s per judge call with its first token "
+          f"at TTFT = {ttft:g} s (L/{1 / args.ttft_share:g}); a {args.trace_kb} KB trace; median of "
+          f"{args.repeats} interleaved rounds; retrospective off (it adds one more L after the judges). "
+          "Command: `.venv/bin/python -m bench.run_all --only runner`.\n")
+    for vendor in vendors:
+        print("\n".join(table(vendor, measured[vendor], latency)))
+    default = STRATEGIES[-1].name
+    before = STRATEGIES[-2].name
+    lines = []
+    for vendor in vendors:
+        m = measured[vendor]
+        billed = m[default]["billed"] / m[default]["baseline"]
+        lines.append(f"{vendor}: {m[default]['wall'] / latency:.2f} L (target ≤ 1.5 L; TTFT + L = "
+                     f"{(ttft + latency) / latency:.2f} L) against {m[before]['wall'] / latency:.2f} L when the "
+                     f"fan-out waits for the whole warm-up answer, billed input {billed:.0%} of 13 x the full "
+                     "prompt (target ≤ 20 %)")
+    print("Billed-equivalent = uncached x 1 + cache write x 1.25 + cache read x 0.1 of the base input price; 100% = "
+          "the full prompt sent 13 times uncached, as the reference did. Judges started before the first answer "
+          "begins cannot read its prefix, so every judge of an all-at-once wave pays a cache write; fanning out at "
+          "the warm-up's first token keeps the single write and saves the rest of the warm-up's L. Measured: "
+          + "; ".join(lines) + ".")
+    print_custom_catalog(vendors[0], latency, ttft, doc, args.repeats, measured[vendors[0]][default])
 
 
-def print_custom_catalog(vendor: Literal["anthropic", "openai"], latency: float, doc: dict[str, Any], repeats: int,
-                         strategy: Strategy, builtin: dict[str, Any]) -> None:
+def print_custom_catalog(vendor: Vendor, latency: float, ttft: float, doc: dict[str, Any], repeats: int,
+                         builtin: dict[str, Any]) -> None:
     questions = custom_catalog()
-    custom = measure(vendor, strategy, latency, doc, repeats, questions)
+    strategy = STRATEGIES[-1]
+    custom = measure(vendor, latency, ttft, doc, repeats, (strategy,), questions)[strategy.name]
     if custom["writes"] != 1:
         raise SystemExit(f"custom catalog: {custom['writes']} cache writes; the shared prefix must be written once")
     n = len(questions)
@@ -240,9 +263,9 @@ def print_custom_catalog(vendor: Literal["anthropic", "openai"], latency: float,
 
     print(f"\n### Custom catalog: {n} questions, the same cache behaviour\n")
     print(f"The default strategy ({strategy.name}) on the 13 built-ins and on a tenant catalog of {n} "
-          "(8 built-ins, 12 tenant questions with rubrics in 3 new categories), same trace, vendor and L, "
-          f"median of {repeats} runs. 'vs full prompt x N' divides by the run's own N calls sent uncached; the "
-          "expected value for one write and N - 1 reads of the prefix is (1.25 + 0.1 (N - 1)) / N.\n")
+          f"(8 built-ins, 12 tenant questions with rubrics in 3 new categories), same trace, {vendor} wire format "
+          f"and L, median of {repeats} rounds. 'vs full prompt x N' divides by the run's own N calls sent uncached; "
+          "the expected value for one write and N - 1 reads of the prefix is (1.25 + 0.1 (N - 1)) / N.\n")
     print("| catalog | questions | wall time / L | cache writes / reads | billed-equivalent input tokens "
           "| vs full prompt x N | expected (1.25 + 0.1 (N-1)) / N |")
     print("|---|---|---|---|---|---|---|")
@@ -251,7 +274,7 @@ def print_custom_catalog(vendor: Literal["anthropic", "openai"], latency: float,
               f"| {m['billed'] / m['baseline']:.1%} | {expected(count):.1%} |")
     print(f"\nBoth runs write the shared prefix once and every other judge reads it: a custom catalog changes only "
           f"the per-question suffix, so the billed ratio follows the same formula (it falls with N: "
-          f"{expected(len(QUESTIONS)):.1%} for 13, {expected(n):.1%} for {n}); with c=12 the {n - 1} judges after "
+          f"{expected(len(QUESTIONS)):.1%} for 13, {expected(n):.1%} for {n}); with c=13 the {n - 1} judges after "
           "the warm-up take two waves.")
 
 

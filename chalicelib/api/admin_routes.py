@@ -11,6 +11,8 @@ from chalicelib.domain.settings import (
     MAX_SETTINGS_BODY_BYTES,
     VENDORS,
     AuditQuery,
+    ContextLimitQuery,
+    ContextLimitsCleared,
     EvalRunnerSettingsUpdate,
     EvalRunnerSettingsView,
     SettingsAuditPage,
@@ -72,6 +74,14 @@ def delete_eval_runner_vendor(ctx: RequestContext, vendor: str) -> ApiResponse:
     """Remove a vendor's key (the secret is deleted) and its block."""
     if_match = parse_if_match(ctx.header("if-match"))
     return _with_etag(_settings().remove_vendor(ctx.principal, parse_vendor(vendor), if_match))
+
+
+@endpoint(admin_bp, SETTINGS_PATH + "/vendors/{vendor}/context-limits", "DELETE", path_params=_VENDOR_PARAM,
+          auth="admin", query_model=ContextLimitQuery, response_model=ContextLimitsCleared, tags=_TAGS,
+          extra_responses={400: "Invalid model name", 401: _ERRORS[401], 403: _ERRORS[403], 404: "Unknown vendor"})
+def delete_learned_context_limits(ctx: RequestContext, vendor: str) -> ContextLimitsCleared:
+    """Clear the context limits the vendor stated (all, or one model's with ?model=); runs fit to the model table."""
+    return _settings().forget_context_limits(ctx.principal, parse_vendor(vendor), ctx.query(ContextLimitQuery).model)
 
 
 @endpoint(admin_bp, SETTINGS_PATH + "/vendors/{vendor}/test", "POST", path_params=_VENDOR_PARAM, auth="admin",

@@ -89,16 +89,18 @@ class AssumedWindow:
     source: WindowSource
 
 
-def assumed_window(model: str, *, learned: int | None = None, override: int | None = None) -> AssumedWindow:
-    """An admin override first, then a limit the vendor stated earlier for this (base_url, model), then
-    the built-in table; a model name the table does not know gets the conservative default (the
-    smallest window of the current frontier models) until the vendor states its real limit."""
+def assumed_window(model: str, *, learned: int | None = None, override: int | None = None,
+                   table: int | None = None) -> AssumedWindow:
+    """An override first, then a limit the vendor stated earlier for this (base_url, model), then the
+    model table (`table`: the adapter's view of it, else the built-in one); a model name the table does
+    not know gets the conservative default (the smallest window among the current frontier models)
+    until the vendor states its real limit."""
     if override:
         return AssumedWindow(override, "override")
     if learned:
         return AssumedWindow(learned, "learned")
     if matches_known_model(model):
-        return AssumedWindow(known_context_window(model), "known")
+        return AssumedWindow(table or known_context_window(model), "known")
     return AssumedWindow(DEFAULT_CONTEXT_WINDOW, "default")
 
 
@@ -119,7 +121,7 @@ class LearnedContextLimit(BaseModel):
 
     vendor: str
     model: str
-    base_url: str | None
+    base_url: str | None = None
     limit_tokens: int
     stated_prompt_tokens: int | None = None
     source: LimitSource = "generate"

@@ -8,7 +8,7 @@ write to the secret store); records and views carry secret references and last-4
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from chalicelib.domain.base_url import BaseUrlPolicy, BaseUrlRefused, normalize_base_url
+from chalicelib.domain.context_limits import LearnedContextLimit
 from chalicelib.domain.errors import Conflict, InvalidRequest, NotFound, PreconditionFailed
 from chalicelib.domain.evaluation import VendorName
 
@@ -268,6 +269,8 @@ class VendorBlock(BaseModel):
     status_reason: str | None = None
     updated_at: str | None
     updated_by: str | None
+    # Context limits this vendor stated (per base URL and model) that runs fit to; an admin can clear them.
+    learned_context_limits: list[LearnedContextLimit] = []
 
 
 class EvalRunnerSettingsView(BaseModel):
@@ -280,16 +283,35 @@ class EvalRunnerSettingsView(BaseModel):
     version: int
 
 
-def _block(record: VendorRecord) -> VendorBlock:
+def _block(record: VendorRecord, learned: list[LearnedContextLimit]) -> VendorBlock:
     return VendorBlock(enabled=record.has_key, model=record.model, api_key_hint=record.key_hint,
                        base_url=record.base_url, status=record.status, status_reason=record.status_reason,
-                       updated_at=record.updated_at, updated_by=record.updated_by)
+                       updated_at=record.updated_at, updated_by=record.updated_by, learned_context_limits=learned)
 
 
-def settings_view(record: SettingsRecord, *, max_run_timeout_seconds: int) -> EvalRunnerSettingsView:
-    return EvalRunnerSettingsView(anthropic=_block(record.anthropic), openai=_block(record.openai),
+def settings_view(record: SettingsRecord, *, max_run_timeout_seconds: int,
+                  learned: Sequence[LearnedContextLimit] = ()) -> EvalRunnerSettingsView:
+    def of(vendor: VendorName) -> list[LearnedContextLimit]:
+        return sorted((limit for limit in learned if limit.vendor == vendor), key=lambda limit: limit.learned_at,
+                      reverse=True)
+
+    return EvalRunnerSettingsView(anthropic=_block(record.anthropic, of("anthropic")),
+                                  openai=_block(record.openai, of("openai")),
                                   run_timeout_seconds=record.run_timeout_seconds,
                                   max_run_timeout_seconds=max_run_timeout_seconds, version=record.version)
+
+
+class ContextLimitQuery(BaseModel):
+    """`DELETE …/vendors/{vendor}/context-limits?model=…`: one model's learned limits, or all of the vendor's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, pattern=_MODEL_NAME.pattern)
+
+
+class ContextLimitsCleared(BaseModel):
+    vendor: VendorName
+    cleared: list[LearnedContextLimit]
 
 
 class VendorRuntime(BaseModel):

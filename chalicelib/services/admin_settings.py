@@ -22,12 +22,14 @@ from typing import Protocol
 
 from chalicelib.domain.base_url import BaseUrlPolicy
 from chalicelib.domain.clock import Clock, iso
+from chalicelib.domain.context_limits import LearnedContextLimit
 from chalicelib.domain.errors import Conflict, DomainError
 from chalicelib.domain.evaluation import VendorName
 from chalicelib.domain.judging import sanitize_vendor_message
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.settings import (
     VENDORS,
+    ContextLimitsCleared,
     EvalRunnerSettings,
     EvalRunnerSettingsUpdate,
     EvalRunnerSettingsView,
@@ -64,6 +66,14 @@ class SettingsRepository(Protocol):
     def invalidate(self, tenant: str) -> None: ...
 
 
+class LearnedLimits(Protocol):
+    """The context limits vendors stated (`chalicelib.adapters.context_limit_store`)."""
+
+    def learned(self, tenant: str, vendor: str | None = None) -> list[LearnedContextLimit]: ...
+
+    def forget(self, tenant: str, vendor: str, *, model: str | None = None) -> list[LearnedContextLimit]: ...
+
+
 class VendorKeyStore(Protocol):
     def put_vendor_key(self, tenant: str, vendor: VendorName, api_key: str) -> SecretRef: ...
 
@@ -89,8 +99,10 @@ class VendorCredentials:
 
 class AdminSettingsService:
     def __init__(self, *, settings: SettingsRepository, secrets: VendorKeyStore, clock: Clock,
-                 base_url_policy: BaseUrlPolicy, max_run_timeout_seconds: int) -> None:
+                 base_url_policy: BaseUrlPolicy, max_run_timeout_seconds: int,
+                 context_limits: LearnedLimits | None = None) -> None:
         self._settings = settings
+        self._context_limits = context_limits
         self._secrets = secrets
         self._clock = clock
         self._policy = base_url_policy
@@ -99,7 +111,7 @@ class AdminSettingsService:
     # -- admin API ----------------------------------------------------------------------------
     def get_eval_runner_settings(self, principal: Principal) -> EvalRunnerSettingsView:
         principal.require_admin()
-        return self._view(self._settings.get(principal.tenant, fresh=True))
+        return self._view(principal.tenant, self._settings.get(principal.tenant, fresh=True))
 
     def update_eval_runner_settings(self, principal: Principal, update: EvalRunnerSettingsUpdate,
                                     if_match: int | None = None, *,
@@ -113,7 +125,7 @@ class AdminSettingsService:
                                         unchanged_keys=self._resent_keys(principal.tenant, current, update))
 
         record, _ = self._write(principal.tenant, plan, if_match=if_match, action=action, actor=principal.user)
-        return self._view(record)
+        return self._view(principal.tenant, record)
 
     rotate_vendor_key = update_eval_runner_settings
 
@@ -127,7 +139,20 @@ class AdminSettingsService:
 
         record, _ = self._write(principal.tenant, plan, if_match=if_match, action="remove_vendor",
                                 actor=principal.user)
-        return self._view(record)
+        return self._view(principal.tenant, record)
+
+    def forget_context_limits(self, principal: Principal, vendor: VendorName,
+                              model: str | None = None) -> ContextLimitsCleared:
+        """Clear the context limits the vendor stated (one model's, or all): the next runs fit to the model
+        table again and learn anew if the vendor still refuses."""
+        principal.require_admin()
+        if self._context_limits is None:
+            return ContextLimitsCleared(vendor=vendor, cleared=[])
+        cleared = self._context_limits.forget(principal.tenant, vendor, model=model)
+        logger.info("learned context limits cleared", extra={
+            "tenant": principal.tenant, "vendor": vendor, "model": model, "cleared": len(cleared),
+            "actor": principal.user})
+        return ContextLimitsCleared(vendor=vendor, cleared=cleared)
 
     def list_settings_audit(self, principal: Principal, limit: int = 100) -> SettingsAuditPage:
         principal.require_admin()
@@ -208,8 +233,9 @@ class AdminSettingsService:
                 same.add(vendor)
         return frozenset(same)
 
-    def _view(self, record: SettingsRecord) -> EvalRunnerSettingsView:
-        return settings_view(record, max_run_timeout_seconds=self._max_timeout)
+    def _view(self, tenant: str, record: SettingsRecord) -> EvalRunnerSettingsView:
+        learned = self._context_limits.learned(tenant) if self._context_limits is not None else []
+        return settings_view(record, max_run_timeout_seconds=self._max_timeout, learned=learned)
 
     def _write(self, tenant: str, make_plan: Callable[[SettingsRecord, str], SettingsPlan | None], *,
                if_match: int | None, action: SettingsAction, actor: str) -> tuple[SettingsRecord, bool]:

@@ -9,6 +9,11 @@ halved (down to `min_threshold`), and if that is still not enough the oldest mid
 is elided: the opening (the user's request, the plan) and the latest entries are kept, and a
 marker entry says how many entries/bytes were removed. What was done is returned as a report that
 the run stores in its `context` field.
+
+The window assumed before dispatch can be wrong (a gateway, a regional deployment, a custom model
+name): when the vendor refuses the prompt and states its real limit, `ContextFitter.refit` runs the
+same fit again against that limit (`refits` in the report says what was removed and why), and
+`ContextTooSmall` ends the run when nothing more can be removed.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.domain.context_limits import ContextTooSmall, StatedLimit
 from chalicelib.domain.errors import DomainError
 from chalicelib.domain.judging import CHARS_PER_TOKEN
 
@@ -195,17 +201,27 @@ def _elided_totals(entries: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
 
 
 TokenCounter = Callable[[str, str], Awaitable[int | None]]
+# A vendor's count is trusted to this much once it has stated one (its tokenizer, our rounding).
+_CALIBRATED_SAFETY = 1.02
 
 
 class PromptOverWindow(Exception):
-    """The vendor's count API refused to count because the prompt exceeds the model's window."""
+    """The vendor's count API refused to count because the prompt exceeds the model's window; `stated` is
+    the limit its message names, when it names one."""
+
+    def __init__(self, message: str, stated: StatedLimit | None = None) -> None:
+        super().__init__(message)
+        self.stated = stated
 
 
 class TokenMeter:
     """Prompt size in tokens: the vendor's count API when it answers, else ceil(chars/4 * safety).
 
     The counted/characters ratio of the last exact count calibrates later estimates (used to size
-    the elision budget), so a tokenizer denser than 4 chars/token does not defeat the fit.
+    the elision budget), so a tokenizer denser than 4 chars/token does not defeat the fit. A count
+    the vendor stated in a refusal calibrates it for good: from then on no measure is below the
+    stated ratio, even when the count API (a gateway's, say) counts lower than the generate endpoint.
+    `stated` keeps the lowest limit a count-API refusal named.
     """
 
     def __init__(self, count: TokenCounter, *, window: int, safety: float = 1.1) -> None:
@@ -213,29 +229,49 @@ class TokenMeter:
         self._window = window
         self._safety = safety
         self._exact = False
+        self._stated_ratio: float | None = None
         self.tokens_per_char = safety / CHARS_PER_TOKEN
         self.counted = 0
+        self.stated: StatedLimit | None = None
 
     @property
     def method(self) -> str:
         return "count_tokens" if self._exact else "estimate"
 
+    def calibrate(self, tokens: int, chars: int) -> None:
+        """The vendor counted `tokens` for a prompt of `chars` characters (in its refusal)."""
+        if tokens > 0 and chars > 0:
+            self._stated_ratio = max(tokens / chars * _CALIBRATED_SAFETY, self._stated_ratio or 0.0)
+            self.tokens_per_char = max(self.tokens_per_char, self._stated_ratio)
+
+    def aim_at(self, window: int) -> None:
+        self._window = window
+
     async def measure(self, shared_context: str, prompt: str) -> int:
         chars = len(shared_context) + len(prompt)
-        estimate = math.ceil(chars * self._safety / CHARS_PER_TOKEN)
+        floor = math.ceil(chars * self._stated_ratio) if self._stated_ratio else 0
+        estimate = max(math.ceil(chars * self._safety / CHARS_PER_TOKEN), floor)
         if chars / CHARS_PER_TOKEN > 2 * self._window:
             return estimate  # hopelessly over even at 4 chars/token: no need to ask the vendor
+        if self.stated is not None and floor > self.stated.limit_tokens:
+            return floor  # over the limit the vendor stated, by its own count per character: it would refuse again
         try:
             counted = await self._count(shared_context, prompt)
-        except PromptOverWindow:
+        except PromptOverWindow as exc:
+            stated = exc.stated
+            if stated is not None and (self.stated is None or stated.limit_tokens < self.stated.limit_tokens):
+                self.stated = stated
+            if stated is not None and stated.prompt_tokens:
+                self.calibrate(stated.prompt_tokens, chars)
+                return max(stated.prompt_tokens, floor)
             # Over the window by an unknown amount: at least one token over, and no less than estimated.
             return max(estimate, self._window + 1)
         if counted is not None:
             self._exact = True
             self.counted += 1
-            if chars:
+            if chars and self._stated_ratio is None:
                 self.tokens_per_char = max(counted / chars, 1e-3)
-            return counted
+            return max(counted, floor)
         self._exact = False
         return estimate
 
@@ -254,6 +290,10 @@ class FittedContext:
     @property
     def adjusted(self) -> bool:
         return bool(self.report.get("adjusted"))
+
+    @property
+    def window(self) -> int:
+        return int(self.report["context_window"])
 
 
 def prompt_limit(window: int, output_tokens: int) -> int:
@@ -279,8 +319,216 @@ def _note(report: Mapping[str, Any], model: str) -> str | None:
                      "of the session were elided (the opening request/plan and the latest entries were kept)")
     if not parts:
         return None
-    return (f"The trace did not fit {model}'s {report['context_window']}-token context window: "
-            + " and ".join(parts) + ".")
+    vendor = report.get("vendor_limit")
+    if vendor:
+        why = (f"The vendor stated a {vendor['limit_tokens']}-token context limit for {model} (the runner had "
+               f"assumed {report['assumed_context_window']} tokens)")
+    else:
+        why = f"The trace did not fit {model}'s {report['context_window']}-token context window"
+    return why + ": " + " and ".join(parts) + "."
+
+
+class ContextFitter:
+    """Fits one run's eval context to a token window, before dispatch and again when the vendor states a
+    lower limit than assumed (`refit`): the tool-output threshold is halved first (down to
+    `min_threshold`), then the middle of the trace is elided.
+
+    `render(context_json)` builds the shared prompt prefix; `reload(threshold)` returns the eval context
+    compacted at a lower threshold; `longest_prompt` is the largest per-question suffix (with its repair
+    re-ask) that will follow the prefix.
+    """
+
+    def __init__(self, *, doc: Mapping[str, Any], reload: Callable[[int], Mapping[str, Any]],
+                 requested_threshold: int, render: Callable[[str], str], longest_prompt: str, meter: TokenMeter,
+                 output_tokens: int, model: str, min_threshold: int = DEFAULT_MIN_THRESHOLD,
+                 window_source: str = "known") -> None:
+        self._doc = doc
+        self._reload = reload
+        self._requested = requested_threshold
+        self._render = render
+        self._prompt = longest_prompt
+        self.meter = meter
+        self._output = output_tokens
+        self._model = model
+        self._min_threshold = min_threshold
+        self._window_source = window_source
+        self._assumed: int | None = None
+
+    async def fit(self, window: int) -> FittedContext:
+        """The initial fit. A count-API refusal that states a lower limit than `window` moves the target
+        to that limit (recorded as the vendor's). Raises ContextTooLarge when nothing but the prompt's
+        fixed part is left and it still does not fit."""
+        self._assumed = window
+        self.meter.aim_at(window)
+        try:
+            fitted = await self._fit(self._doc, self._requested, window)
+        except ContextTooLarge as exc:
+            if self.meter.stated is None or self.meter.stated.limit_tokens >= window:
+                raise
+            raise await self._too_small(self.meter.stated, "the instructions, the question and the output "
+                                                           "budget alone exceed it") from exc
+        stated = self.meter.stated
+        if stated is not None and stated.limit_tokens < window:
+            self._record_stated(fitted.report, stated, "count_tokens")
+        return fitted
+
+    async def refit(self, fitted: FittedContext, stated: StatedLimit | None, *, refused_chars: int,
+                    source: str = "generate") -> FittedContext:
+        """The vendor refused `fitted` as too long. With a stated limit N: fit again to N minus the output
+        budget and a margin; without one: elide a quarter more of the trace. Raises ContextTooSmall
+        when the fixed prompt alone exceeds N, or when the trace cannot be shrunk any further."""
+        if stated is None:
+            return self._shrink_step(fitted)
+        if stated.prompt_tokens:
+            self.meter.calibrate(stated.prompt_tokens, refused_chars)
+        else:
+            # It counted more than the limit for what we sent: no less than that, per character.
+            self.meter.calibrate(stated.limit_tokens + 1, refused_chars)
+        return await self._fit_to_stated(fitted, stated, source)
+
+    # -- internals --------------------------------------------------------------------------------
+    async def _fit_to_stated(self, fitted: FittedContext, stated: StatedLimit, source: str) -> FittedContext:
+        window = stated.limit_tokens
+        self.meter.aim_at(window)
+        threshold = int(fitted.report["threshold_used"])
+        start = self._doc if threshold == self._requested else self._reload(threshold)
+        try:
+            refitted = await self._fit(start, threshold, window, earlier=fitted.report)
+        except ContextTooLarge as exc:
+            raise await self._too_small(stated, "the instructions, the question and the output budget alone "
+                                                "exceed it", exc) from exc
+        if len(refitted.shared_context) >= len(fitted.shared_context):
+            raise await self._too_small(stated, "the trace cannot be shrunk any further")
+        refitted.report["refits"] = list(fitted.report.get("refits", []))
+        self._record_stated(refitted.report, stated, source)
+        return refitted
+
+    def _record_stated(self, report: dict[str, Any], stated: StatedLimit, source: str) -> None:
+        report["vendor_limit"] = {"limit_tokens": stated.limit_tokens, "stated_prompt_tokens": stated.prompt_tokens,
+                                  "source": source}
+        report["refits"] = [*report.get("refits", []), {
+            "reason": "vendor_stated_limit", "source": source, "limit_tokens": stated.limit_tokens,
+            "stated_prompt_tokens": stated.prompt_tokens, "threshold_used": report["threshold_used"],
+            "elided_entries": report["elided_entries"], "elided_bytes": report["elided_bytes"],
+            "prompt_tokens": report["estimated_prompt_tokens"]}]
+        report["vendor_overflow_retries"] = len(report["refits"])
+        report["window_source"] = "vendor"
+        report["adjusted"] = True
+        report["note"] = _note(report, self._model)
+
+    async def _too_small(self, stated: StatedLimit, why: str,
+                         cause: ContextTooLarge | None = None) -> ContextTooSmall:
+        fixed = await self.meter.measure(self._render(context_json({**self._doc, "trace": []})), self._prompt)
+        return ContextTooSmall(
+            f"{self._model} refused the prompt as too long and states a {stated.limit_tokens}-token limit; it "
+            f"cannot be met because {why} (fixed prompt ~{fixed} tokens + {self._output} output tokens). "
+            "Choose a model with a larger context window.",
+            details={"stated_limit_tokens": stated.limit_tokens, "stated_prompt_tokens": stated.prompt_tokens,
+                     "fixed_prompt_tokens": fixed, "output_tokens": self._output,
+                     "assumed_context_window": self._assumed})
+
+    def _shrink_step(self, fitted: FittedContext, factor: float = 0.75) -> FittedContext:
+        """No number to go by: elide the trace to `factor` of its size."""
+        trace = list(fitted.doc.get("trace") or [])
+        budget = int(sum(_entry_chars(e) for e in trace) * factor)
+        elision = elide_middle(trace, budget)
+        if elision.elided_entries <= int((fitted.doc.get("compaction") or {}).get("elided_entries", 0)) \
+                and elision.shortened_entries == 0:
+            raise ContextTooSmall(
+                f"{self._model} still refuses the prompt as too long and states no limit; the trace cannot be "
+                "shrunk any further. Choose a model with a larger context window.",
+                details={"context_window": fitted.window, "trace_entries": len(trace)})
+        doc = _with_trace(fitted.doc, elision)
+        report = dict(fitted.report)
+        report["elided_entries"] = elision.elided_entries
+        report["elided_bytes"] = elision.elided_bytes
+        report["refits"] = [*fitted.report.get("refits", []), {
+            "reason": "vendor_overflow_without_limit", "factor": factor,
+            "elided_entries": elision.elided_entries, "elided_bytes": elision.elided_bytes}]
+        report["vendor_overflow_retries"] = len(report["refits"])
+        report["trace_entries"] = len(elision.entries)
+        report["trace_chars"] = len(context_json(doc))
+        report["adjusted"] = True
+        report["note"] = _note(report, self._model) or "The vendor reported a context overflow; the trace was elided."
+        return FittedContext(doc=doc, shared_context=self._render(context_json(doc)), report=report)
+
+    async def _fit(self, doc: Mapping[str, Any], threshold: int, window: int, *,
+                   earlier: Mapping[str, Any] | None = None) -> FittedContext:
+        render, longest_prompt, meter = self._render, self._prompt, self.meter
+
+        def lowered(window: int) -> int:
+            # A count-API refusal may state a lower limit mid-fit: aim at it from then on.
+            return min(window, meter.stated.limit_tokens) if meter.stated is not None else window
+
+        limit = prompt_limit(window, self._output)
+        tried = list(earlier["thresholds_tried"]) if earlier else [threshold]
+        current: dict[str, Any] = dict(doc)
+        shared = render(context_json(current))
+        tokens = await meter.measure(shared, longest_prompt)
+        original_tokens = int((earlier or {}).get("original_prompt_tokens", tokens))
+        window = lowered(window)
+        limit = prompt_limit(window, self._output)
+
+        while tokens > limit and threshold > self._min_threshold:
+            compaction = current.get("compaction") or {}
+            if compaction.get("tool_results_truncated", 0) >= compaction.get("tool_results_total", 0):
+                break  # every tool output is already a marker: a lower threshold cannot help
+            threshold = max(self._min_threshold, threshold // 2)
+            tried.append(threshold)
+            current = dict(self._reload(threshold))
+            shared = render(context_json(current))
+            tokens = await meter.measure(shared, longest_prompt)
+            window = lowered(window)
+            limit = prompt_limit(window, self._output)
+
+        elision = Elision(list(current.get("trace") or []))
+        if tokens > limit:
+            trace: list[dict[str, Any]] = list(current.get("trace") or [])
+            fixed_chars = len(render(context_json({**current, "trace": []}))) + len(longest_prompt)
+            budget_chars = int(limit / meter.tokens_per_char) - fixed_chars
+            for _ in range(_ELISION_ATTEMPTS):
+                if budget_chars <= 0:
+                    break
+                elision = elide_middle(trace, budget_chars)
+                candidate = _with_trace(current, elision)
+                shared = render(context_json(candidate))
+                tokens = await meter.measure(shared, longest_prompt)
+                if tokens <= limit:
+                    current = candidate
+                    break
+                budget_chars = int(budget_chars * 0.85)
+            if tokens > limit:
+                raise ContextTooLarge(
+                    f"The session does not fit {self._model}'s {window}-token context window even with the trace "
+                    "elided; choose a model with a larger context window.",
+                    details={"context_window": window, "estimated_prompt_tokens": tokens})
+
+        report: dict[str, Any] = {
+            "threshold_requested": self._requested,
+            "threshold_used": threshold,
+            "thresholds_tried": tried,
+            "elided_entries": elision.elided_entries,
+            "elided_bytes": elision.elided_bytes,
+            "shortened_entries": elision.shortened_entries,
+            "estimated_prompt_tokens": tokens,
+            "original_prompt_tokens": original_tokens,
+            "context_window": window,
+            "assumed_context_window": self._assumed or window,
+            "window_source": self._window_source,
+            "output_tokens_reserved": self._output,
+            "token_count_method": meter.method,
+            "trace_entries": len(current.get("trace") or []),
+            "trace_chars": len(context_json(current)),
+            "session_chain": list(current.get("session_chain") or []),
+            "compaction": {k: (current.get("compaction") or {}).get(k) for k in (
+                "threshold_bytes", "tool_results_total", "tool_results_truncated", "bytes_saved")},
+            "vendor_limit": None,
+            "refits": [],
+            "vendor_overflow_retries": 0,
+        }
+        report["adjusted"] = threshold != self._requested or elision.elided_entries > 0
+        report["note"] = _note(report, self._model)
+        return FittedContext(doc=current, shared_context=shared, report=report)
 
 
 async def fit_context(
@@ -296,89 +544,8 @@ async def fit_context(
     model: str,
     min_threshold: int = DEFAULT_MIN_THRESHOLD,
 ) -> FittedContext:
-    """Fit `doc` (an eval-context object) into `window`.
-
-    `render(context_json)` builds the shared prompt prefix; `reload(threshold)` returns the eval
-    context compacted at a lower threshold. Raises ContextTooLarge only when nothing but the
-    prompt's fixed part is left and it still does not fit.
-    """
-    limit = prompt_limit(window, output_tokens)
-    threshold = requested_threshold
-    tried = [threshold]
-    current: dict[str, Any] = dict(doc)
-    shared = render(context_json(current))
-    tokens = await meter.measure(shared, longest_prompt)
-    original_tokens = tokens
-
-    while tokens > limit and threshold > min_threshold:
-        compaction = current.get("compaction") or {}
-        if compaction.get("tool_results_truncated", 0) >= compaction.get("tool_results_total", 0):
-            break  # every tool output is already a marker: a lower threshold cannot help
-        threshold = max(min_threshold, threshold // 2)
-        tried.append(threshold)
-        current = dict(reload(threshold))
-        shared = render(context_json(current))
-        tokens = await meter.measure(shared, longest_prompt)
-
-    elision = Elision(list(current.get("trace") or []))
-    if tokens > limit:
-        trace: list[dict[str, Any]] = list(current.get("trace") or [])
-        fixed_chars = len(render(context_json({**current, "trace": []}))) + len(longest_prompt)
-        budget_chars = int(limit / meter.tokens_per_char) - fixed_chars
-        for _ in range(_ELISION_ATTEMPTS):
-            if budget_chars <= 0:
-                break
-            elision = elide_middle(trace, budget_chars)
-            candidate = _with_trace(current, elision)
-            shared = render(context_json(candidate))
-            tokens = await meter.measure(shared, longest_prompt)
-            if tokens <= limit:
-                current = candidate
-                break
-            budget_chars = int(budget_chars * 0.85)
-        if tokens > limit:
-            raise ContextTooLarge(
-                f"The session does not fit {model}'s {window}-token context window even with the trace "
-                "elided; choose a model with a larger context window.",
-                details={"context_window": window, "estimated_prompt_tokens": tokens})
-
-    report: dict[str, Any] = {
-        "threshold_requested": requested_threshold,
-        "threshold_used": threshold,
-        "thresholds_tried": tried,
-        "elided_entries": elision.elided_entries,
-        "elided_bytes": elision.elided_bytes,
-        "shortened_entries": elision.shortened_entries,
-        "estimated_prompt_tokens": tokens,
-        "original_prompt_tokens": original_tokens,
-        "context_window": window,
-        "output_tokens_reserved": output_tokens,
-        "token_count_method": meter.method,
-        "trace_entries": len(current.get("trace") or []),
-        "trace_chars": len(context_json(current)),
-        "session_chain": list(current.get("session_chain") or []),
-        "compaction": {k: (current.get("compaction") or {}).get(k) for k in (
-            "threshold_bytes", "tool_results_total", "tool_results_truncated", "bytes_saved")},
-        "vendor_overflow_retries": 0,
-    }
-    report["adjusted"] = threshold != requested_threshold or elision.elided_entries > 0
-    report["note"] = _note(report, model)
-    return FittedContext(doc=current, shared_context=shared, report=report)
-
-
-def shrink_context(fitted: FittedContext, *, render: Callable[[str], str], model: str,
-                   factor: float = 0.75) -> FittedContext:
-    """After the vendor still answered context_overflow: elide the trace to `factor` of its size."""
-    trace = list(fitted.doc.get("trace") or [])
-    budget = int(sum(_entry_chars(e) for e in trace) * factor)
-    elision = elide_middle(trace, budget)
-    doc = _with_trace(fitted.doc, elision)
-    report = dict(fitted.report)
-    report["elided_entries"] = elision.elided_entries
-    report["elided_bytes"] = elision.elided_bytes
-    report["vendor_overflow_retries"] = int(report.get("vendor_overflow_retries", 0)) + 1
-    report["trace_entries"] = len(elision.entries)
-    report["trace_chars"] = len(context_json(doc))
-    report["adjusted"] = True
-    report["note"] = _note(report, model) or "The vendor reported a context overflow; the trace was elided."
-    return FittedContext(doc=doc, shared_context=render(context_json(doc)), report=report)
+    """Fit `doc` (an eval-context object) into `window` (`ContextFitter.fit` in one call)."""
+    fitter = ContextFitter(doc=doc, reload=reload, requested_threshold=requested_threshold, render=render,
+                           longest_prompt=longest_prompt, meter=meter, output_tokens=output_tokens, model=model,
+                           min_threshold=min_threshold)
+    return await fitter.fit(window)

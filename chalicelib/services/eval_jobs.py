@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from chalicelib.domain.clock import Clock, iso, parse_iso
+from chalicelib.domain.context_limits import LearnedContextLimit, LimitSource, StatedLimit
 from chalicelib.domain.errors import Conflict, DependencyUnavailable, DomainError
 from chalicelib.domain.evaluation import (
     FailureKind,
@@ -101,6 +102,14 @@ class RunQuestionSource(Protocol):
     def questions_for_run(self, run: EvalRun) -> Mapping[str, Question]: ...
 
 
+class ContextLimitMemory(Protocol):
+    """The context limits vendors stated, per (tenant, vendor, base_url, model)."""
+
+    def get(self, tenant: str, vendor: str, base_url: str | None, model: str) -> LearnedContextLimit | None: ...
+
+    def remember(self, tenant: str, limit: LearnedContextLimit) -> None: ...
+
+
 class EventPublisher(Protocol):
     def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None: ...
 
@@ -169,7 +178,7 @@ class EvalJobService:
                  questions: RunQuestionSource,
                  build_judge_model: JudgeModelFactory, events: EventPublisher | None, clock: Clock,
                  grace_seconds: float, lifecycle: RunLifecycle, tuning: RunnerTuning | None = None,
-                 rate_gates: RateGateFactory | None = None) -> None:
+                 rate_gates: RateGateFactory | None = None, context_limits: ContextLimitMemory | None = None) -> None:
         self._runs = runs
         self._lifecycle = lifecycle
         self._settings = settings
@@ -181,6 +190,7 @@ class EvalJobService:
         self._grace = grace_seconds
         self.tuning = tuning or RunnerTuning()
         self._rate_gates = rate_gates
+        self._context_limits = context_limits
 
     # ------------------------------------------------------------------------------------ entry
 
@@ -318,7 +328,9 @@ class EvalJobService:
                 eval_run_id=run.eval_run_id, session_id=run.session_id, model_name=plan.model_name,
                 questions=plan.questions, jobs=plan.jobs, prior_verdicts=plan.prior_verdicts,
                 context_doc=loaded.doc, reload_context=loaded.reload,
-                requested_threshold=run.threshold, deadline=deadline, log_fields=plan.fields)
+                requested_threshold=run.threshold, deadline=deadline, log_fields=plan.fields,
+                learned_context_limit=await asyncio.to_thread(self._learned_limit, run.tenant, creds,
+                                                              plan.model_name, plan.fields))
             # A try-it run asks one question to see its verdict: a retrospective of it adds a call and
             # nothing to learn.
             tuning = dataclasses.replace(self.tuning, retrospective=False) if run.trial_questions else self.tuning
@@ -326,6 +338,19 @@ class EvalJobService:
         finally:
             if ports.gate is not None:
                 await ports.gate.aclose()
+
+    def _learned_limit(self, tenant: str, creds: VendorCredentials, model: str,
+                       fields: Mapping[str, Any]) -> int | None:
+        """A limit the vendor stated for this (base_url, model) on an earlier run: the fit aims at it."""
+        if self._context_limits is None:
+            return None
+        try:
+            learned = self._context_limits.get(tenant, creds.vendor, creds.base_url, model)
+        except DomainError as exc:
+            logger.warning("learned context limit unreadable; fitting to the model table",
+                           extra={**fields, "error_code": exc.code})
+            return None
+        return learned.limit_tokens if learned is not None else None
 
     # ------------------------------------------------------------------------------------ endings
 
@@ -343,7 +368,14 @@ class EvalJobService:
         outcomes = [*ports.carry, *res.unflushed, *unknown]
         result: SessionEvalCompleted | None = None
         error: RunError | None = None
-        if res.abort is not None:
+        if res.abort is not None and res.abort.error is not None:
+            # A vendor-stated context limit that cannot be met (context_too_small): every question fails alike.
+            status = "failed"
+            cause = res.abort.error
+            outcomes += [_outcome_failed(by_id[q], run.outcome(q), "context_overflow", cause.message)
+                         for q in res.unfinished]
+            error = RunError(code=cause.code, message=cause.message, details=cause.details)
+        elif res.abort is not None:
             status = "failed"
             kind: FailureKind = res.abort.kind
             message = "Not judged: the vendor rejected the API key." if kind == "auth" else \
@@ -542,6 +574,20 @@ class _RunPorts:
         self.carry: list[QuestionOutcome] = []  # progress a failed write could not store: goes with finish
         self.gate: RunRateGate | None = None  # every model of the run (a rotated key too) shares it
         self._budget = 0.0
+
+    async def remember_context_limit(self, stated: StatedLimit, source: LimitSource) -> None:
+        memory = self._service._context_limits
+        run = self._run
+        if memory is None or run.vendor is None:
+            return
+        limit = LearnedContextLimit(
+            vendor=run.vendor, model=run.model or self.creds.model, base_url=self.creds.base_url,
+            limit_tokens=stated.limit_tokens, stated_prompt_tokens=stated.prompt_tokens, source=source,
+            learned_at=iso(self._service._clock.now()), eval_run_id=run.eval_run_id)
+        await asyncio.to_thread(memory.remember, run.tenant, limit)
+        logger.info("vendor-stated context limit remembered", extra={
+            "tenant": run.tenant, "eval_run_id": run.eval_run_id, "vendor": run.vendor, "model": limit.model,
+            "limit_tokens": limit.limit_tokens, "source": source})
 
     def build_model(self, creds: VendorCredentials, budget: float) -> JudgeModel:
         self._budget = budget

@@ -60,7 +60,8 @@ def test_defaults_before_anything_is_configured(client: Any, admin_token: str) -
     resp = client.get(PATH, token=admin_token)
     assert resp.status_code == 200
     unconfigured = {"enabled": False, "model": None, "api_key_hint": None, "base_url": None,
-                    "status": "unconfigured", "status_reason": None, "updated_at": None, "updated_by": None}
+                    "status": "unconfigured", "status_reason": None, "updated_at": None, "updated_by": None,
+                    "learned_context_limits": []}
     assert resp.json == {"anthropic": unconfigured, "openai": unconfigured, "run_timeout_seconds": 300,
                          "max_run_timeout_seconds": 840, "version": 0}
     assert resp.headers["ETag"] == '"0"'
@@ -71,7 +72,7 @@ def test_put_stores_key_in_secrets_manager_with_the_cmk_and_get_masks_it(
     block = configured["anthropic"]
     assert block == {"enabled": True, "model": "claude-sonnet-4-6", "api_key_hint": "…ab12", "base_url": None,
                      "status": "ok", "status_reason": None, "updated_at": block["updated_at"],
-                     "updated_by": "alice"}
+                     "updated_by": "alice", "learned_context_limits": []}
     assert block["updated_at"].endswith("Z")
     assert configured["version"] == 1
     assert client.get(PATH, token=admin_token).json == configured

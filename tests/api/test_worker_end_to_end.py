@@ -544,6 +544,102 @@ def test_a_trace_too_big_for_the_window_is_reduced_never_rejected(client: Any, w
     assert "elided" in v["result"]["summary"]
 
 
+def big_session() -> list[dict[str, Any]]:
+    """~40K tokens: 60 tool outputs of 1.5 KB (under the 2000-byte threshold) and a long conversation."""
+    entries = trace(n_tools=60, output="x" * 1500)
+    entries += [{"kind": "assistant_message", "timestamp": "2025-06-01T11:00:00.000Z", "text": "y" * 400}
+                for _ in range(200)]
+    return entries
+
+
+def overflow_answers(fake: FakeVendor) -> list[dict[str, Any]]:
+    def too_long(error: str) -> bool:
+        return "too long" in error or "maximum context length" in error
+
+    return [r for r in fake.requests if r["status"] == 400 and too_long(r.get("error", ""))]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_vendor_limit_lower_than_assumed_is_refit_once_remembered_and_cleared(client: Any, worker: Any,
+                                                                               fake: FakeVendor, vendor: str) -> None:
+    """A gateway serving the model with a 12K window (the runner assumes the model's 200K/1M): the
+    vendor's first refusal states 12K, the judges wait on one refit to it, every judge after it
+    succeeds; the limit is remembered, so the next run fits before its first call; an admin sees it
+    in the settings and can clear it."""
+    limit = 12_000
+    worker.judge_tuning = RunnerTuning(cancel_poll_seconds=0.1, progress_flush_seconds=0.2,
+                                       retrospective_min_seconds=0.2, max_output_tokens=1024)
+    fake.configure(context_windows={MODELS[vendor]: limit})
+    configure(client, fake, vendor)
+    upload(client, big_session())
+    run_id = dispatch(client)
+
+    work(queued_event(worker))
+
+    v = view(client, run_id)
+    assert v["status"] == "succeeded", v["error"]
+    refused = overflow_answers(fake)
+    # Anthropic's count-tokens endpoint states the limit before any judge is sent; OpenAI has no
+    # count API, so its warm-up judge is the one refused call.
+    assert [r["endpoint"] for r in refused] == (["count_tokens"] if vendor == "anthropic" else ["generate"])
+    judges = judge_requests(fake)
+    assert [r["status"] for r in judges].count(200) == ALL_QUESTIONS
+    ctx = v["context"]
+    assert ctx["vendor_limit"]["limit_tokens"] == limit and ctx["context_window"] == limit
+    assert ctx["window_source"] == "vendor" and ctx["assumed_context_window"] > limit
+    assert [step["reason"] for step in ctx["refits"]] == ["vendor_stated_limit"]
+    assert ctx["elided_entries"] > 0 and f"{limit}-token context limit" in v["result"]["summary"]
+
+    admin = mint("acme", "root", ["admin"])
+    (learned,) = client.get("/admin/settings/eval-runner", token=admin).json[vendor]["learned_context_limits"]
+    assert learned["limit_tokens"] == limit and learned["model"] == MODELS[vendor]
+    assert learned["base_url"] == (fake.anthropic_base_url if vendor == "anthropic" else fake.openai_base_url)
+    assert learned["eval_run_id"] == run_id
+
+    # The next run on the same model fits before its first call: no overflow at all.
+    fake.reset()
+    fake.configure(context_windows={MODELS[vendor]: limit})
+    second = dispatch(client)
+    work(queued_event(worker))
+    v2 = view(client, second)
+    assert v2["status"] == "succeeded", v2["error"]
+    assert overflow_answers(fake) == []
+    assert v2["context"]["window_source"] == "learned" and v2["context"]["refits"] == []
+
+    resp = client.delete(f"/admin/settings/eval-runner/vendors/{vendor}/context-limits", token=admin)
+    assert resp.status_code == 200 and [c["limit_tokens"] for c in resp.json["cleared"]] == [limit]
+    assert client.get("/admin/settings/eval-runner", token=admin).json[vendor]["learned_context_limits"] == []
+
+
+def test_a_stated_limit_below_the_fixed_prompt_fails_the_run_at_once(client: Any, worker: Any,
+                                                                     fake: FakeVendor) -> None:
+    fake.configure(context_windows={MODELS["openai"]: 1_500})
+    configure(client, fake, "openai")
+    upload(client, big_session())
+    run_id = dispatch(client)
+
+    work(queued_event(worker))
+
+    v = view(client, run_id)
+    assert v["status"] == "failed"
+    assert v["error"]["code"] == "context_too_small"
+    assert v["error"]["details"]["stated_limit_tokens"] == 1_500
+    assert v["error"]["details"]["fixed_prompt_tokens"] + v["error"]["details"]["output_tokens"] > 1_500
+    assert len(generate_requests(fake)) == 1  # the refused warm-up judge; nothing was fanned out
+    assert all(q["failure_reason"]["kind"] == "context_overflow" for q in v["progress"]["questions"])
+
+
+def test_only_admins_clear_learned_limits_and_a_bad_model_name_is_a_400(client: Any, worker: Any) -> None:
+    path = "/admin/settings/eval-runner/vendors/openai/context-limits"
+    assert client.delete(path, token=mint("acme", "bob", [])).status_code == 403
+    bad = client.delete(path + "?model=../x", token=mint("acme", "root", ["admin"]))
+    assert bad.status_code == 400 and bad.json["error"]["code"]
+    assert client.delete("/admin/settings/eval-runner/vendors/nope/context-limits",
+                         token=mint("acme", "root", ["admin"])).status_code == 404
+    ok = client.delete(path + "?model=gpt-4.1", token=mint("acme", "root", ["admin"]))
+    assert ok.status_code == 200 and ok.json == {"vendor": "openai", "cleared": []}
+
+
 def test_malformed_message_is_dropped_and_unknown_run_is_ignored(worker: Any) -> None:
     bad = {"Records": [sqs_record("{not json", message_id="m-bad")]}
     assert handle_sqs_batch(bad, FakeLambdaContext(10_000)) == {"batchItemFailures": []}

@@ -8,16 +8,18 @@ from typing import Any
 
 import pytest
 
+from chalicelib.domain.context_limits import ContextTooSmall, StatedLimit
 from chalicelib.services.context_fit import (
     ELIDED_KIND,
+    ContextFitter,
     ContextTooLarge,
+    FittedContext,
     PromptOverWindow,
     TokenMeter,
     context_json,
     elide_middle,
     fit_context,
     prompt_limit,
-    shrink_context,
 )
 
 
@@ -118,17 +120,23 @@ def recompact(trace: list[dict[str, Any]]) -> Any:
     return reload
 
 
+def vendor_tokens(shared: str, prompt: str) -> int:
+    return (len(shared) + len(prompt)) // 3  # the vendor's tokenizer: denser than chars/4
+
+
 class Counter:
-    def __init__(self, *, exact: bool = True, window: int | None = None) -> None:
+    def __init__(self, *, exact: bool = True, window: int | None = None, states_limit: bool = False) -> None:
         self.exact = exact
         self.window = window
+        self.states_limit = states_limit
         self.calls = 0
 
     async def __call__(self, shared: str, prompt: str) -> int | None:
         self.calls += 1
-        tokens = (len(shared) + len(prompt)) // 3  # a denser tokenizer than chars/4
+        tokens = vendor_tokens(shared, prompt)
         if self.window is not None and tokens > self.window:
-            raise PromptOverWindow("prompt is too long")
+            stated = StatedLimit(self.window, tokens) if self.states_limit else None
+            raise PromptOverWindow("prompt is too long", stated)
         return tokens if self.exact else None
 
 
@@ -178,10 +186,83 @@ def test_a_fixed_part_larger_than_the_window_is_reported_not_sent() -> None:
     assert caught.value.code == "context_too_large"
 
 
-def test_shrinking_after_a_vendor_overflow_elides_more() -> None:
-    trace = session(300)
-    fitted = fit(trace, window=200_000, counter=Counter())
-    smaller = shrink_context(fitted, render=render, model="m")
+def fitter(trace: list[dict[str, Any]], counter: Counter, threshold: int = 2000) -> ContextFitter:
+    return ContextFitter(doc=recompact(trace)(threshold), reload=recompact(trace), requested_threshold=threshold,
+                         render=render, longest_prompt="question " * 50, meter=TokenMeter(counter, window=200_000),
+                         output_tokens=500, model="m")
+
+
+def refused(fitter: ContextFitter, fitted: FittedContext, limit: int, *, with_count: bool = True) -> FittedContext:
+    """The vendor refuses `fitted` and states `limit` (and, like Anthropic and OpenAI, what it counted)."""
+    counted = vendor_tokens(fitted.shared_context, "question " * 50)
+    chars = len(fitted.shared_context) + len("question " * 50)
+    stated = StatedLimit(limit, counted if with_count else None)
+    return asyncio.run(fitter.refit(fitted, stated, refused_chars=chars))
+
+
+def test_without_a_stated_limit_a_refusal_elides_a_quarter_more() -> None:
+    fit_ = fitter(session(300), Counter())
+    fitted = asyncio.run(fit_.fit(200_000))
+    smaller = asyncio.run(fit_.refit(fitted, None, refused_chars=len(fitted.shared_context)))
     assert len(smaller.shared_context) < len(fitted.shared_context)
     assert smaller.report["vendor_overflow_retries"] == 1
+    assert smaller.report["refits"][0]["reason"] == "vendor_overflow_without_limit"
     assert smaller.report["elided_entries"] > 0 and smaller.report["adjusted"] is True
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_stated_limit_is_met_by_one_refit_with_the_same_fit(exact: bool) -> None:
+    """Half the prompt's size as the stated limit: the refit targets it (minus the output budget and a
+    margin) and the refit prompt fits by the vendor's own count, with or without a count API."""
+    fit_ = fitter(session(600, size=150), Counter(exact=exact))
+    fitted = asyncio.run(fit_.fit(200_000))
+    counted = vendor_tokens(fitted.shared_context, "question " * 50)
+    limit = counted // 2
+    refit = refused(fit_, fitted, limit)
+    report = refit.report
+    assert vendor_tokens(refit.shared_context, "question " * 50) <= prompt_limit(limit, 500)
+    assert report["context_window"] == limit and report["assumed_context_window"] == 200_000
+    assert report["window_source"] == "vendor"
+    assert report["vendor_limit"] == {"limit_tokens": limit, "stated_prompt_tokens": counted, "source": "generate"}
+    (step,) = report["refits"]
+    assert step["reason"] == "vendor_stated_limit" and step["limit_tokens"] == limit
+    assert step["elided_entries"] == report["elided_entries"] > 0
+    assert f"The vendor stated a {limit}-token context limit" in report["note"]
+
+
+def test_a_refit_halves_the_threshold_before_it_elides() -> None:
+    trace = session(60, size=1800)  # big tool outputs, under the 2000-byte default threshold
+    fit_ = fitter(trace, Counter())
+    fitted = asyncio.run(fit_.fit(200_000))
+    refit = refused(fit_, fitted, int(vendor_tokens(fitted.shared_context, "") * 0.7))
+    assert refit.report["threshold_used"] < 2000 and refit.report["elided_entries"] == 0
+    assert refit.report["thresholds_tried"][0] == 2000
+
+
+def test_a_stated_limit_below_the_fixed_prompt_fails_at_once() -> None:
+    fit_ = fitter(session(300), Counter())
+    fitted = asyncio.run(fit_.fit(200_000))
+    with pytest.raises(ContextTooSmall) as caught:
+        refused(fit_, fitted, 600)
+    error = caught.value
+    assert error.code == "context_too_small" and error.status == 422
+    assert error.details is not None and error.details["stated_limit_tokens"] == 600
+    assert error.details["fixed_prompt_tokens"] + error.details["output_tokens"] > 600
+    assert "600-token limit" in error.message
+
+
+def test_when_nothing_more_can_be_removed_the_refit_says_so() -> None:
+    fit_ = fitter(session(12), Counter())
+    fitted = asyncio.run(fit_.fit(200_000))
+    with pytest.raises(ContextTooSmall):
+        for _ in range(40):
+            fitted = asyncio.run(fit_.refit(fitted, None, refused_chars=len(fitted.shared_context)))
+
+
+def test_a_count_api_refusal_that_states_a_limit_moves_the_target_before_dispatch() -> None:
+    counter = Counter(window=6_000, states_limit=True)
+    fitted = asyncio.run(fitter(session(600, size=150), counter).fit(200_000))
+    report = fitted.report
+    assert report["context_window"] == 6_000 and report["window_source"] == "vendor"
+    assert report["vendor_limit"]["source"] == "count_tokens"
+    assert vendor_tokens(fitted.shared_context, "question " * 50) <= prompt_limit(6_000, 500)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from devstack.fake_vendor import FakeVendor, FakeVendorOptions, key_fingerprint, minimal_instance
+from devstack.fake_vendor import FakeVendor, FakeVendorOptions, FakeVendorProcess, key_fingerprint, minimal_instance
 
 ROOT = Path(__file__).resolve().parents[2]
 ANTHROPIC_KEY = "sk-ant-unit-test-key-000111222333"
@@ -192,3 +192,16 @@ def test_options_survive_reset_as_constructed() -> None:
         vendor.configure(min_cacheable_tokens=50)
         vendor.reset()
         assert vendor.options.min_cacheable_tokens == 5
+
+
+def test_the_fake_in_its_own_process_keeps_its_options_across_resets_and_stops_on_exit() -> None:
+    with FakeVendorProcess(FakeVendorOptions(latency=0.0, ttft=0.0, context_windows={"gpt-4.1": 1_000})) as fake:
+        fake.configure(context_windows={})
+        fake.reset()
+        options = _http("GET", f"{fake.base_url}/_fake/options")[1]
+        assert options["context_windows"] == {"gpt-4.1": 1_000} and options["ttft"] == 0.0
+        assert fake.openai_base_url == fake.base_url + "/v1"
+        assert fake.requests == [] and fake.stats()["requests"] == 0
+        url = fake.base_url
+    with pytest.raises(OSError):
+        _http("GET", f"{url}/_fake/health")

@@ -1,6 +1,6 @@
-"""The async judge orchestration with an in-memory judge model: warm-up then fan-out, the concurrency bound,
-deadline and cancel (in-flight calls cancelled), key rotation, repair, overflow retry, coalesced progress,
-usage accounting, and the worker's budget rules."""
+"""The async judge orchestration with an in-memory judge model: warm-up then fan-out at its first token, the
+concurrency bound, deadline and cancel (in-flight calls cancelled), key rotation, repair, refits to a
+vendor-stated context limit, coalesced progress, usage accounting, and the worker's budget rules."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from chalicelib.domain.context_limits import StatedLimit
 from chalicelib.domain.evaluation import QuestionOutcome, TokenUsage
-from chalicelib.domain.judging import JudgeCall, JudgeReply, VendorCallError
+from chalicelib.domain.judging import FirstToken, JudgeCall, JudgeReply, VendorCallError
 from chalicelib.judges.catalog import QUESTIONS
 from chalicelib.services.eval_jobs import run_budget_seconds, sdk_max_retries
 from chalicelib.services.judge_runner import (
@@ -27,7 +28,7 @@ from chalicelib.services.judge_runner import (
 )
 
 _ID = re.compile(r"^ID: (\S+)$", re.M)
-FAST = RunnerTuning(concurrency=12, cancel_poll_seconds=0.02, progress_flush_seconds=0.05,
+FAST = RunnerTuning(concurrency=13, cancel_poll_seconds=0.02, progress_flush_seconds=0.05,
                     retrospective_min_seconds=0.0)
 
 
@@ -45,29 +46,50 @@ class ScriptedModel:
 
     script: dict[str, list[Step]] = field(default_factory=dict)
     default_latency: float = 0.01
-    window: int = 200_000
+    ttft: float | None = None  # seconds to the first token (the prefix is readable from then); None → latency
+    window: int = 200_000  # what the model table says
+    limit: int | None = None  # what the vendor enforces (a gateway's lower limit), stated when refusing
     counts: bool = True
     starts: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     contexts: list[int] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
     inflight: int = 0
     max_inflight: int = 0
     cached_prefixes: set[str] = field(default_factory=set)
     closed: bool = False
 
-    async def judge(self, call: JudgeCall) -> JudgeReply:
+    def _refusal(self, shared: str, prompt: str) -> VendorCallError | None:
+        tokens = (len(shared) + len(prompt)) // 4
+        if self.limit is None or tokens <= self.limit:
+            return None
+        return VendorCallError("context_overflow", f"prompt is too long: {tokens} tokens > {self.limit} maximum",
+                               status=400, stated_limit=StatedLimit(self.limit, tokens))
+
+    async def judge(self, call: JudgeCall, *, on_first_token: FirstToken | None = None) -> JudgeReply:
         found = _ID.search(call.prompt)
         qid = found.group(1) if found else "retrospective"
         self.starts.append(qid)
         self.contexts.append(len(call.shared_context))
-        read = call.shared_context in self.cached_prefixes  # readable only once a writer completed
+        if (refusal := self._refusal(call.shared_context, call.prompt)) is not None:
+            self.refused.append(qid)
+            await asyncio.sleep(0.005)  # vendors refuse these up front, after a round trip
+            raise refusal
+        read = call.shared_context in self.cached_prefixes  # readable only once a writer's answer began
         step = self.script.get(qid, [Step(self.default_latency)])
         current = step.pop(0) if len(step) > 1 else step[0]
+        first = current.latency if self.ttft is None else min(self.ttft, current.latency)
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
         try:
-            await asyncio.sleep(3600 if current.hang else current.latency)
+            await asyncio.sleep(3600 if current.hang else first)
+            if current.error is None:
+                if call.shared_context:
+                    self.cached_prefixes.add(call.shared_context)
+                if on_first_token is not None:
+                    on_first_token()
+            await asyncio.sleep(current.latency - first)
         except asyncio.CancelledError:
             self.cancelled.append(qid)
             raise
@@ -76,8 +98,6 @@ class ScriptedModel:
         if current.error is not None:
             raise current.error
         self.finished.append(qid)
-        if call.shared_context:
-            self.cached_prefixes.add(call.shared_context)
         prefix = len(call.shared_context) // 4
         usage = TokenUsage(input_tokens=len(call.prompt) // 4, output_tokens=20,
                            cache_read_input_tokens=prefix if read else 0,
@@ -86,7 +106,11 @@ class ScriptedModel:
                           model=call.model, request_id=None)
 
     async def count_tokens(self, model: str, shared_context: str, prompt: str) -> int | None:
-        return (len(shared_context) + len(prompt)) // 4 if self.counts else None
+        if not self.counts:
+            return None
+        if (refusal := self._refusal(shared_context, prompt)) is not None:
+            raise refusal
+        return (len(shared_context) + len(prompt)) // 4
 
     def context_window(self, model: str) -> int:
         return self.window
@@ -112,6 +136,7 @@ class Ports:
     flushed_contexts: list[Any] = field(default_factory=list)
     refreshes: int = 0
     model: ScriptedModel | None = None
+    remembered: list[tuple[StatedLimit, str]] = field(default_factory=list)
 
     async def flush(self, outcomes: Sequence[QuestionOutcome], usage: TokenUsage, context: Any) -> bool:
         if await self.is_cancelled():
@@ -127,6 +152,9 @@ class Ports:
         self.refreshes += 1
         return self.refreshed_model
 
+    async def remember_context_limit(self, stated: StatedLimit, source: str) -> None:
+        self.remembered.append((stated, source))
+
 
 def doc(n: int = 30) -> dict[str, Any]:
     trace = [{"kind": "user_message", "timestamp": "2025-06-01T10:00:00.000Z", "text": "Fix the bug"}]
@@ -137,7 +165,8 @@ def doc(n: int = 30) -> dict[str, Any]:
 
 
 def run(model: ScriptedModel, ports: Ports | None = None, *, tuning: RunnerTuning = FAST, seconds: float = 10.0,
-        questions: Sequence[Any] = QUESTIONS, context: dict[str, Any] | None = None) -> tuple[JudgeRunResult, Ports]:
+        questions: Sequence[Any] = QUESTIONS, context: dict[str, Any] | None = None,
+        learned: int | None = None) -> tuple[JudgeRunResult, Ports]:
     ports = ports or Ports()
     ports.model = model
     jobs = [QuestionJob(question=q, prior=QuestionOutcome(question_id=q.id, category=q.category)) for q in questions]
@@ -145,7 +174,8 @@ def run(model: ScriptedModel, ports: Ports | None = None, *, tuning: RunnerTunin
     run_input = JudgeRunInput(eval_run_id="evr_1", session_id="s1", model_name="claude-sonnet-4-6",
                               questions=list(questions), jobs=jobs, prior_verdicts={}, context_doc=document,
                               reload_context=lambda _t: document, requested_threshold=2000,
-                              deadline=Deadline(seconds), log_fields={"eval_run_id": "evr_1"})
+                              deadline=Deadline(seconds), log_fields={"eval_run_id": "evr_1"},
+                              learned_context_limit=learned)
     return asyncio.run(judge_run(run_input, model, ports, tuning)), ports
 
 
@@ -162,11 +192,25 @@ def test_first_judge_warms_the_cache_then_the_rest_fan_out_in_parallel() -> None
     assert model.starts[0] == QUESTIONS[0].id
     # Nothing else started before the warm-up judge finished, then 12 ran at once.
     assert model.finished[0] == QUESTIONS[0].id
-    assert model.max_inflight == 12
+    assert model.max_inflight == 12  # the first token comes with the whole answer here (ttft = latency)
     usage = [o.usage for o in result.outcomes.values()]
     assert sum(u.cache_creation_input_tokens > 0 for u in usage) == 1
     assert sum(u.cache_read_input_tokens > 0 for u in usage) == 12
     assert model.closed
+
+
+def test_the_others_fan_out_at_the_warm_up_judges_first_token_and_read_its_prefix() -> None:
+    model = ScriptedModel(default_latency=0.3, ttft=0.05)
+    result, _ = run(model)
+
+    assert result.result is not None and len(result.result.verdicts()) == 13
+    # All 12 started while the warm-up judge was still answering (13 in flight), and every one of them
+    # found the prefix its answer had begun to write.
+    assert model.max_inflight == 13
+    assert model.finished[0] == QUESTIONS[0].id
+    usage = [o.usage for o in result.outcomes.values()]
+    assert sum(u.cache_creation_input_tokens > 0 for u in usage) == 1
+    assert sum(u.cache_read_input_tokens > 0 for u in usage) == 12
 
 
 def test_without_warm_up_every_judge_pays_the_cache_write() -> None:
@@ -271,6 +315,76 @@ def test_a_vendor_context_overflow_shrinks_the_trace_once_and_retries() -> None:
     assert result.context_report is not None and result.context_report["vendor_overflow_retries"] == 1
     assert model.contexts[1] < model.contexts[0]  # the retry carried the elided trace
     assert result.context_report["elided_entries"] > 0
+
+
+def test_a_vendor_stated_limit_is_met_by_one_refit_that_every_refused_judge_waits_for() -> None:
+    """No warm-up: all 13 judges are refused at once, one refit serves them all, all then succeed."""
+    document = doc(400)
+    full = ScriptedModel()
+    run(full, context=document, tuning=RunnerTuning(retrospective=False))
+    limit = max(full.contexts) // 4 // 2  # half of what the fitted prompt takes
+    model = ScriptedModel(limit=limit, counts=False)
+    result, ports = run(model, context=document,
+                        tuning=RunnerTuning(concurrency=13, warm_up="none", cancel_poll_seconds=0.02,
+                                            retrospective=False))
+
+    assert result.stop == "done" and result.result is not None and len(result.result.verdicts()) == 13
+    assert result.context_refits == 1
+    assert len(model.refused) == 13 and result.vendor_errors == {"context_overflow": 13}
+    assert all(size <= limit * 4 for size in model.contexts[13:])  # every retry carried the refit trace
+    report = result.context_report
+    assert report is not None and report["vendor_limit"]["limit_tokens"] == limit
+    assert report["context_window"] == limit and report["window_source"] == "vendor"
+    assert [step["reason"] for step in report["refits"]] == ["vendor_stated_limit"]
+    assert report["elided_entries"] > 0
+    assert [(stated.limit_tokens, source) for stated, source in ports.remembered] == [(limit, "generate")]
+    assert f"{limit}-token context limit" in result.result.summary
+
+
+def test_with_the_warm_up_only_one_call_is_refused_and_a_learned_limit_avoids_even_that() -> None:
+    document = doc(400)
+    limit = len(json.dumps(document)) // 4 // 2
+    model = ScriptedModel(limit=limit, counts=False)
+    result, ports = run(model, context=document)
+    assert result.result is not None and len(result.result.verdicts()) == 13
+    assert model.refused == [QUESTIONS[0].id]  # the warm-up judge; the fan-out used the refit trace
+    assert result.context_refits == 1
+
+    again = ScriptedModel(limit=limit, counts=False)
+    second, ports = run(again, context=document, learned=limit)
+    assert second.result is not None and len(second.result.verdicts()) == 13
+    assert again.refused == [] and second.context_refits == 0
+    assert second.context_report is not None and second.context_report["window_source"] == "learned"
+    assert ports.remembered == []
+
+
+def test_a_count_api_that_states_the_limit_gets_it_fitted_before_any_judge_is_sent() -> None:
+    document = doc(400)
+    limit = len(json.dumps(document)) // 4 // 2
+    model = ScriptedModel(limit=limit, counts=True)
+    result, ports = run(model, context=document)
+    assert result.result is not None and model.refused == []
+    assert result.context_report is not None and result.context_report["vendor_limit"]["source"] == "count_tokens"
+    assert [source for _, source in ports.remembered] == ["count_tokens"]
+
+
+def test_a_stated_limit_below_the_fixed_prompt_fails_the_run_with_context_too_small() -> None:
+    model = ScriptedModel(limit=300, counts=False)
+    result, _ = run(model, context=doc(400))
+    assert result.stop == "aborted" and result.abort is not None
+    assert result.abort.error is not None and result.abort.error.code == "context_too_small"
+    assert result.abort.error.details is not None and result.abort.error.details["stated_limit_tokens"] == 300
+    assert model.starts == [QUESTIONS[0].id]  # nothing was fanned out after the warm-up was refused
+    assert result.result is None
+
+
+def test_a_vendor_that_keeps_refusing_without_a_number_is_refit_a_bounded_number_of_times() -> None:
+    overflow = VendorCallError("context_overflow", "Input is too long for the requested model.", status=400)
+    model = ScriptedModel(script={QUESTIONS[0].id: [Step(error=overflow)]}, counts=False)
+    result, _ = run(model, context=doc(400), tuning=RunnerTuning(max_context_refits=2, cancel_poll_seconds=0.02))
+    assert result.stop == "aborted" and result.abort is not None and result.abort.error is not None
+    assert result.abort.error.code == "context_too_small"
+    assert result.context_refits == 2 and model.starts.count(QUESTIONS[0].id) == 3
 
 
 def test_progress_is_coalesced_and_the_last_batch_is_left_for_the_finish_write() -> None:
