@@ -240,10 +240,48 @@ class SettingsView {
         "until the key is replaced or a connection test succeeds.")
       : null,
     form,
+    this.learnedLimits(vendor, block),
     block.updated_at
       ? h("p", { class: "meta" }, "Last changed by ", h("strong", {}, block.updated_by || "unknown"), " on ",
         timeEl(block.updated_at))
       : null);
+  }
+
+  // Context limits the vendor stated when it refused a prompt as too long (a gateway or deployment
+  // whose real limit is lower than the model's): evaluations on that model fit to them.
+  learnedLimits(vendor, block) {
+    const limits = block.learned_context_limits || [];
+    if (!limits.length) return null;
+    const titleId = `learned-${vendor}`;
+    return h("section", { class: "learned-limits", "aria-labelledby": titleId, "data-testid": "learned-limits" },
+      h("h4", { id: titleId }, "Learned context limits"),
+      h("p", { class: "hint" },
+        "The vendor refused a prompt as too long and stated its real limit; evaluations on that model are fitted ",
+        "to it before their first call. Forget it when the limit has been raised: the next evaluation uses the ",
+        "model's published window and learns again if it must."),
+      h("ul", { class: "limit-list" }, limits.map((limit) => h("li", { class: "limit-row", "data-testid": "learned-limit" },
+        h("span", { class: "mono" }, limit.model),
+        h("span", {}, `${limit.limit_tokens.toLocaleString("en")} tokens`),
+        h("span", { class: "muted" }, limit.base_url ? `via ${limit.base_url}` : `${vendorLabel(vendor)} API`),
+        h("span", { class: "muted" }, "learned ", timeEl(limit.learned_at)),
+        h("button", {
+          type: "button", class: "button-quiet", "aria-label": `Forget the learned limit of ${limit.model}`,
+          onclick: (event) => this.forgetLimit(vendor, limit.model, event.currentTarget),
+        }, "Forget")))));
+  }
+
+  async forgetLimit(vendor, model, button) {
+    button.disabled = true;
+    try {
+      await api("DELETE", `${SETTINGS}/vendors/${encodeURIComponent(vendor)}/context-limits`, {
+        query: { model }, signal: this.ctx.signal,
+      });
+      this.setMessage(vendor, "ok", `Forgot the learned context limit of ${model}.`);
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      this.setMessage(vendor, "error", fieldMessage(err));
+    }
+    await this.refreshSettings(`[data-vendor="${vendor}"] button[type="submit"]`);
   }
 
   draft(vendor, values) {

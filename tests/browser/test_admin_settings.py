@@ -1,6 +1,7 @@
 """Settings → Eval runner in Chromium: configure both vendors against the fake vendor, test the
 connection (ok and a rejected key), rotate keys, remove with confirmation, the run timeout, the
-412 concurrent-edit flow, and the members' "Admins only" page. API keys never reach the page."""
+412 concurrent-edit flow, a context limit the vendor stated (shown, then forgotten), and the
+members' "Admins only" page. API keys never reach the page."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import anthropic_block, api, configure_vendors, token
+from tests.browser.conftest import (
+    anthropic_block,
+    api,
+    configure_vendors,
+    fake_vendor,
+    openai_block,
+    token,
+    wait_for_run,
+)
 from tests.conftest import register_secret
 from tests.e2e.stack import LocalStack
 
@@ -218,3 +227,56 @@ def test_member_gets_admins_only_page(open_console: Any, local_stack: LocalStack
     expect(console.page.get_by_label("Judge model")).to_have_count(0)
     console.assert_accessible("admins only")
     console.screenshot("settings-admins-only")
+
+
+def _long_trace() -> list[dict[str, Any]]:
+    """~40K tokens of session: tool outputs under the 2000-byte threshold and a long conversation."""
+    ts = "2025-06-01T10:{:02d}:{:02d}.000Z"
+    entries: list[dict[str, Any]] = [
+        {"kind": "user_message", "timestamp": ts.format(0, 0), "text": "Fix the failing login test in src/auth.py"}]
+    for i in range(60):
+        entries += [
+            {"kind": "tool_invocation", "timestamp": ts.format(1 + i // 30, (2 * i) % 60), "tool": "Bash",
+             "call_id": f"c{i}", "arguments": {"command": f"pytest tests/test_auth_{i}.py"}},
+            {"kind": "tool_result", "timestamp": ts.format(1 + i // 30, (2 * i + 1) % 60), "tool": "Bash",
+             "call_id": f"c{i}", "output": "x" * 1500}]
+    entries += [{"kind": "assistant_message", "timestamp": ts.format(59, 59), "text": "y" * 400} for _ in range(200)]
+    return entries
+
+
+def test_admin_sees_and_forgets_a_context_limit_the_vendor_stated(open_console: Any, local_stack: LocalStack,
+                                                                  tenant: str) -> None:
+    # A gateway serves this model with a 12K window; the runner assumes the model's 128K.
+    model, limit = "gpt-4o-gateway", 12_000
+    admin, member = token(tenant, "root", "admin"), token(tenant, "bob")
+    configure_vendors(local_stack, admin, openai=openai_block(local_stack, _key("sk-proj-ui", "CL12"), model=model))
+    fake_vendor(local_stack, "/_fake/options", {"context_windows": {model: limit}})
+    try:
+        with api(local_stack, member) as http:
+            assert http.put("/sessions/long-one", json={"trace": _long_trace()}).status_code in (200, 201)
+            resp = http.post("/sessions/long-one/eval-runs", json={"runner": "server", "vendor": "openai"})
+            assert resp.status_code == 202, resp.text
+        run = wait_for_run(local_stack, member, resp.json()["eval_run_id"])
+    finally:
+        fake_vendor(local_stack, "/_fake/options", {"context_windows": {}})
+    assert run["status"] == "succeeded", run.get("error")
+    assert run["context"]["vendor_limit"]["limit_tokens"] == limit
+
+    console = open_console()
+    page = console.page
+    console.sign_in(admin, "#/settings")
+    openai = page.get_by_test_id("vendor-openai")
+    learned = openai.get_by_test_id("learned-limits")
+    expect(learned.get_by_test_id("learned-limit")).to_have_count(1)
+    expect(learned).to_contain_text(model)
+    expect(learned).to_contain_text("12,000 tokens")
+    expect(learned).to_contain_text(f"via {local_stack.fake_vendor_url}/v1")
+    console.assert_accessible("settings, a learned context limit")
+    console.screenshot("settings-learned-context-limit")
+
+    learned.get_by_role("button", name=f"Forget the learned limit of {model}").click()
+    expect(openai.get_by_test_id("vendor-status")).to_contain_text(f"Forgot the learned context limit of {model}")
+    expect(openai.get_by_test_id("learned-limits")).to_have_count(0)
+    with api(local_stack, admin) as http:
+        assert http.get("/admin/settings/eval-runner").json()["openai"]["learned_context_limits"] == []
+    console.assert_clean_console()
