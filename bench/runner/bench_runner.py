@@ -177,7 +177,6 @@ def measure(vendor: Vendor, latency: float, ttft: float, doc: dict[str, Any], re
         for n in range(repeats):
             for strategy in strategies:
                 fake.reset()
-                # A catalog past 13 questions takes a second wave after the first 13 slots.
                 tuning = RunnerTuning(concurrency=strategy.concurrency, warm_up=strategy.warm_up,
                                       retrospective=False, progress_flush_seconds=max(latency, 0.1))
                 wall, result = asyncio.run(one_run(fake, vendor, tuning, doc, f"evr_bench_{n}_{strategy.warm_up}",
