@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.context_limit_store import DynamoContextLimitStore
     from chalicelib.adapters.daemon_store import DynamoDaemonStore
     from chalicelib.adapters.event_publisher import EventBridgePublisher
+    from chalicelib.adapters.fact_store import DynamoFactStore
     from chalicelib.adapters.job_queue import SqsJobQueue
     from chalicelib.adapters.outbound_http import OutboundGuard
     from chalicelib.adapters.rate_limiter import DynamoPacingStore, SharedRateGate
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from chalicelib.services.eval_runs import DaemonDirectory, EvalRunService
     from chalicelib.services.export import RunExportService
     from chalicelib.services.history import RunHistoryService
+    from chalicelib.services.judge_facts import IndexedRepositories, JudgeFactRetention, JudgeFactService
     from chalicelib.services.judge_runner import RunnerTuning
     from chalicelib.services.run_lifecycle import RunLifecycle
     from chalicelib.services.sessions import SessionService
@@ -263,17 +265,46 @@ class Container:
 
     @cached_property
     def run_lifecycle(self) -> RunLifecycle:
-        """The one finalizer of eval runs. Participants: spend's settlement, history's score aggregates
-        (others add theirs here)."""
+        """The one finalizer of eval runs. Participants: spend's settlement, history's score aggregates,
+        judge facts (others add theirs here)."""
         from chalicelib.services.analytics import ScoreAggregation
         from chalicelib.services.run_lifecycle import RunLifecycle
         from chalicelib.services.spend import SpendSettlement
 
         return RunLifecycle(runs=self.run_store, clock=self.clock,
                             worker_grace_seconds=self.config.worker_grace_seconds,
-                            participants=[SpendSettlement(self.budget_ledger), ScoreAggregation(self.score_analytics)],
+                            participants=[SpendSettlement(self.budget_ledger), ScoreAggregation(self.score_analytics),
+                                          self.judge_fact_retention],
                             registry=self.budget_ledger,
                             daemon_deadlines=self._daemon_directory)
+
+    # -- judge facts -------------------------------------------------------------------------
+    @cached_property
+    def fact_store(self) -> DynamoFactStore:
+        from chalicelib.adapters.fact_store import DynamoFactStore
+
+        return DynamoFactStore(self.dynamodb, self.config.table_name)
+
+    @cached_property
+    def session_repositories(self) -> IndexedRepositories:
+        from chalicelib.adapters.session_store import DynamoSessionIndex
+        from chalicelib.services.judge_facts import IndexedRepositories
+
+        return IndexedRepositories(DynamoSessionIndex(self.dynamodb, table_name=self.config.table_name))
+
+    @cached_property
+    def judge_fact_retention(self) -> JudgeFactRetention:
+        """The run lifecycle participant that keeps a finalized run's retained facts."""
+        from chalicelib.services.judge_facts import JudgeFactRetention
+
+        return JudgeFactRetention(self.fact_store, self.session_repositories)
+
+    @cached_property
+    def judge_facts(self) -> JudgeFactService:
+        from chalicelib.services.judge_facts import JudgeFactService, TenantFactSettings
+
+        return JudgeFactService(store=self.fact_store, sessions=self.session_repositories,
+                                settings=TenantFactSettings(self.admin_settings))
 
     # -- daemon runner -----------------------------------------------------------------------
     @cached_property
@@ -393,7 +424,7 @@ class Container:
     def derived_data_cleaners(self) -> list[DerivedDataCleaner]:
         """What other features derive from a run or session and must delete with it (judge facts
         register here); each is told about every deleted run and session."""
-        return []
+        return [self.judge_facts]
 
     @cached_property
     def deletions(self) -> DeletionService:

@@ -224,7 +224,8 @@ class JobRunner:
         self._post({"type": "eval_question_completed", **common, "score": parsed.verdict.score,
                     "verdict": parsed.verdict.verdict, "input_tokens": u.input_tokens,
                     "output_tokens": u.output_tokens, "cache_read_input_tokens": u.cache_read_input_tokens,
-                    "cache_creation_input_tokens": u.cache_creation_input_tokens})
+                    "cache_creation_input_tokens": u.cache_creation_input_tokens,
+                    "retain_fact": parsed.retain_fact})
         return parsed
 
     def _run_retrospective(self, overall: int, verdicts: list[JudgeVerdict], judge_model: str) -> Retrospective | None:

@@ -19,6 +19,7 @@ def register_routes(app: Chalice) -> None:
     from chalicelib.api.catalog_routes import catalog_bp
     from chalicelib.api.daemon_routes import daemon_bp
     from chalicelib.api.eval_routes import eval_bp
+    from chalicelib.api.fact_routes import facts_bp
     from chalicelib.api.history_routes import history_bp
     from chalicelib.api.session_routes import sessions_bp
     from chalicelib.api.system_routes import system_bp
@@ -32,6 +33,7 @@ def register_routes(app: Chalice) -> None:
     app.register_blueprint(admin_bp)
     app.register_blueprint(catalog_bp)
     app.register_blueprint(eval_bp)
+    app.register_blueprint(facts_bp)
     app.register_blueprint(history_bp)
     app.register_blueprint(sessions_bp)
     app.register_blueprint(daemon_bp)

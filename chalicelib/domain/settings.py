@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -164,7 +165,7 @@ class VendorSettingsUpdate(BaseModel):
 
 
 class EvalRunnerSettingsUpdate(BaseModel):
-    """PUT body: any subset of the vendor blocks and the run timeout."""
+    """PUT body: any subset of the vendor blocks, the run timeout and whether judges get retained facts."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
@@ -174,6 +175,15 @@ class EvalRunnerSettingsUpdate(BaseModel):
     run_timeout_seconds: int | None = Field(
         default=None, description="Per-evaluation timeout in whole seconds; min 30, max max_run_timeout_seconds.",
         json_schema_extra=_not_nullable_in_schema(minimum=MIN_RUN_TIMEOUT_SECONDS))
+    judge_facts_in_prompts: StrictBool | None = Field(
+        default=None, description="Give judges the repository's retained judge facts as prior context (default "
+                                  "false: facts are kept and listed, not fed back).",
+        json_schema_extra=_not_nullable_in_schema())
+
+    @field_validator("judge_facts_in_prompts", mode="before")
+    @classmethod
+    def _facts_flag_not_null(cls, value: Any) -> Any:
+        return _not_null("judge_facts_in_prompts", "send true or false")(value)
 
     @field_validator("anthropic", "openai", mode="before")
     @classmethod
@@ -237,6 +247,7 @@ class SettingsRecord(BaseModel):
     version: int = 0
     revision: int = 0
     run_timeout_seconds: int = DEFAULT_RUN_TIMEOUT_SECONDS
+    judge_facts_in_prompts: bool = False
     anthropic: VendorRecord = VendorRecord()
     openai: VendorRecord = VendorRecord()
     created_at: str | None = None
@@ -281,6 +292,8 @@ class EvalRunnerSettingsView(BaseModel):
     run_timeout_seconds: int
     max_run_timeout_seconds: int
     version: int
+    judge_facts_in_prompts: bool = Field(
+        default=False, description="Judges get the repository's retained judge facts as prior context.")
 
 
 def _block(record: VendorRecord, learned: list[LearnedContextLimit]) -> VendorBlock:
@@ -298,7 +311,8 @@ def settings_view(record: SettingsRecord, *, max_run_timeout_seconds: int,
     return EvalRunnerSettingsView(anthropic=_block(record.anthropic, of("anthropic")),
                                   openai=_block(record.openai, of("openai")),
                                   run_timeout_seconds=record.run_timeout_seconds,
-                                  max_run_timeout_seconds=max_run_timeout_seconds, version=record.version)
+                                  max_run_timeout_seconds=max_run_timeout_seconds, version=record.version,
+                                  judge_facts_in_prompts=record.judge_facts_in_prompts)
 
 
 class ContextLimitQuery(BaseModel):
@@ -343,6 +357,7 @@ class EvalRunnerSettings(BaseModel):
     run_timeout_seconds: int
     anthropic: VendorRuntime
     openai: VendorRuntime
+    judge_facts_in_prompts: bool = False
 
     def vendor(self, vendor: VendorName) -> VendorRuntime:
         runtime: VendorRuntime = getattr(self, vendor)
@@ -367,7 +382,8 @@ def runner_settings(tenant: str, record: SettingsRecord) -> EvalRunnerSettings:
 
     return EvalRunnerSettings(tenant=tenant, version=record.version,
                               run_timeout_seconds=record.run_timeout_seconds,
-                              anthropic=runtime("anthropic"), openai=runtime("openai"))
+                              anthropic=runtime("anthropic"), openai=runtime("openai"),
+                              judge_facts_in_prompts=record.judge_facts_in_prompts)
 
 
 # ------------------------------------------------------------------------------------------ audit
@@ -571,6 +587,9 @@ def plan_settings_update(current: SettingsRecord, update: EvalRunnerSettingsUpda
     timeout = update.run_timeout_seconds
     if timeout is not None and timeout != current.run_timeout_seconds:
         changes["run_timeout_seconds"] = FieldChange(from_=current.run_timeout_seconds, to=timeout)
+    facts = update.judge_facts_in_prompts
+    if facts is not None and facts != current.judge_facts_in_prompts:
+        changes["judge_facts_in_prompts"] = FieldChange(from_=current.judge_facts_in_prompts, to=facts)
 
     _raise_field_errors(errors)
     draft = current
@@ -578,6 +597,7 @@ def plan_settings_update(current: SettingsRecord, update: EvalRunnerSettingsUpda
         draft = current.model_copy(update={
             **vendors,
             "run_timeout_seconds": timeout if timeout is not None else current.run_timeout_seconds,
+            "judge_facts_in_prompts": facts if facts is not None else current.judge_facts_in_prompts,
             "version": current.version + 1,
             "revision": current.revision + 1,
             "created_at": current.created_at or now,

@@ -252,7 +252,7 @@ class DaemonRunReporter:
             outcome = QuestionOutcome(question_id=question.id, category=question.category, status="scored",
                                       score=event.score, usage=current.usage + event.usage(),
                                       latency_ms=max(latency, 0) if latency is not None else None,
-                                      attempts=max(current.attempts, 1))
+                                      attempts=max(current.attempts, 1), retain_fact=event.retain_fact)
         else:
             reason = sanitize_reason(event.reason, _REASON_LIMIT)
             outcome = QuestionOutcome(question_id=question.id, category=question.category, status="failed",
@@ -336,9 +336,12 @@ class DaemonRunReporter:
             if verdict is not None:
                 if current.status == "scored" and current.judge_verdict == verdict:
                     continue
+                # The judge's retained fact came with its question event; it stays with the question.
+                fact = current.retain_fact if current.status == "scored" else None
                 outcomes.append(QuestionOutcome(question_id=ref.question_id, category=ref.category, status="scored",
                                                 judge_verdict=verdict, usage=current.usage,
-                                                latency_ms=current.latency_ms, attempts=max(current.attempts, 1)))
+                                                latency_ms=current.latency_ms, attempts=max(current.attempts, 1),
+                                                retain_fact=fact))
             elif not current.is_terminal:
                 outcomes.append(_failed(current, "failed", "invalid_output",
                                         "The daemon's result carries no verdict for this question."))

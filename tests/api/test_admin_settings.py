@@ -63,7 +63,7 @@ def test_defaults_before_anything_is_configured(client: Any, admin_token: str) -
                     "status": "unconfigured", "status_reason": None, "updated_at": None, "updated_by": None,
                     "learned_context_limits": []}
     assert resp.json == {"anthropic": unconfigured, "openai": unconfigured, "run_timeout_seconds": 300,
-                         "max_run_timeout_seconds": 840, "version": 0}
+                         "max_run_timeout_seconds": 840, "version": 0, "judge_facts_in_prompts": False}
     assert resp.headers["ETag"] == '"0"'
 
 
@@ -574,3 +574,16 @@ def test_suspension_reason_is_scrubbed_of_key_shaped_text(container: Any, config
     container.admin_settings.mark_vendor_suspended("acme", "anthropic", f"Incorrect API key provided: {leaked}")
     reason = container.admin_settings.get_eval_runner_settings(ADMIN).anthropic.status_reason
     assert reason is not None and leaked not in reason and "[redacted]" in reason
+
+
+def test_judge_facts_in_prompts_is_off_by_default_audited_and_strict(client: Any, admin_token: str,
+                                                                     member_token: str) -> None:
+    on = client.put(PATH, token=admin_token, json_body={"judge_facts_in_prompts": True})
+    assert on.status_code == 200 and on.json["judge_facts_in_prompts"] is True and on.json["version"] == 1
+    audit = client.get(PATH + "/audit", token=admin_token).json["items"][0]
+    assert audit["changes"] == {"judge_facts_in_prompts": {"from": False, "to": True}}
+    for bad in (None, "yes", 1):
+        refused = client.put(PATH, token=admin_token, json_body={"judge_facts_in_prompts": bad})
+        assert refused.status_code == 400, bad
+    assert client.get(PATH, token=admin_token).json["judge_facts_in_prompts"] is True
+    assert client.put(PATH, token=member_token, json_body={"judge_facts_in_prompts": False}).status_code == 403
