@@ -32,6 +32,7 @@ import io
 import itertools
 import json
 import re
+import sys
 import tempfile
 import uuid
 from collections import Counter
@@ -281,6 +282,23 @@ def stream_eval_context(entries: Iterable[TraceEntry], threshold: int) -> tuple[
 
     trace, stats = compact(redacted(), threshold)
     return trace, {**stats, "redactions": dict(sorted(redactions.items()))}
+
+
+# Every entry repeats these keys and a few values: one shared string each instead of one per entry
+# (json.loads allocates them afresh per line) takes a third off a large trace held as dicts.
+_WIRE_KEYS = {key: key for key in ("kind", "timestamp", "text", "tool", "call_id", "arguments", "output", "is_error",
+                                   "output_bytes", "truncated", "agent_id", "agent_type")}
+_SHARED_VALUES = frozenset({"kind", "tool", "agent_type"})
+
+
+def _interned(entry: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        key = _WIRE_KEYS.get(key, key)
+        if key in _SHARED_VALUES and isinstance(value, str):
+            value = sys.intern(value)
+        out[key] = value
+    return out
 
 
 # -- the service -----------------------------------------------------------------------------------
@@ -637,7 +655,7 @@ class SessionService:
             with gzip.GzipFile(fileobj=cast(Any, stream), mode="rb") as gz:
                 for line in gz:
                     if line.strip():
-                        yield json.loads(line.decode("utf-8", "surrogatepass"))
+                        yield _interned(json.loads(line.decode("utf-8", "surrogatepass")))
         finally:
             stream.close()
         redactions.update(record.redactions)
