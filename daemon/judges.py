@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chalicelib.domain.context_limits import is_context_overflow_message
 from chalicelib.domain.evaluation import TokenUsage
 from chalicelib.domain.json_depth import loads_bounded
 from daemon.sandbox import JudgeSandbox, Unsandboxed
@@ -119,6 +120,10 @@ def parse_claude_output(stdout: str) -> JudgeResult:
     else:
         text = None
     if text is None or data.get("is_error") is True:
+        if text is not None and is_context_overflow_message(text):
+            # "Prompt is too long" (or the API's own message): the daemon refits the context and asks again.
+            return JudgeResult(text=None, usage=usage, num_turns=turns, cost_usd=cost,
+                               failure=f"context_overflow: {_clip(text)}")
         subtype = data.get("subtype") or "error"
         return JudgeResult(text=None, usage=usage, num_turns=turns, cost_usd=cost,
                            failure=f"invalid_output: null claude result ({subtype})")
@@ -157,6 +162,8 @@ def parse_codex_output(stdout: str) -> JudgeResult:
             errors.append(str(ev.get("message", "error")))
     if text is None or not text.strip():
         reason = " | ".join(_clip(e) for e in errors) or "no agent message"
+        if any(is_context_overflow_message(e) for e in errors):
+            return JudgeResult(text=None, usage=usage, num_turns=turns or None, failure=f"context_overflow: {reason}")
         return JudgeResult(text=None, usage=usage, num_turns=turns or None,
                            failure=f"invalid_output: null codex result ({reason})")
     return JudgeResult(text=text, usage=usage, num_turns=turns or None)
@@ -278,7 +285,7 @@ class CliJudge:
             return JudgeResult(text=None, failure="cancelled", cancelled=True)
         stdout = out.decode("utf-8", "replace")
         parsed = parse_claude_output(stdout) if self.name == "claude" else parse_codex_output(stdout)
-        if proc.returncode != 0 and parsed.text is None:
+        if proc.returncode != 0 and parsed.text is None and not (parsed.failure or "").startswith("context_overflow"):
             diag = _clip(err.decode("utf-8", "replace")) or _clip(stdout) or "no output"
             parsed.failure = f"internal: {self.name} exited with {proc.returncode}: {diag}"
         return parsed

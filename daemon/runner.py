@@ -10,7 +10,6 @@ cancelled, timed out or finished elsewhere) does the same.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,14 +17,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.domain.context_limits import ContextTooSmall
 from chalicelib.domain.evaluation import JudgeVerdict, Retrospective, TokenUsage
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.evidence import number_entries
-from chalicelib.judges.prompts import RetrospectiveMeta, build_full_prompt, build_retrospective_prompt
+from chalicelib.judges.prompts import (
+    RetrospectiveMeta,
+    build_full_prompt,
+    build_retrospective_prompt,
+    build_shared_context,
+)
 from chalicelib.judges.schema import retrospective_json_schema, verdict_json_schema
 from chalicelib.judges.verdicts import ParsedVerdict, parse_retrospective, parse_verdict, sanitize_reason
 from daemon.client import ApiClient, ApiError
+from daemon.context_refit import SharedContext, threshold_of, with_threshold
 from daemon.judges import CliJudge, JudgeResult, ProcessGroup
 
 Log = Callable[[str], None]
@@ -69,6 +75,7 @@ class JobRunner:
         self._usage = TokenUsage()
         self._deadline_timer: threading.Timer | None = None
         self._trace_entries: int | None = None
+        self._context_failure: ContextTooSmall | None = None
 
     # -- control -------------------------------------------------------------------------------
     def cancel(self, reason: str = "cancelled") -> None:
@@ -148,14 +155,19 @@ class JobRunner:
             return JobOutcome(self.run_id, "failed", reason)
         number_entries(context)  # judges see and cite each entry's `pos`, as on the server
         self._trace_entries = len(context.get("trace") or [])
-        context_json = json.dumps(context, ensure_ascii=False)
         judge_model = self.judge.judge_model
+        path = str(self.job["eval_context_path"])
+        shared = SharedContext(
+            context, session_id=self.session_id, run_id=self.run_id, model=judge_model,
+            requested_threshold=threshold_of(path), questions=self.questions,
+            fetch=lambda threshold: number_entries(self._api.get(with_threshold(path, threshold))),
+            render=lambda context_json: build_shared_context(self.session_id, self.run_id, context_json))
         total = len(self.questions)
         self._post({"type": "eval_started", "judge_model": judge_model, "total_questions": total})
 
         verdicts: dict[str, JudgeVerdict] = {}
         with ThreadPoolExecutor(max_workers=max(total, 1), thread_name_prefix=f"judge-{self.run_id[-6:]}") as pool:
-            futures = [pool.submit(self._judge_question, index, q, context_json)
+            futures = [pool.submit(self._judge_question, index, q, shared)
                        for index, q in enumerate(self.questions, start=1)]
             for fut in futures:
                 try:
@@ -167,6 +179,10 @@ class JobRunner:
         self._check()
 
         ordered = [verdicts[q.id] for q in self.questions if q.id in verdicts]
+        if not ordered and self._context_failure is not None:
+            reason = f"context_too_small: {sanitize_reason(self._context_failure.message, 900)}"
+            self._post({"type": "eval_failed", "reason": reason})
+            return JobOutcome(self.run_id, "failed", reason, usage=self._usage)
         if not ordered:
             reason = "all judge invocations failed"
             self._post({"type": "eval_failed", "reason": reason})
@@ -175,6 +191,8 @@ class JobRunner:
         retro = self._run_retrospective(payload.overall_score, ordered, judge_model) if self._retrospective else None
         self._check()
         payload = aggregate(self.run_id, judge_model, self.questions, ordered, retro)
+        if note := shared.report.get("note"):  # what a refit removed, and why (the service recomputes the summary)
+            self._log(f"[{self.run_id}] {note}")
         body = payload.model_dump(mode="json")
         try:
             self._api.post_result(self.run_id, body)
@@ -196,17 +214,30 @@ class JobRunner:
             self._usage = self._usage + result.usage
         return result
 
-    def _judge_question(self, index: int, question: Question, context_json: str) -> ParsedVerdict | None:
+    def _judge_question(self, index: int, question: Question, shared: SharedContext) -> ParsedVerdict | None:
         total = len(self.questions)
         common = {"index": index, "total": total, "category": question.category, "question_id": question.id}
         self._check()
         with self._slots:
             self._check()
             self._post({"type": "eval_question_started", **common})
-            prompt = build_full_prompt(self.session_id, self.run_id, context_json, question)
-            result = self.judge.run(prompt, verdict_json_schema(), group=self._group, timeout=self._seconds_left())
-        with self._post_lock:
-            self._usage = self._usage + result.usage
+            while True:
+                generation = shared.generation
+                prompt = build_full_prompt(self.session_id, self.run_id, shared.json, question)
+                result = self.judge.run(prompt, verdict_json_schema(), group=self._group,
+                                        timeout=self._seconds_left())
+                with self._post_lock:
+                    self._usage = self._usage + result.usage
+                if result.cancelled or self.stopped or not (result.failure or "").startswith("context_overflow"):
+                    break
+                # The CLI refused the prompt as too long: one refit for every judge of the job, then ask again.
+                try:
+                    shared.refit(generation, result.failure or "", len(prompt))
+                except ContextTooSmall as exc:
+                    self._context_failure = exc
+                    result = JudgeResult(text=None, failure=f"context_overflow: {exc.message}")
+                    break
+                self._check()
         if result.cancelled or self.stopped:
             raise RunAborted(self._stop_reason or "cancelled")
         if result.text is None:

@@ -272,7 +272,8 @@ class DaemonRunReporter:
         merged = {**run.outcomes, **{o.question_id: o for o in closed}}
         failed = self._runs.finish(run.tenant, run.eval_run_id, status="failed", now=iso(now),
                                    usage=_usage_total(merged), outcomes=closed,
-                                   error=RunError(code="daemon_failed", message=message), from_statuses=("running",))
+                                   error=RunError(code=_daemon_failure_code(reason), message=message),
+                                   from_statuses=("running",))
         if run.daemon_id is not None:
             self._end_job(run.tenant, run.daemon_id, run.eval_run_id, "finished", now)
         logger.info("daemon run failed", extra={"eval_run_id": run.eval_run_id})
@@ -374,3 +375,8 @@ def result_corrections(posted: SessionEvalCompleted, final: SessionEvalCompleted
             out.append(f"question {v.question_id} recommendation dropped at score 5")
     return out
 
+
+def _daemon_failure_code(reason: str) -> str:
+    """The run's error code for a daemon's `eval_failed`: a context limit the judge CLI states and the
+    trace cannot meet is `context_too_small`, as on the server runner; anything else `daemon_failed`."""
+    return "context_too_small" if reason.startswith("context_too_small:") else "daemon_failed"

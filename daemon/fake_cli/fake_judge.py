@@ -9,6 +9,9 @@ the JSON file named by FAKE_JUDGE_SCRIPT:
      "questions": {"<question_id>": {"score": 2} | {"mode": "hang" | "crash" | "malformed"}},
      "prompt_contains": {"<text>": {"score": 1}},   (wins over "questions" when the prompt has the text)
      "retrospective": {"mode": "ok" | "malformed" | "crash"},
+     "context_limit": {"tokens": N, "numbers": true},   (a prompt over N tokens, chars/4, is refused as
+                                                         too long, with each CLI's message; numbers: false
+                                                         leaves the counts out, like `claude`'s own text)
      "log": "/path/to/invocations.jsonl"}
 
 Without it every question gets a deterministic score from 3 to 5. Stdlib only.
@@ -82,6 +85,24 @@ def _verdict(prompt: str, spec: dict[str, Any], question_id: str) -> dict[str, A
             "retain_fact": None}
 
 
+def _refuse_too_long(cli: str, tokens: int, limit: int, numbers: bool) -> None:
+    """What each CLI prints when the model refuses the prompt as too long, then exit 1."""
+    if cli == "claude":
+        message = (f'API Error: 400 {{"type":"error","error":{{"type":"invalid_request_error","message":"prompt is '
+                   f'too long: {tokens} tokens > {limit} maximum"}}}}' if numbers else "Prompt is too long")
+        print(json.dumps({"type": "result", "subtype": "success", "is_error": True, "duration_ms": 5, "num_turns": 1,
+                          "result": message, "session_id": "fake-session", "total_cost_usd": 0,
+                          "usage": {"input_tokens": 0, "output_tokens": 0}}))
+    else:
+        message = (f"This model's maximum context length is {limit} tokens. However, your messages resulted in "
+                   f"{tokens} tokens." if numbers else
+                   "Your input exceeds the context window of this model. Please adjust your input and try again.")
+        for event in ({"type": "thread.started", "thread_id": "fake-thread"}, {"type": "turn.started"},
+                      {"type": "error", "message": message}, {"type": "turn.failed", "error": {"message": message}}):
+            print(json.dumps(event))
+    sys.exit(1)
+
+
 def main(cli: str) -> None:
     argv = sys.argv[1:]
     script = _script()
@@ -114,8 +135,14 @@ def main(cli: str) -> None:
         spec = next((v for text, v in script.get("prompt_contains", {}).items() if text in prompt), spec)
     mode = spec.get("mode", "ok")
     started = time.monotonic()
-    _log(script, {"cli": cli, "question_id": question_id, "mode": mode, "pid": os.getpid(), "argv": argv,
-                  "cwd": os.getcwd(), "model": model, "started": started})
+    limit = script.get("context_limit")
+    refused = isinstance(limit, dict) and not retrospective and len(prompt) // 4 > int(limit["tokens"])
+    _log(script, {"cli": cli, "question_id": question_id, "mode": "too_long" if refused else mode,
+                  "pid": os.getpid(), "argv": argv, "cwd": os.getcwd(), "model": model, "started": started,
+                  "prompt_chars": len(prompt)})
+    if refused:
+        assert isinstance(limit, dict)
+        _refuse_too_long(cli, len(prompt) // 4, int(limit["tokens"]), bool(limit.get("numbers", True)))
     delay = float(spec.get("delay", script.get("delay", 0)))
     if delay:
         time.sleep(delay)

@@ -201,3 +201,64 @@ def test_a_tenant_catalog_is_judged_by_the_daemon_from_its_job(api: ApiClient, m
     assert result["overall_score"] == 3  # (5 + 1) / 2
     assert {r["question_id"] for r in read_log(log) if "argv" in r} == {"changelog_updated", "sensitive_files",
                                                                        "retrospective"}
+
+
+def _big_session(api: ApiClient, session_id: str = "sess-big") -> None:
+    """~20K tokens of conversation: far over the small context limits the fake CLIs are given below."""
+    trace = [{"kind": "user_message", "timestamp": "2026-11-29T10:00:00.000Z", "text": "Fix the flaky parser test."}]
+    trace += [{"kind": "assistant_message", "timestamp": f"2026-11-29T10:{i // 60:02d}:{i % 60:02d}.000Z",
+               "text": f"step {i} " + "y" * 400} for i in range(1, 200)]
+    status, body = api.call("PUT", f"/sessions/{session_id}", {"trace": trace})
+    assert status in (200, 201), body
+
+
+def _dispatch_big(api: ApiClient, questions: list[str]) -> str:
+    status, body = api.call("POST", "/sessions/sess-big/eval-runs", {"runner": "daemon", "questions": questions})
+    assert status == 202, body
+    return str(body["eval_run_id"])
+
+
+def test_a_cli_that_states_its_context_limit_gets_one_refit_for_all_judges(
+        api: ApiClient, make_daemon: Callable[..., Daemon], fake_cli: Callable[[dict[str, Any]], Path]) -> None:
+    _big_session(api)
+    log = fake_cli({"default": {"score": 4}, "context_limit": {"tokens": 8_000, "numbers": True}})
+    daemon = make_daemon(concurrency=2, retrospective=False)
+    run_id = _dispatch_big(api, FOUR)
+    assert finished(daemon, run_id).status == "succeeded"
+
+    run = get_run(api, run_id)
+    assert all(q["status"] == "scored" for q in run["progress"]["questions"])
+    calls = [r for r in read_log(log) if "prompt_chars" in r]
+    refused = [r for r in calls if r["mode"] == "too_long"]
+    # Only judges already running when the first refusal came back were refused (at most the 2 slots);
+    # every later call carried the refit context, under the stated limit.
+    assert 1 <= len(refused) <= 2 and len(calls) == len(FOUR) + len(refused)
+    assert all(r["prompt_chars"] // 4 <= 8_000 for r in calls if r["mode"] != "too_long")
+
+
+def test_a_cli_that_states_no_number_gets_the_trace_shrunk_step_by_step(
+        api: ApiClient, make_daemon: Callable[..., Daemon], fake_cli: Callable[[dict[str, Any]], Path]) -> None:
+    _big_session(api)
+    log = fake_cli({"default": {"score": 4}, "context_limit": {"tokens": 17_000, "numbers": False}})
+    daemon = make_daemon(["codex"], concurrency=1, retrospective=False)
+    run_id = _dispatch_big(api, ["sensitive_files", "tests_written"])
+    assert finished(daemon, run_id).status == "succeeded"
+    calls = [r for r in read_log(log) if "prompt_chars" in r]
+    refused = [r["prompt_chars"] for r in calls if r["mode"] == "too_long"]
+    # A quarter less each time until the CLI took it; both questions then went out on that context.
+    assert len(refused) >= 2 and refused == sorted(refused, reverse=True)
+    assert [r["mode"] for r in calls[len(refused):]] == ["ok", "ok"]
+    assert all(r["prompt_chars"] // 4 <= 17_000 for r in calls[len(refused):])
+
+
+def test_a_limit_below_the_fixed_prompt_fails_the_run_context_too_small(
+        api: ApiClient, make_daemon: Callable[..., Daemon], fake_cli: Callable[[dict[str, Any]], Path]) -> None:
+    _big_session(api)
+    fake_cli({"default": {"score": 4}, "context_limit": {"tokens": 600, "numbers": True}})
+    daemon = make_daemon(concurrency=2, retrospective=False)
+    run_id = _dispatch_big(api, ["sensitive_files", "tests_written"])
+    assert finished(daemon, run_id).status == "failed"
+    run = get_run(api, run_id)
+    assert run["error"]["code"] == "context_too_small"
+    assert "600-token limit" in run["error"]["message"]
+    assert all(q["failure_reason"]["kind"] == "context_overflow" for q in run["progress"]["questions"])
