@@ -37,7 +37,8 @@ FUNCTION_ACCESS: dict[str, frozenset[str]] = {
     "APIHandler": frozenset({TABLE, SESSIONS_READ, SESSIONS_WRITE, VENDOR_KEYS_READ, VENDOR_KEYS_MANAGE,
                              JOBS_SEND, EVENTS, PUSH}),
     # One run: reads the session trace and the tenant's key, judges, stores results, publishes.
-    "EvalWorker": frozenset({TABLE, SESSIONS_READ, VENDOR_KEYS_READ, JOBS_CONSUME, EVENTS}),
+    # SESSIONS_WRITE: the worker stores large presigned uploads (completed in the background) and deletes the upload.
+    "EvalWorker": frozenset({TABLE, SESSIONS_READ, SESSIONS_WRITE, VENDOR_KEYS_READ, JOBS_CONSUME, EVENTS}),
     # Daemon connections: the connection item; connect and messages answer on the socket; a result
     # sent over the socket ends a run like the HTTPS one. Never vendor keys, sessions or the queue.
     "WebsocketConnect": frozenset({TABLE, PUSH}),
