@@ -27,6 +27,7 @@ BENCHES: dict[str, list[str]] = {
     "roundtrips": ["bench/roundtrips/bench_roundtrips.py"],
     "sessions": ["bench/sessions/bench_sessions.py"],
     "runner": ["bench/runner/bench_runner.py"],
+    "ctxlimit": ["bench/ctxlimit/bench_ctxlimit.py"],
     "ratelimit": ["bench/ratelimit/bench_ratelimit.py"],
     "load": ["bench/load/bench_load.py"],
     "memory": ["bench/memory/bench_memory.py"],

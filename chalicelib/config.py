@@ -54,10 +54,11 @@ class RuntimeConfig(BaseModel):
     websocket_endpoint_url: str | None = None
 
     # How the worker copes with a vendor's per-key rate limit (README "Vendor rate limits"):
-    # "shared": the fleet-wide limiter on DynamoDB (one 429 pauses every worker; calls are paced at a
-    # learned rate) and 429s waited out until the run's deadline; "retry": only the waiting, each run on
-    # its own; "off": the SDK's few retries only (benchmark baselines).
-    vendor_rate_limiter: Literal["shared", "retry", "off"] = "shared"
+    # "shared": the fleet-wide limiter on DynamoDB (paced by the vendor's advertised budget before any
+    # 429; one 429 pauses every worker and teaches a pace) and 429s waited out until the run's deadline;
+    # "reactive": the same but paced only after 429s; "retry": only the waiting, each run on its own;
+    # "off": the SDK's few retries only (the last three are benchmark baselines).
+    vendor_rate_limiter: Literal["shared", "reactive", "retry", "off"] = "shared"
 
     # Dashboard origins allowed to call the API from a browser (chalicelib/api/cors.py).
     cors_allowed_origins: tuple[str, ...] = ()

@@ -362,8 +362,10 @@ class Container:
     @cached_property
     def pacing_store(self) -> DynamoPacingStore:
         from chalicelib.adapters.rate_limiter import DynamoPacingStore
+        from chalicelib.domain.rate_limit import RateLimitPolicy
 
-        return DynamoPacingStore(self.dynamodb, self.config.table_name)
+        policy = RateLimitPolicy(use_advertised=self.config.vendor_rate_limiter != "reactive")
+        return DynamoPacingStore(self.dynamodb, self.config.table_name, policy=policy)
 
     def rate_gate(self, tenant: str, vendor: VendorName, *, log_fields: Mapping[str, Any]) -> SharedRateGate:
         """A run's view of the fleet-wide limiter of (tenant, vendor); built per run, in its event loop."""
@@ -381,7 +383,8 @@ class Container:
                               events=self.event_publisher, clock=self.clock,
                               grace_seconds=self.config.worker_grace_seconds, lifecycle=self.run_lifecycle,
                               tuning=self.judge_tuning,
-                              rate_gates=self.rate_gate if self.config.vendor_rate_limiter == "shared" else None,
+                              rate_gates=(self.rate_gate if self.config.vendor_rate_limiter in ("shared", "reactive")
+                                          else None),
                               context_limits=self.context_limit_store)
 
     # -- history: tenant-wide list, analytics, export, deletion -------------------------------

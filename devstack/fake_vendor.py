@@ -16,6 +16,11 @@ Control endpoints (drive a separate process, e.g. `python -m devstack.fake_vendo
   GET  /_fake/stats     counters: requests by path/status, cache reads/writes, tokens, max in-flight
   GET  /_fake/health    {"ok": true}
 
+Rate limits: with `rate_limit_per_minute` = R, generate calls draw on a token bucket of R calls refilled
+at R a minute (past it: 429 with retry-after), and every generate answer advertises the budget the
+way each vendor does (`anthropic-ratelimit-requests-limit/-remaining/-reset`,
+`x-ratelimit-limit-requests` / `x-ratelimit-remaining-requests` / `x-ratelimit-reset-requests`).
+
 Default behaviour: a valid JSON object for the requested schema. When the user prompt carries
 `Category: <category>` and `ID: <question_id>` lines it is a verdict with a deterministic score
 (2..5 from a hash of the question id) and a finding that cites a file from the trace; otherwise a
@@ -246,6 +251,18 @@ class _TokenBucket:
             self.tokens -= 1.0
             return None
         return (1.0 - self.tokens) / self.rate if self.rate > 0 else 60.0
+
+    def headers(self, vendor: Vendor) -> dict[str, str]:
+        """The key's request budget as each vendor advertises it on every answer (429s included)."""
+        limit, remaining = int(self.capacity), int(self.tokens)
+        until_full = (self.capacity - self.tokens) / self.rate if self.rate > 0 else 0.0
+        if vendor == "anthropic":
+            reset = datetime.fromtimestamp(time.time() + until_full, UTC).isoformat(timespec="seconds")
+            return {"anthropic-ratelimit-requests-limit": str(limit),
+                    "anthropic-ratelimit-requests-remaining": str(remaining),
+                    "anthropic-ratelimit-requests-reset": reset.replace("+00:00", "Z")}
+        return {"x-ratelimit-limit-requests": str(limit), "x-ratelimit-remaining-requests": str(remaining),
+                "x-ratelimit-reset-requests": f"{until_full:.3f}s"}
 
 
 class FakeVendor:
@@ -561,13 +578,17 @@ class FakeVendor:
         rule = self._pick_rule(parsed, endpoint, question_id)
         record["rule"] = rule.id if rule else None
         latency = ttft = 0.0
+        budget: dict[str, str] = {}
         if endpoint == "generate":
             with self._lock:
                 latency = self._options.latency
                 ttft = latency if self._options.ttft is None else min(max(self._options.ttft, 0.0), latency)
                 wait = self._bucket.take() if self._bucket is not None else None
+                budget = self._bucket.headers(vendor) if self._bucket is not None else {}
             if wait is not None:
-                raise _rate_limited(vendor, wait)
+                error = _rate_limited(vendor, wait)
+                error.headers.update(budget)
+                raise error
         # The cache is looked up on arrival and written when the response begins, like the real vendors:
         # requests that arrive before the first token of the one writing a prefix cannot read it yet.
         usage, outcome, commit = self._cache_usage(parsed)
@@ -595,14 +616,14 @@ class FakeVendor:
         if vendor == "anthropic":
             message = _anthropic_message(parsed.model, text, usage, output_tokens, record["request_id"])
             if parsed.stream:
-                return 200, _Stream(_anthropic_events(message), latency - ttft), {}
+                return 200, _Stream(_anthropic_events(message), latency - ttft), budget
             self._sleep(latency - ttft)
-            return 200, message, {}
+            return 200, message, budget
         completion = _openai_completion(parsed.model, text, usage, output_tokens)
         if parsed.stream:
-            return 200, _Stream(_openai_chunks(completion), latency - ttft), {}
+            return 200, _Stream(_openai_chunks(completion), latency - ttft), budget
         self._sleep(latency - ttft)
-        return 200, completion, {}
+        return 200, completion, budget
 
     def _cache_usage(self, parsed: _Parsed) -> tuple[dict[str, int], str, Callable[[], None]]:
         """Usage split into uncached / cache read / cache write, the outcome ("read"|"write"|"none"), and

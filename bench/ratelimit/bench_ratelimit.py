@@ -14,11 +14,12 @@ burst), the sustained figure leaves the burst out: (successes - R) per minute of
 call to last success), as a share of R, i.e. how much of the refill rate the fleet turned into answers.
 DynamoDB calls of the limiter are taken from the worker's per-run log line (reads, writes, conflicts).
 
-Modes (`VENDOR_RATE_LIMITER`): `shared` (the limiter + waiting out 429s until the deadline), `retry`
+Modes (`VENDOR_RATE_LIMITER`): `shared` (the limiter, paced by the vendor's advertised budget before
+any 429, + waiting out 429s until the deadline), `reactive` (the limiter paced only after 429s), `retry`
 (only the waiting, no coordination), `off` (the SDK's own few retries only, the behaviour before).
 
 Usage: .venv/bin/python bench/ratelimit/bench_ratelimit.py [--runs 30] [--rpm 240] [--latency 1.0]
-       [--modes shared,retry,off]   (BENCH_RATELIMIT_DUMP=<dir> keeps each mode's vendor request log)
+       [--modes shared,reactive,retry,off]   (BENCH_RATELIMIT_DUMP=<dir> keeps each mode's vendor request log)
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ MODEL = "claude-sonnet-4-6"
 API_KEY = "sk-ant-bench-ratelimit-not-a-real-key-0000"
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 MODE_NOTES = {
-    "shared": "fleet-wide limiter on DynamoDB + 429s waited out until the deadline (default)",
+    "shared": "fleet-wide limiter on DynamoDB, paced by the advertised budget before any 429, + 429s waited "
+              "out until the deadline (default)",
+    "reactive": "the same limiter paced only after 429s (before the advertised budget was read)",
     "retry": "429s waited out until the deadline, no coordination between workers",
     "off": "the SDK's own retries only (2-4 per call, honouring retry-after)",
 }
@@ -194,9 +197,9 @@ def report(results: list[ModeResult], *, runs: int, rpm: float, latency: float, 
                "Each mode starts a fresh stack (a full vendor bucket, no learned pace).")
     out.append("")
     out.append("| mode | runs succeeded | questions failed from 429 | other failed / timed out | 429s at the vendor "
-               "| successful calls | busy period | goodput | sustained goodput (beyond the burst) | wall time "
-               "| run p50 / max (dispatch → end) |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+               "| 429s / vendor calls | successful calls | busy period | goodput "
+               "| sustained goodput (beyond the burst) | wall time | run p50 / max (dispatch → end) |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         minutes = r.busy_seconds / 60 if r.busy_seconds else float("nan")
         goodput = r.generate_ok / minutes if r.busy_seconds else 0.0
@@ -208,12 +211,13 @@ def report(results: list[ModeResult], *, runs: int, rpm: float, latency: float, 
         out.append(f"| `{r.mode}`: {MODE_NOTES[r.mode]} | {r.statuses.get('succeeded', 0)}/{r.runs}"
                    + (f" ({r.unfinished} unfinished)" if r.unfinished else "")
                    + f" | {r.failed_429} | {other_txt} / {r.timed_out_questions} | {r.generate_429} "
+                   f"| {_pct(100 * r.generate_429 / max(r.generate_ok + r.generate_429 + r.generate_other, 1))} "
                    f"| {r.generate_ok} | {r.busy_seconds:.0f} s | {goodput:.0f}/min ({_pct(100 * goodput / rpm)} of R) "
                    f"| {sustained:.0f}/min ({_pct(100 * sustained / rpm)} of R) | {r.wall_seconds:.0f} s "
                    f"| {p50:.0f} s / {mx:.0f} s |")
     out.append("")
     for r in results:
-        if r.mode != "shared" or not r.limiter:
+        if r.mode not in ("shared", "reactive") or not r.limiter:
             continue
         n = len(r.limiter)
 
@@ -224,7 +228,8 @@ def report(results: list[ModeResult], *, runs: int, rpm: float, latency: float, 
         reads, writes, conflicts = stat("limiter_reads"), stat("limiter_writes"), stat("limiter_conflicts")
         seen, waited = stat("rate_limited_answers"), stat("rate_wait_seconds")
         total = [float(line.get("limiter_reads", 0)) + float(line.get("limiter_writes", 0)) for line in r.limiter]
-        out.append(f"Extra DynamoDB calls of the limiter (`shared`, from the worker's per-run log line, {n} runs): "
+        updates, released = stat("budget_updates"), stat("released_slots")
+        out.append(f"Extra DynamoDB calls of the limiter (`{r.mode}`, from the worker's per-run log line, {n} runs): "
                    f"{sum(total) / n:.1f} per run on average (max {max(total):.0f}): GetItem {reads[0]:.1f} "
                    f"(max {reads[1]:.0f}), conditional PutItem {writes[0]:.1f} (max {writes[1]:.0f}) of which "
                    f"lost races {conflicts[0]:.1f} (max {conflicts[1]:.0f}); store errors "
@@ -232,7 +237,8 @@ def report(results: list[ModeResult], *, runs: int, rpm: float, latency: float, 
                    f"429 makes at most one GetItem per wave of calls (every 2 s at most) and no write. 429 "
                    f"answers per run {seen[0]:.1f} "
                    f"(max {seen[1]:.0f}); time its calls waited for their slots {waited[0]:.0f} s per run on "
-                   f"average (max {waited[1]:.0f} s; summed over calls).")
+                   f"average (max {waited[1]:.0f} s; summed over calls); advertised budgets written "
+                   f"{updates[0]:.1f} per run (max {updates[1]:.0f}); slots handed back {released[0]:.1f} per run.")
         out.append("")
     return "\n".join(out)
 
@@ -243,7 +249,7 @@ def main() -> int:
     parser.add_argument("--rpm", type=float, default=240.0)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--timeout", type=int, default=300, help="the tenant's run_timeout_seconds")
-    parser.add_argument("--modes", default="shared,retry,off")
+    parser.add_argument("--modes", default="shared,reactive,retry,off")
     parser.add_argument("--limit-seconds", type=float, default=330.0, help="stop polling a mode after this")
     args = parser.parse_args()
     results = []

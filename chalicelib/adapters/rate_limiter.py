@@ -7,12 +7,17 @@ failure, `ReturnValuesOnConditionCheckFailure`, so a retry costs no extra read).
 
 `SharedRateGate` is built per run, inside the run's event loop, and wraps every HTTP attempt of the
 run's judge calls (`VendorCallGate`, installed as the SDK client's httpx event hooks):
-- unpaced (no 429 lately): the state is read once when the run starts (prefetched alongside the
-  context fit) and again at most every `refresh_seconds` while calls go out; no writes;
+- unpaced (no 429 lately, the vendor's advertised budget not short): the state is read once when the
+  run starts (prefetched alongside the context fit) and again at most every `refresh_seconds` while
+  calls go out; no writes;
+- every answer's advertised budget (`anthropic-ratelimit-requests-*`, `x-ratelimit-*-requests`) is
+  compared with the fleet's model of it; an answer showing less credit than modelled (or a budget
+  that is getting short) is written with the next round, so the fleet paces before any 429;
 - paced: the calls waiting at one moment (a fan-out wave) reserve their send slots in one write,
   whose answer is also the fresh state;
 - a 429 is applied to the shared item at once (coalesced with the run's other 429s and its next
-  reservation into one write), so every worker sending after it waits for the pause.
+  reservation into one write), so every worker sending after it waits for the pause;
+- slots a run reserved and did not use (it was cancelled, or ended) are handed back when it closes.
 DynamoDB trouble never fails a judge: the gate logs it and falls back to what it last knew.
 """
 
@@ -34,10 +39,14 @@ from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item
 from chalicelib.domain.judging import parse_retry_after
 from chalicelib.domain.rate_limit import (
     FleetPacing,
+    RateLimitObservation,
     RateLimitPolicy,
     RateLimitSignal,
+    advertised_budget,
     advertised_limit,
+    after_observed,
     after_rate_limited,
+    release,
     reserve,
 )
 from chalicelib.observability import logger
@@ -47,6 +56,9 @@ RATE_LIMIT_PREFIX = "RATELIMIT#"
 # How the current attempt was released: the pace it was sent at (None: unpaced). Set by
 # `before_send` and read by `after_response` of the same attempt, which run in the same task.
 _SENT_INTERVAL: contextvars.ContextVar[float | None] = contextvars.ContextVar("sent_interval", default=None)
+# When the current attempt went out: the vendor counted it on arrival, so its answer's remaining budget
+# is as of then, not of when the (possibly long) answer came back.
+_SENT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("sent_at", default=None)
 
 
 def rate_limit_sk(vendor: str) -> str:
@@ -132,15 +144,19 @@ class DynamoPacingStore:
             "pk": tenant_pk(tenant), "sk": rate_limit_sk(vendor), "entity": "vendor_rate_limit", "tenant": tenant,
             "vendor": vendor, "interval": state.interval, "next_slot": state.next_slot,
             "blocked_until": state.blocked_until, "limited_at": state.limited_at, "version": state.version,
+            "advertised_interval": state.advertised_interval, "advertised_depth": state.advertised_depth,
             "updated_at": now, "expires_at": int(now) + self.policy.ttl_seconds})
 
 
 def _state_of(item: Mapping[str, Any]) -> FleetPacing:
     data = from_item(dict(item))
     interval = data.get("interval")
+    advertised = data.get("advertised_interval")
     return FleetPacing(interval=float(interval) if interval is not None else None,
                        next_slot=float(data.get("next_slot", 0.0)), blocked_until=float(data.get("blocked_until", 0.0)),
-                       limited_at=float(data.get("limited_at", 0.0)), version=int(data.get("version", 0)))
+                       limited_at=float(data.get("limited_at", 0.0)), version=int(data.get("version", 0)),
+                       advertised_interval=float(advertised) if advertised is not None else None,
+                       advertised_depth=float(data.get("advertised_depth", 0.0)))
 
 
 # ------------------------------------------------------------------------------------ the per-run gate
@@ -159,11 +175,14 @@ class GateStats:
     unpaced_sends: int = 0
     waited_seconds: float = 0.0
     max_wait_seconds: float = 0.0
+    budget_updates: int = 0  # answers whose advertised budget was news for the fleet
+    released_slots: int = 0  # reserved slots handed back unused
 
     def as_log(self) -> dict[str, Any]:
         return {"limiter_reads": self.reads, "limiter_writes": self.writes, "limiter_conflicts": self.conflicts,
                 "limiter_store_errors": self.store_errors, "rate_limited_answers": self.rate_limited,
                 "paced_sends": self.paced_sends, "unpaced_sends": self.unpaced_sends,
+                "budget_updates": self.budget_updates, "released_slots": self.released_slots,
                 "rate_wait_seconds": round(self.waited_seconds, 3),
                 "rate_max_wait_seconds": round(self.max_wait_seconds, 3)}
 
@@ -197,6 +216,8 @@ class SharedRateGate:
         self._waiters: list[asyncio.Future[Slot]] = []
         self._serving: list[asyncio.Future[Slot]] = []  # the waiters of the round in progress
         self._signals: list[RateLimitSignal] = []
+        self._observations: list[RateLimitObservation] = []
+        self._unused: list[float] = []  # paced slots handed out but never sent (given back on close)
         self._want_state = False
         self._pump_task: asyncio.Task[None] | None = None
         self.stats = GateStats()
@@ -208,13 +229,18 @@ class SharedRateGate:
         self._kick()
         send_at, interval = await future
         waited = 0.0
-        while True:
-            # A 429 seen meanwhile (by this run, or in the state a later write returned) holds it back.
-            delay = max(send_at, self._blocked_until()) - self._wall()
-            if delay <= 0:
-                break
-            waited += delay
-            await self._sleep(delay)
+        try:
+            while True:
+                # A 429 seen meanwhile (by this run, or in the state a later write returned) holds it back.
+                delay = max(send_at, self._blocked_until()) - self._wall()
+                if delay <= 0:
+                    break
+                waited += delay
+                await self._sleep(delay)
+        except asyncio.CancelledError:
+            if interval is not None:
+                self._unused.append(send_at)  # the run stopped before this call went out
+            raise
         self.stats.waited_seconds += waited
         self.stats.max_wait_seconds = max(self.stats.max_wait_seconds, waited)
         if interval is None:
@@ -222,9 +248,11 @@ class SharedRateGate:
         else:
             self.stats.paced_sends += 1
         _SENT_INTERVAL.set(interval)
+        _SENT_AT.set(self._wall())
 
     async def after_response(self, status: int, headers: Mapping[str, str]) -> None:
         if status != 429:
+            self._observe(headers)
             return
         self.stats.rate_limited += 1
         signal = RateLimitSignal(at=self._wall(), retry_after=parse_retry_after(headers),
@@ -232,6 +260,19 @@ class SharedRateGate:
         pause = signal.retry_after if signal.retry_after is not None else self._policy.default_pause_seconds
         self._local_block = max(self._local_block, signal.at + min(pause, self._policy.max_pause_seconds))
         self._signals.append(signal)
+        self._kick()
+
+    def _observe(self, headers: Mapping[str, str]) -> None:
+        """An answer's advertised budget: queued for the next round only when it is news for the fleet."""
+        budget = advertised_budget(headers)
+        if budget is None or not self._policy.use_advertised:
+            return
+        observation = RateLimitObservation(at=_SENT_AT.get() or self._wall(), per_minute=budget[0],
+                                           remaining=budget[1])
+        known = self._state or FleetPacing()
+        if after_observed(known, [*self._observations, observation], self._policy) is None:
+            return
+        self._observations.append(observation)
         self._kick()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -249,10 +290,18 @@ class SharedRateGate:
             await asyncio.shield(self._pump_task)
 
     async def aclose(self, flush_seconds: float = 2.0) -> None:
-        """Stop the gate; a 429 the run saw last is still stored (briefly waited for), so the fleet learns."""
-        if self._signals or (self._pump_task is not None and not self._pump_task.done()):
+        """Stop the gate; a 429 the run saw last is still stored (briefly waited for), so the fleet learns,
+        and the slots the run reserved but did not use are handed back to the fleet at once."""
+        if self._signals or self._observations or (self._pump_task is not None and not self._pump_task.done()):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.flush(), flush_seconds)
+        for waiter in self._serving:
+            # Waiters served a slot in the instant before the run stopped: theirs are unused too.
+            if waiter.done() and not waiter.cancelled() and waiter.result()[1] is not None:
+                self._unused.append(waiter.result()[0])
+        if self._unused:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(self._release), flush_seconds)
         task, self._pump_task = self._pump_task, None
         if task is not None and not task.done():
             task.cancel()
@@ -272,20 +321,21 @@ class SharedRateGate:
             self._pump_task = asyncio.get_running_loop().create_task(self._pump(), name="rate-limit-gate")
 
     async def _pump(self) -> None:
-        while self._waiters or self._signals or self._want_state:
+        while self._waiters or self._signals or self._observations or self._want_state:
             state = self._state
             if self._gather > 0 and self._waiters and state is not None and state.paced(self._wall(), self._policy):
                 await asyncio.sleep(self._gather)  # let the rest of a fan-out wave join this write
             signals, self._signals = self._signals, []
+            observations, self._observations = self._observations, []
             self._serving, self._waiters = [w for w in self._waiters if not w.done()], []
             self._want_state = False
             try:
-                slots = await asyncio.to_thread(self._exchange, signals, len(self._serving))
+                slots = await asyncio.to_thread(self._exchange, signals, len(self._serving), observations)
             except PacingStoreUnavailable as exc:
                 self.stats.store_errors += 1
                 logger.warning("vendor rate limit state unavailable; pacing on what this run knows",
                                extra={**self._log_fields, "vendor": self._vendor, "reason": str(exc)})
-                slots = self._fallback(signals, len(self._serving))
+                slots = self._fallback(signals, len(self._serving), observations)
             except Exception as exc:  # a bug here must not hold judges back: let them go unpaced
                 self.stats.store_errors += 1
                 logger.error("vendor rate limiter failed; calls go out unpaced",
@@ -294,44 +344,79 @@ class SharedRateGate:
             for waiter, slot in zip(self._serving, slots, strict=True):
                 if not waiter.done():
                     waiter.set_result(slot)
+                elif slot[1] is not None:
+                    self._unused.append(slot[0])  # its call was cancelled while the round ran
             self._serving = []
 
-    def _exchange(self, signals: list[RateLimitSignal], count: int) -> list[Slot]:
+    def _exchange(self, signals: list[RateLimitSignal], count: int,
+                  observations: list[RateLimitObservation] | None = None) -> list[Slot]:
         """One round with the store (in a worker thread): at most one read and one write, plus conflicts."""
+        observations = observations or []
         now = self._wall()
         state = self._state
         stale = state is None or (not state.paced(now, self._policy) and now - self._fetched_at >= self._refresh)
-        if stale and not signals:
+        if stale and not signals and not observations:
             state = self._store.load(self._tenant, self._vendor)
             self.stats.reads += 1
             self._state, self._fetched_at = state, now
         base = state or FleetPacing()
-        if not signals and not base.paced(now, self._policy):
+        if not signals and not observations and not base.paced(now, self._policy):
             _, times = reserve(base, now=now, count=count, policy=self._policy)
             return [(t, None) for t in times]
         policy = self._policy
 
         def change(current: FleetPacing, at: float) -> tuple[FleetPacing | None, list[Slot]]:
-            limited = after_rate_limited(current, signals, policy) if signals else None
-            after = limited or current
-            reserved, times = reserve(after, now=at, count=count, policy=policy)
-            interval = after.interval if after.paced(at, policy) else None
-            return reserved or limited, [(t, interval) for t in times]
+            return _apply(current, at, signals, observations, count, policy)
 
         done = self._store.update(self._tenant, self._vendor, base, change, wall=self._wall)
         self.stats.writes += done.writes
         self.stats.conflicts += done.conflicts
+        self.stats.budget_updates += len(observations)
         self._state, self._fetched_at = done.state, self._wall()
         return done.result
 
-    def _fallback(self, signals: list[RateLimitSignal], count: int) -> list[Slot]:
+    def _fallback(self, signals: list[RateLimitSignal], count: int,
+                  observations: list[RateLimitObservation] | None = None) -> list[Slot]:
         """Without the store: pace locally on the last known state (the next write's version check resyncs)."""
         now = self._wall()
         state = self._state or FleetPacing()
-        limited = after_rate_limited(state, signals, self._policy) if signals else None
-        after = limited or state
-        reserved, times = reserve(after, now=now, count=count, policy=self._policy)
-        self._state = reserved or after
+        stored, slots = _apply(state, now, signals, observations or [], count, self._policy)
+        self._state = stored or state
         self._fetched_at = now
-        interval = after.interval if after.paced(now, self._policy) else None
-        return [(t, interval) for t in times]
+        return slots
+
+    def _release(self) -> None:
+        """Give the run's unused slots back to the fleet (one conditional write; best effort)."""
+        unused, self._unused = self._unused, []
+        policy = self._policy
+
+        def change(current: FleetPacing, at: float) -> tuple[FleetPacing | None, int]:
+            released = release(current, unused, now=at, policy=policy)
+            return released, len([slot for slot in unused if slot > at]) if released is not None else 0
+
+        try:
+            done = self._store.update(self._tenant, self._vendor, self._state or FleetPacing(), change,
+                                      wall=self._wall)
+        except PacingStoreUnavailable as exc:
+            self.stats.store_errors += 1
+            logger.warning("unused rate-limit slots not handed back", extra={
+                **self._log_fields, "vendor": self._vendor, "reason": str(exc)})
+            return
+        self.stats.writes += done.writes
+        self.stats.conflicts += done.conflicts
+        self.stats.released_slots += done.result
+        self._state = done.state
+
+
+def _apply(current: FleetPacing, at: float, signals: list[RateLimitSignal],
+           observations: list[RateLimitObservation], count: int,
+           policy: RateLimitPolicy) -> tuple[FleetPacing | None, list[Slot]]:
+    """One round's change: the 429s, then the advertised budgets, then the waiting calls' reservations.
+    Returns the state to store (None: nothing new) and each call's (send time, pace or None)."""
+    limited = after_rate_limited(current, signals, policy) if signals else None
+    observed = after_observed(limited or current, observations, policy) if observations else None
+    after = observed or limited or current
+    reserved, times = reserve(after, now=at, count=count, policy=policy)
+    pace = after.pace(at, policy)
+    interval = pace[0] if pace is not None else None
+    return reserved or observed or limited, [(t, interval) for t in times]

@@ -4,8 +4,18 @@ Every worker Lambda of a tenant sends with the same vendor key, so the vendor's 
 fleet property; the state below lives in one DynamoDB item (`chalicelib.adapters.rate_limiter`) and
 these functions are the only way it changes (each change is one conditional write).
 
-- **Unpaced until the vendor pushes back.** Until a 429, and again `forget_after_seconds` after the
-  last one, calls go out as they come (a run costs a state read per wave of calls, no writes).
+- **Paced by the vendor's own numbers before any 429.** Every answer carries the key's request limit
+  and what is left of it (`anthropic-ratelimit-requests-limit/-remaining`, `x-ratelimit-limit-requests`
+  / `x-ratelimit-remaining-requests`). The vendors refill that budget continuously (a token bucket of
+  `limit` calls refilled at `limit` a minute), so the fleet keeps a model of it: `next_slot` is the
+  time from which the bucket's credit accrued (credit at `now` = (now - next_slot) / interval calls),
+  an answer that shows less credit than the model moves it (`after_observed`), and once the credit
+  falls under `advertised_pace_below` of the bucket every call reserves its slot, `interval` =
+  60 / (limit x `advertised_pace_share`) apart, spending the credit left at once and then the refill.
+  A fleet whose bucket stays near full never writes.
+- **Unpaced while the vendor says there is room.** With no advertised pressure and no 429 in the
+  last `forget_after_seconds`, calls go out as they come (a run costs a state read per wave of calls,
+  no writes).
 - **One 429 pauses the fleet.** A 429 sets `blocked_until` = now + its retry-after; every worker
   waits for it before sending, instead of each one hammering the vendor on its own schedule.
 - **Paced at a learned rate (AIMD).** The first 429 starts pacing at an estimate: the vendor's
@@ -28,6 +38,9 @@ from typing import Protocol
 
 # Response headers in which the vendors advertise the key's requests-per-minute limit.
 ADVERTISED_LIMIT_HEADERS = ("anthropic-ratelimit-requests-limit", "x-ratelimit-limit-requests")
+# (limit, remaining) header pairs: Anthropic's, OpenAI's.
+_BUDGET_HEADERS = (("anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining"),
+                   ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests"))
 
 
 class VendorCallGate(Protocol):
@@ -55,6 +68,11 @@ class RateLimitPolicy:
     forget_after_seconds: float = 600.0  # no 429 for this long: unpaced again (the limit may have grown)
     advertised_share: float = 0.95  # pace at this share of an advertised requests-per-minute limit
     ttl_seconds: int = 86_400  # the item expires (DynamoDB TTL) a day after its last change
+    # Pacing by the advertised limit and remaining count, before any 429 (False: only 429s pace the fleet).
+    use_advertised: bool = True
+    advertised_pace_share: float = 0.98  # pace at this share of the advertised requests-per-minute
+    advertised_pace_below: float = 0.9  # reserve slots once the modelled credit falls under this share
+    observed_tolerance_calls: float = 4.0  # an answer showing this many calls less credit than modelled is news
 
 
 @dataclass(frozen=True)
@@ -66,9 +84,48 @@ class FleetPacing:
     blocked_until: float = 0.0  # no call before this (the latest 429's retry-after)
     limited_at: float = 0.0  # the latest 429; pacing lapses `forget_after_seconds` after it
     version: int = 0  # optimistic concurrency; 0 → no item stored yet
+    advertised_interval: float | None = None  # 60 / (advertised limit x pace share); None → none seen
+    advertised_depth: float = 0.0  # the advertised bucket, in calls (the per-minute limit)
+
+    def limited(self, now: float, policy: RateLimitPolicy) -> bool:
+        """Paced because of a recent 429 (the learned interval)."""
+        return self.interval is not None and now - self.limited_at < policy.forget_after_seconds
+
+    def credit(self, now: float) -> float | None:
+        """Calls the vendor's budget has left at `now` by the fleet's model of it (None: no model)."""
+        if self.advertised_interval is None:
+            return None
+        return min(self.advertised_depth, max(0.0, (now - self.next_slot) / self.advertised_interval))
+
+    def advertised_paced(self, now: float, policy: RateLimitPolicy) -> bool:
+        credit = self.credit(now)
+        if not policy.use_advertised or credit is None:
+            return False
+        return credit < self.advertised_depth * policy.advertised_pace_below
 
     def paced(self, now: float, policy: RateLimitPolicy) -> bool:
-        return self.interval is not None and now - self.limited_at < policy.forget_after_seconds
+        return self.limited(now, policy) or self.advertised_paced(now, policy)
+
+    def pace(self, now: float, policy: RateLimitPolicy) -> tuple[float, float] | None:
+        """(seconds between calls, burst allowance in seconds) while paced, else None. A recent 429 wins
+        (the vendor's numbers did not describe what it enforces), never faster than it advertises."""
+        if self.limited(now, policy):
+            assert self.interval is not None
+            return max(self.interval, self.advertised_interval or 0.0), policy.burst_seconds
+        if self.advertised_paced(now, policy):
+            assert self.advertised_interval is not None
+            return self.advertised_interval, self.advertised_depth * self.advertised_interval
+        return None
+
+
+@dataclass(frozen=True)
+class RateLimitObservation:
+    """An answer's advertised budget: the key's requests-per-minute limit and the calls left, as of `at`
+    (when the call was sent: the vendor counted it on arrival)."""
+
+    at: float
+    per_minute: float
+    remaining: float
 
 
 @dataclass(frozen=True)
@@ -89,14 +146,52 @@ def reserve(state: FleetPacing, *, now: float, count: int,
     allowance, `interval` apart; each reserved slot speeds the pace up a little (the additive probe)."""
     if count <= 0:
         return None, []
-    if not state.paced(now, policy):
+    pace = state.pace(now, policy)
+    if pace is None:
         return None, [max(now, state.blocked_until)] * count
-    assert state.interval is not None
-    interval = state.interval
-    start = max(state.next_slot, state.blocked_until, now - policy.burst_seconds)
+    interval, burst = pace
+    start = max(state.next_slot, state.blocked_until, now - burst)
     slots = [max(now, start + i * interval) for i in range(count)]
-    faster = max(policy.min_interval_seconds, interval / (1.0 + policy.increase_per_call) ** count)
+    if not state.limited(now, policy):
+        return replace(state, next_slot=start + count * interval), slots  # the advertised pace: no probing
+    assert state.interval is not None
+    faster = max(policy.min_interval_seconds, state.interval / (1.0 + policy.increase_per_call) ** count)
     return replace(state, interval=faster, next_slot=start + count * interval), slots
+
+
+def after_observed(state: FleetPacing, observations: Sequence[RateLimitObservation],
+                   policy: RateLimitPolicy) -> FleetPacing | None:
+    """The state after answers that advertised the budget, or None when they say nothing new: a budget
+    is news once its credit is short (or the fleet is already pacing by it) and the answers show less
+    credit than the model by more than `observed_tolerance_calls`. A fleet whose bucket stays near full,
+    or whose model matches what the vendor counts, never writes."""
+    if not observations or not policy.use_advertised:
+        return None
+    latest = max(observations, key=lambda o: o.at)
+    interval = 60.0 / (latest.per_minute * policy.advertised_pace_share)
+    depth = latest.per_minute
+    # Less credit in any of the answers moves the model; more credit never does (answers lag behind).
+    next_slot = max(o.at - o.remaining * interval for o in observations)
+    short = min(o.remaining for o in observations) < depth * policy.advertised_pace_below
+    if not short and not state.advertised_paced(latest.at, policy):
+        return None  # room enough: nothing to pace
+    same = state.advertised_interval is not None and math.isclose(state.advertised_interval, interval)
+    if same and next_slot <= state.next_slot + policy.observed_tolerance_calls * interval:
+        return None  # the model already counts these calls
+    return replace(state, advertised_interval=interval, advertised_depth=depth,
+                   next_slot=max(state.next_slot, next_slot))
+
+
+def release(state: FleetPacing, slots: Sequence[float], *, now: float,
+            policy: RateLimitPolicy) -> FleetPacing | None:
+    """Hand back send slots a run reserved and will not use (it was cancelled or ended): the fleet's
+    timeline moves back by their count, never before `now`. None when there is nothing to give back."""
+    pace = state.pace(now, policy)
+    unused = [slot for slot in slots if slot > now]
+    if not unused or pace is None or state.next_slot <= now:
+        return None
+    interval, _ = pace
+    return replace(state, next_slot=max(now, state.next_slot - len(unused) * interval))
 
 
 def after_rate_limited(state: FleetPacing, signals: Sequence[RateLimitSignal],
@@ -156,3 +251,22 @@ def advertised_limit(headers: Mapping[str, str]) -> float | None:
         if math.isfinite(value) and value > 0:
             return value
     return None
+
+
+def advertised_budget(headers: Mapping[str, str]) -> tuple[float, float] | None:
+    """(requests-per-minute limit, requests left) when the answer advertises both."""
+    for limit_name, remaining_name in _BUDGET_HEADERS:
+        limit, remaining = _number(headers.get(limit_name)), _number(headers.get(remaining_name))
+        if limit is not None and limit > 0 and remaining is not None and remaining >= 0:
+            return limit, min(remaining, limit)
+    return None
+
+
+def _number(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

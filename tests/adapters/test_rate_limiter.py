@@ -188,6 +188,66 @@ def test_a_dynamodb_outage_never_holds_a_judge_back(table: tuple[Any, str]) -> N
     assert gate.stats.store_errors >= 2
 
 
+def budget(remaining: int, limit: int = 240) -> dict[str, str]:
+    return {"anthropic-ratelimit-requests-limit": str(limit), "anthropic-ratelimit-requests-remaining": str(remaining)}
+
+
+def test_a_short_advertised_budget_paces_the_other_lambda_before_any_429(table: tuple[Any, str]) -> None:
+    clock = FakeTime()
+    interval = 60 / (240 * RateLimitPolicy().advertised_pace_share)
+
+    async def scenario() -> tuple[SharedRateGate, SharedRateGate, list[float]]:
+        a, b = lambda_gate(table, clock), lambda_gate(table, clock)
+        await send(a, clock)
+        await a.after_response(200, budget(230))  # room enough: nothing to tell the fleet
+        await a.flush()
+        assert stored(table) is None
+        await send(a, clock)
+        await a.after_response(200, budget(3))  # three calls left: the fleet paces from here
+        await a.flush()
+        sends = await asyncio.gather(*(send(b, clock) for _ in range(6)))  # another Lambda's wave
+        await a.aclose()
+        await b.aclose()
+        return a, b, sorted(sends)
+
+    a, b, sends = run(scenario())
+    assert a.stats.rate_limited == b.stats.rate_limited == 0
+    assert a.stats.budget_updates == 1 and a.stats.writes == 1
+    assert b.stats.paced_sends == 6
+    # The three calls of credit went at once, the rest one interval apart (the vendor's refill).
+    assert sends[:3] == [T0] * 3
+    assert sends[3:] == pytest.approx([T0 + interval, T0 + 2 * interval, T0 + 3 * interval])
+
+
+def test_a_cancelled_run_hands_its_reserved_slots_back_at_once(table: tuple[Any, str]) -> None:
+    clock = FakeTime()
+
+    async def scenario() -> tuple[SharedRateGate, float, float]:
+        blocked = asyncio.Event()
+
+        async def hold(_seconds: float) -> None:
+            blocked.set()
+            await asyncio.sleep(3600)  # the calls wait for their slots: the run is cancelled meanwhile
+
+        client, name = table
+        gate = SharedRateGate(DynamoPacingStore(client, name), "acme", "anthropic", wall=clock.wall, sleep=hold,
+                              gather_seconds=0)
+        await gate.after_response(429, {"retry-after-ms": "500"})  # paced at 0.5 s a call
+        await gate.flush()
+        waiting = [asyncio.create_task(gate.before_send()) for _ in range(10)]
+        await blocked.wait()
+        reserved = float(stored(table)["next_slot"]["N"])  # type: ignore[index]
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await gate.aclose()
+        return gate, reserved, float(stored(table)["next_slot"]["N"])  # type: ignore[index]
+
+    gate, reserved, after = run(scenario())
+    assert gate.stats.released_slots >= 9  # every slot still in the future went back to the fleet
+    assert after < reserved and after <= T0 + 0.5 + 0.5 * 1.01
+
+
 # ------------------------------------------------------------------------------------ the SDK hooks
 
 

@@ -1,23 +1,28 @@
-"""The fleet's pacing rules (pure): unpaced until a 429, the pause, slot reservation, the learned rate
-(estimate, decrease once per episode, probe upwards), lapsing, advertised limits, a virtual-time
-simulation of a fleet against a vendor token bucket; and the judge runner waiting out 429s until the
-deadline (in-memory judge model)."""
+"""The fleet's pacing rules (pure): unpaced until a 429 or a short advertised budget, the pause, slot
+reservation, the learned rate (estimate, decrease once per episode, probe upwards), lapsing, advertised
+limits and budgets, handing back unused slots, a virtual-time simulation of a fleet against a vendor
+token bucket; and the judge runner waiting out 429s until the deadline (in-memory judge model)."""
 
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from chalicelib.domain.judging import VendorCallError
 from chalicelib.domain.rate_limit import (
     FleetPacing,
+    RateLimitObservation,
     RateLimitPolicy,
     RateLimitSignal,
+    advertised_budget,
     advertised_interval,
     advertised_limit,
+    after_observed,
     after_rate_limited,
+    release,
     reserve,
 )
 from chalicelib.services.judge_runner import RunnerTuning
@@ -160,6 +165,78 @@ def test_advertised_limit_headers() -> None:
     assert advertised_interval(60, POLICY) == pytest.approx(1 / 0.95)
 
 
+# ------------------------------------------------------------------------------------ the advertised budget
+
+REACTIVE = RateLimitPolicy(use_advertised=False)
+
+
+def observed(remaining: float, *, at: float = NOW, per_minute: float = 240) -> RateLimitObservation:
+    return RateLimitObservation(at=at, per_minute=per_minute, remaining=remaining)
+
+
+def test_a_budget_with_room_is_not_written_and_the_fleet_stays_unpaced() -> None:
+    assert after_observed(FleetPacing(), [observed(232)], POLICY) is None
+
+
+def test_a_short_budget_paces_the_fleet_before_any_429() -> None:
+    state = after_observed(FleetPacing(), [observed(30)], POLICY)
+    interval = 60 / (240 * POLICY.advertised_pace_share)
+    assert state is not None and state.advertised_interval == pytest.approx(interval)
+    assert state.credit(NOW) == pytest.approx(30) and state.paced(NOW, POLICY)
+    assert not state.limited(NOW, POLICY) and state.interval is None  # no 429, nothing learned from one
+    # The 30 calls of credit go at once; then one every interval.
+    stored, slots = reserve(state, now=NOW, count=33, policy=POLICY)
+    assert slots[:30] == [NOW] * 30
+    assert slots[30:] == pytest.approx([NOW + interval, NOW + 2 * interval, NOW + 3 * interval])
+    assert stored is not None and stored.credit(NOW) == 0
+    # Without the advertised pacing (the benchmark's reactive baseline) only a 429 paces.
+    assert after_observed(FleetPacing(), [observed(30)], REACTIVE) is None
+
+
+def test_an_answer_that_matches_the_model_is_not_news_and_one_with_less_credit_is() -> None:
+    state = after_observed(FleetPacing(), [observed(30)], POLICY)
+    assert state is not None
+    assert after_observed(state, [observed(28.5)], POLICY) is None  # within the tolerance
+    assert after_observed(state, [observed(40)], POLICY) is None  # more credit: the answers lag, keep ours
+    moved = after_observed(state, [observed(20)], POLICY)
+    assert moved is not None and moved.credit(NOW) == pytest.approx(20)
+
+
+def test_an_idle_fleet_refills_and_stops_pacing() -> None:
+    state = after_observed(FleetPacing(), [observed(0)], POLICY)
+    assert state is not None and state.paced(NOW, POLICY)
+    assert not state.paced(NOW + 60, POLICY)  # a minute later the vendor's bucket is full again
+    assert reserve(state, now=NOW + 60, count=5, policy=POLICY)[0] is None  # and nothing is written
+
+
+def test_a_429_while_paced_by_the_budget_wins_but_is_never_faster_than_advertised() -> None:
+    state = after_observed(FleetPacing(), [observed(10)], POLICY)
+    assert state is not None
+    limited = after_rate_limited(state, [RateLimitSignal(at=NOW, retry_after=0.01, sent_interval=None)], POLICY)
+    assert limited is not None and limited.limited(NOW, POLICY)
+    pace = limited.pace(NOW + 1, POLICY)
+    assert pace is not None and pace[0] >= state.advertised_interval  # type: ignore[operator]
+
+
+def test_unused_slots_are_handed_back_to_the_fleet() -> None:
+    state = paced(0.5, next_slot=NOW + 10)
+    released = release(state, [NOW + 8, NOW + 8.5, NOW + 9, NOW - 1], now=NOW, policy=POLICY)
+    assert released is not None and released.next_slot == pytest.approx(NOW + 8.5)  # 3 future slots
+    assert release(state, [NOW - 2], now=NOW, policy=POLICY) is None  # slots already past are spent
+    assert release(FleetPacing(), [NOW + 1], now=NOW, policy=POLICY) is None  # unpaced: nothing owed
+    assert release(paced(0.5, next_slot=NOW + 1), [NOW + 5] * 10, now=NOW, policy=POLICY).next_slot == NOW  # type: ignore[union-attr]
+
+
+def test_advertised_budget_headers() -> None:
+    assert advertised_budget({"anthropic-ratelimit-requests-limit": "4000",
+                              "anthropic-ratelimit-requests-remaining": "3999"}) == (4000, 3999)
+    assert advertised_budget({"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "12"}) == (500, 12)
+    assert advertised_budget({"x-ratelimit-limit-requests": "500"}) is None
+    assert advertised_budget({"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "nan"}) is None
+    assert advertised_budget({"x-ratelimit-limit-requests": "0", "x-ratelimit-remaining-requests": "0"}) is None
+    assert advertised_budget({"x-ratelimit-limit-requests": "5", "x-ratelimit-remaining-requests": "9"}) == (5, 5)
+
+
 # ------------------------------------------------------------------------------------ a fleet in virtual time
 
 
@@ -182,26 +259,32 @@ class Bucket:
 
 
 def simulate(*, per_minute: float, workers: int, concurrency: int, seconds: float,
-             coordinated: bool = True) -> tuple[int, int]:
+             coordinated: bool = True, policy: RateLimitPolicy = REACTIVE, full: bool = False,
+             warm_up: bool = False) -> tuple[int, int]:
     """A fleet whose every worker always has `concurrency` calls waiting, sharing one pacing state (each
-    worker reserves its waiting calls in one round, as the gate does), against a drained vendor bucket.
-    Uncoordinated, every call just retries after its own retry-after. Returns (successful calls, 429
-    answers) within `seconds` of virtual time."""
+    worker reserves its waiting calls in one round, as the gate does), against a drained vendor bucket
+    (`full`: one that starts full, as a fresh key's). With the advertised budget on (`policy`), every
+    answer carries the calls left as of its arrival at the vendor, and the fleet reads it when the answer
+    comes back, a call's latency later. `warm_up`: each worker starts with one call and fans out the
+    others when it answers, as a run does. Uncoordinated, every call just retries after its own
+    retry-after. Returns (successful calls, 429 answers) within `seconds` of virtual time."""
     start = 1000.0  # virtual seconds (epoch values would leave too few float digits for short waits)
-    bucket = Bucket(capacity=per_minute, rate=per_minute / 60, tokens=0.0, at=start)
+    bucket = Bucket(capacity=per_minute, rate=per_minute / 60, tokens=per_minute if full else 0.0, at=start)
     state = FleetPacing()
     ok = limited = 0
     sequence = 0
-    # (time, seq, kind, worker, sent_interval): "want" = a call ready to reserve, "send" = its slot came.
-    events: list[tuple[float, int, str, int, float | None]] = []
+    warmed: set[int] = set()
+    # (time, seq, kind, worker, payload): "want" = a call ready to reserve, "send" = its slot came (payload:
+    # the pace it was sent at), "answer" = a success came back (payload: the budget it advertised).
+    events: list[tuple[float, int, str, int, Any]] = []
     for worker in range(workers):
-        for _ in range(concurrency):
+        for _ in range(1 if warm_up else concurrency):
             sequence += 1
             events.append((start, sequence, "want", worker, None))
     heapq.heapify(events)
     latency = 1.0
     while events:
-        now, _, kind, worker, sent_interval = heapq.heappop(events)
+        now, _, kind, worker, payload = heapq.heappop(events)
         if now > start + seconds:
             break
         if kind == "want":
@@ -210,23 +293,34 @@ def simulate(*, per_minute: float, workers: int, concurrency: int, seconds: floa
             while events and events[0][0] == now and events[0][2] == "want" and events[0][3] == worker:
                 heapq.heappop(events)
                 batch += 1
-            stored, slots = reserve(state, now=now, count=batch, policy=POLICY)
-            interval = state.interval if state.paced(now, POLICY) else None
+            stored, slots = reserve(state, now=now, count=batch, policy=policy)
+            pace = state.pace(now, policy)
+            interval = pace[0] if pace is not None else None
             state = stored or state
             for slot in slots:
                 sequence += 1
                 heapq.heappush(events, (slot, sequence, "send", worker, interval))
             continue
+        if kind == "answer":
+            if coordinated:
+                state = after_observed(state, [payload], policy) or state
+            more = concurrency if warm_up and worker not in warmed else 1  # the fan-out after the warm-up
+            warmed.add(worker)
+            for _ in range(more):
+                sequence += 1
+                heapq.heappush(events, (now, sequence, "want", worker, None))  # the next questions
+            continue
         wait = bucket.take(now)
         sequence += 1
         if wait is None:
             ok += 1
-            heapq.heappush(events, (now + latency, sequence, "want", worker, None))  # the next question
+            seen = RateLimitObservation(at=now, per_minute=per_minute, remaining=float(int(bucket.tokens)))
+            heapq.heappush(events, (now + latency, sequence, "answer", worker, seen))
         else:
             limited += 1
             if coordinated:
                 state = after_rate_limited(state, [RateLimitSignal(at=now, retry_after=wait,
-                                                                   sent_interval=sent_interval)], POLICY) or state
+                                                                   sent_interval=payload)], policy) or state
             heapq.heappush(events, (now + wait, sequence, "want", worker, None))  # the SDK retries after the wait
     return ok, limited
 
@@ -242,6 +336,21 @@ def test_a_saturated_fleet_settles_at_the_vendor_limit_with_far_fewer_429s(per_m
     # The vendor's answers are the same; the coordinated fleet just stops asking when it would be refused.
     assert limited * 10 <= alone_limited, (limited, alone_limited)
     assert alone_ok <= allowed + 1
+
+
+@pytest.mark.parametrize("per_minute", [60, 240, 3000])
+def test_paced_by_the_advertised_budget_a_fresh_fleet_spends_the_burst_and_then_the_rate_without_429s(
+        per_minute: float) -> None:
+    seconds = 600 * 60 / per_minute
+    shape = {"per_minute": per_minute, "workers": 8, "concurrency": 12, "seconds": seconds, "full": True,
+             "warm_up": True}
+    ok, limited = simulate(**shape, policy=POLICY)
+    _, reactive_limited = simulate(**shape, policy=REACTIVE)
+    # The full bucket and its refill, unless the fleet cannot ask that much (12 calls of 1 s per worker).
+    allowed = min(per_minute + per_minute / 60 * seconds, 8 * 12 * seconds)
+    assert ok >= 0.95 * allowed, (ok, allowed)
+    assert limited <= 0.02 * (ok + limited), (limited, ok)
+    assert limited <= reactive_limited and (limited < reactive_limited or reactive_limited == 0)
 
 
 # ------------------------------------------------------------------------------------ the runner waits out 429s
