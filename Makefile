@@ -12,10 +12,10 @@ USER ?= alice
 ROLE ?= admin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help run test test-fast lint typecheck token package deploy infra deploy-rehearsal bench import-settings clean browsers judge-sandbox
+.PHONY: help run test test-fast lint typecheck token routes package deploy infra deploy-rehearsal bench import-settings clean browsers judge-sandbox
 
 help:
-	@echo "make run | test | token TENANT=.. USER=.. ROLE=admin|member | package STAGE=dev|prod | deploy STAGE=.. ARTIFACT_BUCKET=.. PARAMS=.. | infra STAGE=.. PARAMS=.. | deploy-rehearsal STAGE=.. | bench | import-settings FILE=.. TENANT=.."
+	@echo "make run | test | token TENANT=.. USER=.. ROLE=admin|member | routes | package STAGE=dev|prod | deploy STAGE=.. ARTIFACT_BUCKET=.. PARAMS=.. | infra STAGE=.. PARAMS=.. | deploy-rehearsal STAGE=.. | bench | import-settings FILE=.. TENANT=.."
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ judge-sandbox:
 
 token: $(STAMP)
 	@$(PY) -m devstack.token --tenant "$(TENANT)" --user "$(USER)" --role "$(ROLE)"
+
+# After adding, removing or changing an HTTP route: regenerate chalicelib/api/route_table.py and commit it.
+routes: $(STAMP)
+	@$(PY) -m devstack.routes
 
 import-settings: $(STAMP)
 	@test -n "$(FILE)" || (echo "usage: make import-settings FILE=appsettings.json TENANT=acme" && exit 2)

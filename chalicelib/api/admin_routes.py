@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chalice import Blueprint
-
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
 from chalicelib.domain.settings import (
     MAX_SETTINGS_BODY_BYTES,
@@ -25,7 +23,6 @@ if TYPE_CHECKING:
     from chalicelib.services.admin_settings import AdminSettingsService
     from chalicelib.services.connection_test import ConnectionTestService
 
-admin_bp = Blueprint(__name__)
 
 SETTINGS_PATH = "/admin/settings/eval-runner"
 _TAGS = ("admin",)
@@ -50,14 +47,14 @@ def _with_etag(view: EvalRunnerSettingsView) -> ApiResponse:
     return ApiResponse(view, headers={"ETag": f'"{view.version}"'})
 
 
-@endpoint(admin_bp, SETTINGS_PATH, "GET", auth="admin", response_model=EvalRunnerSettingsView, tags=_TAGS,
+@endpoint(SETTINGS_PATH, "GET", auth="admin", response_model=EvalRunnerSettingsView, tags=_TAGS,
           extra_responses={401: _ERRORS[401], 403: _ERRORS[403]})
 def get_eval_runner_settings(ctx: RequestContext) -> ApiResponse:
     """The masked Eval runner settings (keys appear as last-4 hints only)."""
     return _with_etag(_settings().get_eval_runner_settings(ctx.principal))
 
 
-@endpoint(admin_bp, SETTINGS_PATH, "PUT", auth="admin", request_model=EvalRunnerSettingsUpdate,
+@endpoint(SETTINGS_PATH, "PUT", auth="admin", request_model=EvalRunnerSettingsUpdate,
           response_model=EvalRunnerSettingsView, tags=_TAGS,
           extra_responses={**_ERRORS, 412: "If-Match names an older version", 413: "Body over 64 KB"})
 def put_eval_runner_settings(ctx: RequestContext) -> ApiResponse:
@@ -67,7 +64,7 @@ def put_eval_runner_settings(ctx: RequestContext) -> ApiResponse:
     return _with_etag(_settings().update_eval_runner_settings(ctx.principal, update, if_match))
 
 
-@endpoint(admin_bp, SETTINGS_PATH + "/vendors/{vendor}", "DELETE", path_params=_VENDOR_PARAM, auth="admin",
+@endpoint(SETTINGS_PATH + "/vendors/{vendor}", "DELETE", path_params=_VENDOR_PARAM, auth="admin",
           response_model=EvalRunnerSettingsView, tags=_TAGS,
           extra_responses={**_ERRORS, 404: "Unknown vendor", 412: "If-Match names an older version"})
 def delete_eval_runner_vendor(ctx: RequestContext, vendor: str) -> ApiResponse:
@@ -76,7 +73,7 @@ def delete_eval_runner_vendor(ctx: RequestContext, vendor: str) -> ApiResponse:
     return _with_etag(_settings().remove_vendor(ctx.principal, parse_vendor(vendor), if_match))
 
 
-@endpoint(admin_bp, SETTINGS_PATH + "/vendors/{vendor}/context-limits", "DELETE", path_params=_VENDOR_PARAM,
+@endpoint(SETTINGS_PATH + "/vendors/{vendor}/context-limits", "DELETE", path_params=_VENDOR_PARAM,
           auth="admin", query_model=ContextLimitQuery, response_model=ContextLimitsCleared, tags=_TAGS,
           extra_responses={400: "Invalid model name", 401: _ERRORS[401], 403: _ERRORS[403], 404: "Unknown vendor"})
 def delete_learned_context_limits(ctx: RequestContext, vendor: str) -> ContextLimitsCleared:
@@ -84,7 +81,7 @@ def delete_learned_context_limits(ctx: RequestContext, vendor: str) -> ContextLi
     return _settings().forget_context_limits(ctx.principal, parse_vendor(vendor), ctx.query(ContextLimitQuery).model)
 
 
-@endpoint(admin_bp, SETTINGS_PATH + "/vendors/{vendor}/test", "POST", path_params=_VENDOR_PARAM, auth="admin",
+@endpoint(SETTINGS_PATH + "/vendors/{vendor}/test", "POST", path_params=_VENDOR_PARAM, auth="admin",
           response_model=ConnectionTestResult, tags=_TAGS,
           extra_responses={**_ERRORS, 404: "Unknown vendor", 409: "The vendor has no key or model"})
 def test_eval_runner_vendor(ctx: RequestContext, vendor: str) -> ConnectionTestResult:
@@ -92,7 +89,7 @@ def test_eval_runner_vendor(ctx: RequestContext, vendor: str) -> ConnectionTestR
     return _connection_tests().test_vendor_connection(ctx.principal, parse_vendor(vendor))
 
 
-@endpoint(admin_bp, SETTINGS_PATH + "/audit", "GET", auth="admin", query_model=AuditQuery,
+@endpoint(SETTINGS_PATH + "/audit", "GET", auth="admin", query_model=AuditQuery,
           response_model=SettingsAuditPage, tags=_TAGS, extra_responses={401: _ERRORS[401], 403: _ERRORS[403]})
 def get_eval_runner_settings_audit(ctx: RequestContext) -> SettingsAuditPage:
     """Settings changes, newest first (key changes as hints only)."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chalice import Blueprint
-
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
 from chalicelib.domain.catalog import (
     MAX_CATALOG_BODY_BYTES,
@@ -24,7 +22,6 @@ from chalicelib.services.eval_runs import EvalRunAccepted
 if TYPE_CHECKING:
     from chalicelib.services.catalog import CatalogService
 
-catalog_bp = Blueprint(__name__)
 
 CATALOG_PATH = "/admin/eval-questions"
 _TAGS = ("admin",)
@@ -44,14 +41,14 @@ def _with_etag(view: CatalogView) -> ApiResponse:
     return ApiResponse(view, headers={"ETag": f'"{view.version}"'})
 
 
-@endpoint(catalog_bp, CATALOG_PATH, "GET", auth="admin", response_model=CatalogView, tags=_TAGS,
+@endpoint(CATALOG_PATH, "GET", auth="admin", response_model=CatalogView, tags=_TAGS,
           extra_responses=_AUTH)
 def get_eval_questions_catalog(ctx: RequestContext) -> ApiResponse:
     """The tenant's judge catalog: the 13 built-ins (enabled or not) and its own questions, in order."""
     return _with_etag(_service().get_catalog(ctx.principal))
 
 
-@endpoint(catalog_bp, CATALOG_PATH, "PUT", auth="admin", request_model=CatalogUpdate, response_model=CatalogView,
+@endpoint(CATALOG_PATH, "PUT", auth="admin", request_model=CatalogUpdate, response_model=CatalogView,
           tags=_TAGS, extra_responses={**_AUTH, 400: "Invalid catalog (details.fields names each problem)",
                                        412: "If-Match names an older version", 413: "Body over 6 MB"})
 def put_eval_questions_catalog(ctx: RequestContext) -> ApiResponse:
@@ -61,14 +58,14 @@ def put_eval_questions_catalog(ctx: RequestContext) -> ApiResponse:
     return _with_etag(_service().update_catalog(ctx.principal, update, if_match))
 
 
-@endpoint(catalog_bp, CATALOG_PATH + "/audit", "GET", auth="admin", query_model=CatalogAuditQuery,
+@endpoint(CATALOG_PATH + "/audit", "GET", auth="admin", query_model=CatalogAuditQuery,
           response_model=CatalogAuditPage, tags=_TAGS, extra_responses=_AUTH)
 def get_eval_questions_audit(ctx: RequestContext) -> CatalogAuditPage:
     """Catalog versions newest first: who saved each, when, and what changed."""
     return _service().list_catalog_audit(ctx.principal, ctx.query(CatalogAuditQuery).limit)
 
 
-@endpoint(catalog_bp, CATALOG_PATH + "/versions/{version}", "GET", auth="admin", path_params=_VERSION_PARAM,
+@endpoint(CATALOG_PATH + "/versions/{version}", "GET", auth="admin", path_params=_VERSION_PARAM,
           response_model=CatalogVersionView, tags=_TAGS,
           extra_responses={**_AUTH, 400: "Not a version number", 404: "No such version"})
 def get_eval_questions_version(ctx: RequestContext, version: str) -> CatalogVersionView:
@@ -78,7 +75,7 @@ def get_eval_questions_version(ctx: RequestContext, version: str) -> CatalogVers
     return _service().get_catalog_version(ctx.principal, int(version))
 
 
-@endpoint(catalog_bp, CATALOG_PATH + "/preview", "POST", auth="admin", request_model=PromptPreviewRequest,
+@endpoint(CATALOG_PATH + "/preview", "POST", auth="admin", request_model=PromptPreviewRequest,
           response_model=PromptPreview, tags=_TAGS,
           extra_responses={**_AUTH, 400: "Invalid question", 404: "No such question or session",
                            413: "Body over 256 KB", 422: "The prompt is too large to preview"})
@@ -88,7 +85,7 @@ def preview_eval_question(ctx: RequestContext) -> PromptPreview:
     return _service().preview_question(ctx.principal, request)
 
 
-@endpoint(catalog_bp, CATALOG_PATH + "/try", "POST", auth="admin", request_model=QuestionTrialRequest,
+@endpoint(CATALOG_PATH + "/try", "POST", auth="admin", request_model=QuestionTrialRequest,
           response_model=EvalRunAccepted, status=202, tags=_TAGS,
           extra_responses={**_AUTH, 400: "Invalid question or options", 404: "No such question or session",
                            409: "No runner available", 413: "Body over 256 KB",

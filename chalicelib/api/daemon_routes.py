@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from chalice import Blueprint, Response
+from chalice import Response
 from pydantic import Field
 
 from chalicelib.api.http import ApiResponse, BodySchema, RequestContext, endpoint
@@ -25,7 +25,6 @@ from chalicelib.domain.evaluation import EvalProgressEvent, SessionEvalCompleted
 if TYPE_CHECKING:
     from chalicelib.services.daemons import DaemonService
 
-daemon_bp = Blueprint(__name__)
 
 _TAGS = ("daemons",)
 _SMALL_BODY_BYTES = 4 * 1024
@@ -43,16 +42,7 @@ def _service() -> DaemonService:
     return service
 
 
-def _remaining_millis() -> int | None:
-    try:
-        context = daemon_bp.lambda_context
-    except RuntimeError:  # pragma: no cover - only outside a registered app
-        return None
-    getter = getattr(context, "get_remaining_time_in_millis", None)
-    return int(getter()) if callable(getter) else None
-
-
-@endpoint(daemon_bp, "/daemons", "POST", request_model=DaemonRegistration, response_model=DaemonView, status=201,
+@endpoint("/daemons", "POST", request_model=DaemonRegistration, response_model=DaemonView, status=201,
           tags=_TAGS, summary="Register a daemon for the calling user (it is available while it heartbeats)")
 def register_daemon(ctx: RequestContext) -> ApiResponse:
     registration = ctx.body(DaemonRegistration, _SMALL_BODY_BYTES)
@@ -60,13 +50,13 @@ def register_daemon(ctx: RequestContext) -> ApiResponse:
     return ApiResponse(view, status=201, headers={"Location": f"/daemons/{view.daemon_id}"})
 
 
-@endpoint(daemon_bp, "/daemons", "GET", response_model=DaemonList, tags=_TAGS,
+@endpoint("/daemons", "GET", response_model=DaemonList, tags=_TAGS,
           summary="Your available daemons, most recent heartbeat first")
 def list_daemons(ctx: RequestContext) -> DaemonList:
     return _service().list_daemons(ctx.principal)
 
 
-@endpoint(daemon_bp, "/daemons/{daemon_id}/heartbeat", "POST", response_model=DaemonView, tags=_TAGS,
+@endpoint("/daemons/{daemon_id}/heartbeat", "POST", response_model=DaemonView, tags=_TAGS,
           extra_responses={404: "Not your daemon, or its presence expired (register again)"},
           summary="Refresh the daemon's presence (every 20 s; it expires 90 s after the last one)")
 def daemon_heartbeat(ctx: RequestContext, daemon_id: str) -> DaemonView:
@@ -74,20 +64,20 @@ def daemon_heartbeat(ctx: RequestContext, daemon_id: str) -> DaemonView:
     return _service().heartbeat(ctx.principal, daemon_id)
 
 
-@endpoint(daemon_bp, "/daemons/{daemon_id}/jobs", "GET", query_model=JobPollQuery, response_model=_POLL_BODY,
+@endpoint("/daemons/{daemon_id}/jobs", "GET", query_model=JobPollQuery, response_model=_POLL_BODY,
           tags=_TAGS,
           extra_responses={204: "Nothing within the wait", 404: "Not your daemon, or its presence expired"},
           summary="Long poll (wait ≤ 25 s): 200 with a job claimed by this call or a cancel notice, else 204")
 def poll_daemon_jobs(ctx: RequestContext, daemon_id: str) -> Response | ApiResponse:
     query = ctx.query(JobPollQuery)
     found = _service().poll_jobs(ctx.principal, daemon_id, wait=query.wait, claim=query.claim,
-                                 remaining_millis=_remaining_millis)
+                                 remaining_millis=ctx.remaining_millis)
     if found is None:
         return Response(body="", status_code=204, headers={"Cache-Control": "no-store"})
     return ApiResponse(found)
 
 
-@endpoint(daemon_bp, "/eval-runs/{eval_run_id}/events", "POST", request_model=_EVENT_BODY,
+@endpoint("/eval-runs/{eval_run_id}/events", "POST", request_model=_EVENT_BODY,
           response_model=EventAccepted, tags=_TAGS,
           extra_responses={400: "Not one of the nine events, or it does not match the run", **_OWNER_ERRORS},
           summary="One progress event from the daemon running this eval run")
@@ -96,7 +86,7 @@ def post_eval_run_event(ctx: RequestContext, eval_run_id: str) -> EventAccepted:
     return _service().reporter.post_event(ctx.principal, eval_run_id, data)
 
 
-@endpoint(daemon_bp, "/eval-runs/{eval_run_id}/result", "POST", request_model=SessionEvalCompleted,
+@endpoint("/eval-runs/{eval_run_id}/result", "POST", request_model=SessionEvalCompleted,
           response_model=ResultAccepted, tags=_TAGS,
           extra_responses={400: "Not a valid SessionEvalCompleted for this run", **_OWNER_ERRORS},
           summary="The daemon's SessionEvalCompleted; scores are re-derived and the run succeeds")

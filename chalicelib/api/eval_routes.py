@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from chalice import Blueprint
-
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
 from chalicelib.api.session_routes import SESSION_ID_PARAM
 from chalicelib.domain.catalog import QuestionCatalog
@@ -15,8 +13,6 @@ from chalicelib.services.eval_runs import (
     EvalRunService,
     RunListQuery,
 )
-
-eval_bp = Blueprint(__name__)
 
 _TAGS = ("evaluations",)
 # Dispatch bodies are a handful of fields; anything larger is not an EvalRunRequest.
@@ -30,19 +26,19 @@ def _service() -> EvalRunService:
     return service
 
 
-@endpoint(eval_bp, "/eval/questions", "GET", response_model=QuestionCatalog, tags=_TAGS,
+@endpoint("/eval/questions", "GET", response_model=QuestionCatalog, tags=_TAGS,
           summary="The tenant's enabled judge questions (built-in and its own), in catalog order")
 def list_eval_questions(ctx: RequestContext) -> QuestionCatalog:
     return _service().questions(ctx.principal)
 
 
-@endpoint(eval_bp, "/eval/runners", "GET", response_model=EvalRunnersView, tags=_TAGS,
+@endpoint("/eval/runners", "GET", response_model=EvalRunnersView, tags=_TAGS,
           summary="What the eval dialog offers this user: server vendors, daemons, run button routes")
 def get_eval_runners(ctx: RequestContext) -> EvalRunnersView:
     return _service().runners(ctx.principal)
 
 
-@endpoint(eval_bp, "/sessions/{session_id}/eval-runs", "POST", path_params=SESSION_ID_PARAM,
+@endpoint("/sessions/{session_id}/eval-runs", "POST", path_params=SESSION_ID_PARAM,
           request_model=EvalRunRequest,
           response_model=EvalRunAccepted, status=202, tags=_TAGS,
           extra_responses={404: "No such session in this tenant",
@@ -56,28 +52,28 @@ def dispatch_eval_run(ctx: RequestContext, session_id: str) -> ApiResponse:
     return ApiResponse(accepted, status=202, headers={"Location": f"/eval-runs/{accepted.eval_run_id}"})
 
 
-@endpoint(eval_bp, "/sessions/{session_id}/eval-runs", "GET", path_params=SESSION_ID_PARAM, query_model=RunListQuery,
+@endpoint("/sessions/{session_id}/eval-runs", "GET", path_params=SESSION_ID_PARAM, query_model=RunListQuery,
           response_model=EvalRunList, tags=_TAGS, summary="A session's eval runs, newest first")
 def list_session_eval_runs(ctx: RequestContext, session_id: str) -> EvalRunList:
     query = ctx.query(RunListQuery)
     return _service().list_session_runs(ctx.principal, session_id, limit=query.limit, cursor=query.cursor)
 
 
-@endpoint(eval_bp, "/eval-runs/{eval_run_id}", "GET", response_model=EvalRunView, tags=_TAGS,
+@endpoint("/eval-runs/{eval_run_id}", "GET", response_model=EvalRunView, tags=_TAGS,
           extra_responses={404: "No such eval run in this tenant"},
           summary="An eval run: status, per-question progress, result, usage")
 def get_eval_run(ctx: RequestContext, eval_run_id: str) -> EvalRunView:
     return _service().get_eval_run(ctx.principal, eval_run_id)
 
 
-@endpoint(eval_bp, "/eval-runs/{eval_run_id}/cancel", "POST", response_model=EvalRunView, tags=_TAGS,
+@endpoint("/eval-runs/{eval_run_id}/cancel", "POST", response_model=EvalRunView, tags=_TAGS,
           extra_responses={403: "Only the run's creator or a tenant admin", 409: "The run already ended"},
           summary="Cancel a queued or running eval run")
 def cancel_eval_run(ctx: RequestContext, eval_run_id: str) -> EvalRunView:
     return _service().cancel_eval_run(ctx.principal, eval_run_id)
 
 
-@endpoint(eval_bp, "/eval-runs/{eval_run_id}/rerun", "POST", response_model=EvalRunView, status=202,
+@endpoint("/eval-runs/{eval_run_id}/rerun", "POST", response_model=EvalRunView, status=202,
           tags=_TAGS, extra_responses={403: "Only the run's creator or a tenant admin",
                                        409: "Not failed/timed out/cancelled, or nothing to rerun"},
           summary="Re-judge the failed or missing questions of a finished run, in the same run")

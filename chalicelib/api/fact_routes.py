@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chalice import Blueprint, Response
+from chalice import Response
 
 from chalicelib.api.http import RequestContext, endpoint
 from chalicelib.domain.judge_facts import FACT_ID_PATTERN, JudgeFactList, JudgeFactQuery
@@ -12,7 +12,6 @@ from chalicelib.domain.judge_facts import FACT_ID_PATTERN, JudgeFactList, JudgeF
 if TYPE_CHECKING:
     from chalicelib.services.judge_facts import JudgeFactService
 
-facts_bp = Blueprint(__name__)
 
 _TAGS = ("judge facts",)
 _FACT_ID_PARAM = {"fact_id": {"type": "string", "pattern": FACT_ID_PATTERN.pattern}}
@@ -24,14 +23,14 @@ def _service() -> JudgeFactService:
     return container().judge_facts
 
 
-@endpoint(facts_bp, "/judge-facts", "GET", query_model=JudgeFactQuery, response_model=JudgeFactList, tags=_TAGS,
+@endpoint("/judge-facts", "GET", query_model=JudgeFactQuery, response_model=JudgeFactList, tags=_TAGS,
           extra_responses={400: "No repository, or a bad limit or cursor"})
 def list_judge_facts(ctx: RequestContext) -> JudgeFactList:
     """The facts judges retained about a repository (deduplicated), with the run and question that first did."""
     return _service().list_facts(ctx.principal, ctx.query(JudgeFactQuery))
 
 
-@endpoint(facts_bp, "/judge-facts/{fact_id}", "DELETE", auth="admin", path_params=_FACT_ID_PARAM, status=204,
+@endpoint("/judge-facts/{fact_id}", "DELETE", auth="admin", path_params=_FACT_ID_PARAM, status=204,
           tags=_TAGS, extra_responses={403: "Not an admin of this tenant", 404: "No such fact in this tenant"})
 def delete_judge_fact(ctx: RequestContext, fact_id: str) -> Response:
     """Delete a judge fact (it is no longer listed or given to judges)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chalice import Blueprint, Response
+from chalice import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
@@ -19,7 +19,6 @@ from chalicelib.domain.run_compare import RunComparison
 if TYPE_CHECKING:
     from chalicelib.wiring import Container
 
-history_bp = Blueprint(__name__)
 
 _TAGS = ("history",)
 
@@ -54,13 +53,13 @@ class ExportLink(BaseModel):
     bytes: int
 
 
-@endpoint(history_bp, "/eval-runs", "GET", query_model=RunListQuery, response_model=EvalRunPage, tags=_TAGS,
+@endpoint("/eval-runs", "GET", query_model=RunListQuery, response_model=EvalRunPage, tags=_TAGS,
           summary="The tenant's eval runs, newest first, filtered; follow next_cursor until null")
 def list_eval_runs(ctx: RequestContext) -> EvalRunPage:
     return _container().run_history.list_runs(ctx.principal, ctx.query(RunListQuery))
 
 
-@endpoint(history_bp, "/eval-runs/compare", "GET", query_model=CompareQuery, response_model=RunComparison,
+@endpoint("/eval-runs/compare", "GET", query_model=CompareQuery, response_model=RunComparison,
           tags=_TAGS, extra_responses={404: "Either run is not in this tenant"},
           summary="Per-question and per-category score deltas (b - a) and the verdicts that changed")
 def compare_eval_runs(ctx: RequestContext) -> RunComparison:
@@ -68,7 +67,7 @@ def compare_eval_runs(ctx: RequestContext) -> RunComparison:
     return _container().run_history.compare(ctx.principal, query.a, query.b)
 
 
-@endpoint(history_bp, "/eval-runs/export", "GET", query_model=ExportQuery, response_model=ExportLink, tags=_TAGS,
+@endpoint("/eval-runs/export", "GET", query_model=ExportQuery, response_model=ExportLink, tags=_TAGS,
           response_content_types=("text/csv", "application/jsonl", "application/json"),
           extra_responses={303: "Too large for a response: Location is a presigned S3 link (body: ExportLink)"},
           summary="One row per question verdict (CSV or JSON Lines) of the runs the list filters select")
@@ -87,14 +86,14 @@ def export_eval_runs(ctx: RequestContext) -> Response | ApiResponse:
     return ApiResponse(link, status=303, headers={"Location": link.download_url})
 
 
-@endpoint(history_bp, "/analytics/scores", "GET", query_model=ScoresQuery, response_model=ScoreAnalytics,
+@endpoint("/analytics/scores", "GET", query_model=ScoresQuery, response_model=ScoreAnalytics,
           tags=_TAGS,
           summary="Mean score and pass/warn/fail per category, question, repository or user, by day or week")
 def score_analytics(ctx: RequestContext) -> ScoreAnalytics:
     return _container().score_analytics.scores(ctx.principal, ctx.query(ScoresQuery))
 
 
-@endpoint(history_bp, "/eval-runs/{eval_run_id}", "DELETE", status=204, tags=_TAGS,
+@endpoint("/eval-runs/{eval_run_id}", "DELETE", status=204, tags=_TAGS,
           extra_responses={403: "Only the run's creator or a tenant admin", 409: "The run is still active"},
           summary="Delete a finished eval run, its verdicts and its contribution to the aggregates")
 def delete_eval_run(ctx: RequestContext, eval_run_id: str) -> Response:
@@ -102,7 +101,7 @@ def delete_eval_run(ctx: RequestContext, eval_run_id: str) -> Response:
     return Response(body="", status_code=204, headers={"Cache-Control": "no-store"})
 
 
-@endpoint(history_bp, "/sessions/{session_id}", "DELETE", status=204, path_params=SESSION_ID_PARAM, tags=_TAGS,
+@endpoint("/sessions/{session_id}", "DELETE", status=204, path_params=SESSION_ID_PARAM, tags=_TAGS,
           extra_responses={403: "Only the session's uploader or a tenant admin (not_session_owner)",
                            409: "The session has active runs; cancel them first"},
           summary="Delete a session: its trace, metadata, runs, verdicts and their aggregate contributions")
@@ -111,7 +110,7 @@ def delete_session(ctx: RequestContext, session_id: str) -> Response:
     return Response(body="", status_code=204, headers={"Cache-Control": "no-store"})
 
 
-@endpoint(history_bp, "/admin/audit/deletions", "GET", auth="admin", query_model=DeletionAuditQuery,
+@endpoint("/admin/audit/deletions", "GET", auth="admin", query_model=DeletionAuditQuery,
           response_model=DeletionAuditPage, tags=_TAGS,
           summary="Who deleted which sessions and runs, and when (ids only), newest first")
 def list_deletions(ctx: RequestContext) -> DeletionAuditPage:

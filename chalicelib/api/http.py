@@ -1,31 +1,35 @@
-"""Route plumbing shared by every blueprint: auth, body/query parsing, JSON responses, errors.
+"""Route plumbing shared by every route module: auth, body/query parsing, JSON responses, errors.
 
-`endpoint(...)` registers a Chalice route whose view receives a `RequestContext` and returns a
-pydantic model, a dict or an `ApiResponse`. It also records the route's models in `ROUTES`, which
-`chalicelib.api.openapi` turns into the OpenAPI document, so validation and documentation share
-one source of truth.
+`endpoint(...)` declares a route: its view receives a `RequestContext` and returns a pydantic model, a
+dict or an `ApiResponse`. It records the route in `ROUTES` (which `chalicelib.api.openapi` turns into
+the OpenAPI document, so validation and documentation share one source of truth) and its view in
+`VIEWS`. Chalice never sees the route module: `chalicelib.api.routes` registers every route from the
+generated route table at import, and its view imports the route module on the route's first request
+and calls `serve(...)` (so a cold container loads only the modules, models and services of the routes
+it serves). Nothing here imports pydantic: a route module that declares models has already loaded it.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias, TypeVar
 
-from chalice import Blueprint, Response
+from chalice import Response
 from chalice.app import Request
-from pydantic import BaseModel, ValidationError
 
-from chalicelib.api.errors import response_for_exception
 from chalicelib.domain.errors import InvalidRequest, PayloadTooLarge, Unauthenticated, UnsupportedMediaType
 from chalicelib.domain.json_depth import JsonTooDeep, check_json_depth, json_too_deep_error, loads_bounded
-from chalicelib.domain.principal import Principal
 from chalicelib.observability import bind_log_keys
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from chalicelib.domain.principal import Principal
+
 AuthLevel = Literal["public", "member", "admin"]
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="BaseModel")
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class BodySchema:
 
 
 # What a route declares for a body: a pydantic model class, or a named union of models.
-BodyModel = type[BaseModel] | BodySchema
+BodyModel: TypeAlias = "type[BaseModel] | BodySchema"
 
 # API Gateway caps payloads at 10 MB; JSON control-plane bodies are far smaller than that.
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
@@ -66,6 +70,8 @@ class RouteSpec:
     path: str
     method: str
     name: str
+    # The route module that declares it (imported on the route's first request).
+    module: str
     summary: str
     auth: AuthLevel
     request_model: BodyModel | None
@@ -82,6 +88,21 @@ class RouteSpec:
 
 
 ROUTES: list[RouteSpec] = []
+# (path, METHOD) → the view of that route, for the route table's lazy views.
+VIEWS: dict[tuple[str, str], Callable[..., Any]] = {}
+
+
+class TableRoute(NamedTuple):
+    """One row of the generated route table (`chalicelib/api/route_table.py`): what Chalice registers
+    at import, and where the view is."""
+
+    path: str
+    method: str
+    auth: AuthLevel
+    module: str
+    name: str
+    # The view's docstring: Chalice documents the API Gateway method with it (`chalice package`).
+    doc: str | None
 
 
 @dataclass
@@ -92,6 +113,10 @@ class ApiResponse:
 
 
 def _dump(body: Any) -> Any:
+    if body is None or isinstance(body, dict | list | str | int | float):
+        return body
+    from pydantic import BaseModel  # loaded already: the view that built the model imported it
+
     if isinstance(body, BaseModel):
         return body.model_dump(mode="json")
     return body
@@ -154,7 +179,14 @@ class RequestContext:
             raise InvalidRequest("The request body must be a JSON object.", code="malformed_json")
         return model.model_validate(data)
 
+    def remaining_millis(self) -> int | None:
+        """What is left of the Lambda invocation's time, when the request came through Lambda."""
+        getter = getattr(self.request.lambda_context, "get_remaining_time_in_millis", None)
+        return int(getter()) if callable(getter) else None
+
     def query(self, model: type[M]) -> M:
+        from pydantic import ValidationError
+
         params = dict(self.request.query_params or {})
         try:
             return model.model_validate(params)
@@ -166,7 +198,7 @@ class RequestContext:
                                  details={"fields": fields}) from exc
 
 
-Authenticator = Callable[[Request], Principal]
+Authenticator: TypeAlias = "Callable[[Request], Principal]"
 _authenticator: Authenticator | None = None
 
 
@@ -185,7 +217,6 @@ def bearer_token(request: Request) -> str:
 
 
 def endpoint(
-    bp: Blueprint,
     path: str,
     method: str,
     *,
@@ -200,44 +231,48 @@ def endpoint(
     response_content_types: tuple[str, ...] = ("application/json",),
     path_params: dict[str, dict[str, Any]] | None = None,
     tags: tuple[str, ...] = (),
-    url_prefix: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declares the decorated view as the route `method path`. Add the route to the route table with
+    `make routes` (`python -m devstack.routes`); tests/unit/test_route_table.py fails until then."""
+
     def register(view: Callable[..., Any]) -> Callable[..., Any]:
-        ROUTES.append(RouteSpec(path=url_prefix + path, method=method.upper(), name=view.__name__,
+        key = (path, method.upper())
+        if key in VIEWS:
+            raise ValueError(f"{method.upper()} {path} is declared twice: {VIEWS[key].__module__}."
+                             f"{VIEWS[key].__name__} and {view.__module__}.{view.__name__}")
+        ROUTES.append(RouteSpec(path=path, method=method.upper(), name=view.__name__, module=view.__module__,
                                 summary=summary or (view.__doc__ or "").strip().split("\n")[0],
                                 auth=auth, request_model=request_model, query_model=query_model,
                                 response_model=response_model, status=status,
                                 extra_responses=extra_responses or {},
                                 request_content_types=request_content_types, tags=tags,
                                 response_content_types=response_content_types, path_params=path_params or {}))
-
-        @functools.wraps(view)
-        def handler(**path_params: str) -> Response:
-            request = bp.current_request
-            try:
-                principal = None
-                if auth != "public":
-                    if _authenticator is None:
-                        raise RuntimeError("authenticator not configured")
-                    principal = _authenticator(request)
-                    if principal is not None:
-                        bind_log_keys(tenant=principal.tenant, user=principal.user,
-                                      eval_run_id=path_params.get("eval_run_id"))
-                    if auth == "admin":
-                        principal.require_admin()
-                refuse_deep_json_body(request)
-                result = view(RequestContext(request, principal), **path_params)
-                if isinstance(result, Response):
-                    return result
-                if isinstance(result, ApiResponse):
-                    return json_response(result.body, result.status, result.headers)
-                return json_response(result, status)
-            except Exception as exc:  # every failure becomes the contract's error body
-                return response_for_exception(exc)
-
-        # '*/*' makes Chalice hand every content type to the view, which answers unsupported
-        # ones with the contract's error body instead of Chalice's own 415 shape.
-        bp.route(path, methods=[method.upper()], content_types=["*/*"])(handler)
+        VIEWS[key] = view
         return view
 
     return register
+
+
+def authenticate(request: Request, auth: AuthLevel, eval_run_id: str | None = None) -> Principal | None:
+    """The caller of a route with this auth level (None for public routes); 401/403 as domain errors."""
+    if auth == "public":
+        return None
+    if _authenticator is None:
+        raise RuntimeError("authenticator not configured")
+    principal = _authenticator(request)
+    bind_log_keys(tenant=principal.tenant, user=principal.user, eval_run_id=eval_run_id)
+    if auth == "admin":
+        principal.require_admin()
+    return principal
+
+
+def serve(request: Request, principal: Principal | None, view: Callable[..., Any], status: int,
+          path_params: dict[str, str]) -> Response:
+    """Runs an authenticated request's view and turns what it returns into the response."""
+    result = view(RequestContext(request, principal), **path_params)
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, ApiResponse):
+        return json_response(result.body, result.status, result.headers)
+    return json_response(result, status)
+

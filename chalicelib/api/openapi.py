@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
-from chalicelib.api.http import ROUTES, BodyModel, BodySchema, RouteSpec
+from chalicelib.api.http import ROUTES, BodySchema, RouteSpec
+
+if TYPE_CHECKING:
+    from chalicelib.api.http import BodyModel
 
 ERROR_SCHEMA_NAME = "Error"
 _ERROR_REF = {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}
@@ -162,6 +165,9 @@ def _operation(spec: RouteSpec, components: dict[str, Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def build_openapi() -> dict[str, Any]:
+    from chalicelib.api.routes import load_route_modules
+
+    load_route_modules()  # route modules load on first use; the document describes all of them
     components: dict[str, Any] = {ERROR_SCHEMA_NAME: _ERROR_SCHEMA}
     paths: dict[str, Any] = {}
     for spec in sorted(ROUTES, key=lambda s: (s.path, s.method)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from chalice import Blueprint, Response
+from chalice import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
@@ -34,7 +34,6 @@ from chalicelib.services.sessions import (
 if TYPE_CHECKING:
     from chalicelib.services.sessions import SessionService
 
-sessions_bp = Blueprint(__name__)
 
 # A synchronous Lambda response is capped at 6 MB *after* the runtime JSON-escapes the body into
 # its envelope; this is measured on the escaped body, with headroom for status and headers.
@@ -81,7 +80,7 @@ class EvalContextQuery(BaseModel):
     chain: bool = False
 
 
-@endpoint(sessions_bp, "/sessions/{session_id}", "PUT", path_params=SESSION_ID_PARAM,
+@endpoint("/sessions/{session_id}", "PUT", path_params=SESSION_ID_PARAM,
           auth="member", tags=_TAGS,
           summary="Upload (or replace) a recorded session",
           request_model=SessionUpload, query_model=PutSessionQuery, response_model=SessionStored, status=201,
@@ -116,14 +115,14 @@ def put_session(ctx: RequestContext, session_id: str) -> ApiResponse:
     return ApiResponse(stored, status=201 if stored.created else 200)
 
 
-@endpoint(sessions_bp, "/sessions/{session_id}", "GET", path_params=SESSION_ID_PARAM,
+@endpoint("/sessions/{session_id}", "GET", path_params=SESSION_ID_PARAM,
           auth="member", tags=_TAGS,
           summary="A stored session's metadata", response_model=SessionRecord, extra_responses={404: "not found"})
 def get_session(ctx: RequestContext, session_id: str) -> SessionRecord:
     return _sessions().get_session(ctx.principal.tenant, session_id)
 
 
-@endpoint(sessions_bp, "/sessions", "GET", auth="member", tags=_TAGS,
+@endpoint("/sessions", "GET", auth="member", tags=_TAGS,
           summary="The tenant's sessions, most recently uploaded first",
           query_model=ListSessionsQuery, response_model=SessionPage)
 def list_sessions(ctx: RequestContext) -> SessionPage:
@@ -131,7 +130,7 @@ def list_sessions(ctx: RequestContext) -> SessionPage:
     return _sessions().list_sessions(ctx.principal.tenant, limit=query.limit, cursor=query.cursor)
 
 
-@endpoint(sessions_bp, "/sessions/{session_id}/uploads", "POST", path_params=SESSION_ID_PARAM,
+@endpoint("/sessions/{session_id}/uploads", "POST", path_params=SESSION_ID_PARAM,
           auth="member", tags=_TAGS,
           summary="Start a presigned upload for a session file too large for PUT",
           request_model=UploadRequest, response_model=UploadTicket, status=201,
@@ -142,7 +141,7 @@ def create_session_upload(ctx: RequestContext, session_id: str) -> ApiResponse:
     return ApiResponse(ticket, status=201)
 
 
-@endpoint(sessions_bp, "/sessions/{session_id}/uploads/{upload_id}/complete", "POST", path_params=SESSION_ID_PARAM,
+@endpoint("/sessions/{session_id}/uploads/{upload_id}/complete", "POST", path_params=SESSION_ID_PARAM,
           auth="member", tags=_TAGS,
           summary="Parse and store a file PUT to a presigned upload url",
           response_model=UploadCompletion, status=201,
@@ -157,7 +156,7 @@ def complete_session_upload(ctx: RequestContext, session_id: str, upload_id: str
     return ApiResponse(outcome, status=201 if outcome.created else 200)
 
 
-@endpoint(sessions_bp, "/sessions/{session_id}/uploads/{upload_id}", "GET", path_params=SESSION_ID_PARAM,
+@endpoint("/sessions/{session_id}/uploads/{upload_id}", "GET", path_params=SESSION_ID_PARAM,
           auth="member", tags=_TAGS,
           summary="Where a presigned upload is: pending, processing, succeeded (with the session) or failed",
           response_model=UploadStatus, extra_responses={404: "unknown or expired upload"})
@@ -165,7 +164,7 @@ def get_session_upload(ctx: RequestContext, session_id: str, upload_id: str) -> 
     return _sessions().upload_status(ctx.principal, session_id, upload_id)
 
 
-@endpoint(sessions_bp, "/sessions/{session_id}/eval-context", "GET", path_params=SESSION_ID_PARAM,
+@endpoint("/sessions/{session_id}/eval-context", "GET", path_params=SESSION_ID_PARAM,
           auth="member", tags=_TAGS,
           summary="The redacted, compacted trace judges read", query_model=EvalContextQuery,
           response_model=EvalContext,

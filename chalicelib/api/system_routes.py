@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Blueprint
 from pydantic import BaseModel
 
 from chalicelib.api.http import RequestContext, endpoint
-
-system_bp = Blueprint(__name__)
 
 
 class HealthResponse(BaseModel):
@@ -17,7 +14,7 @@ class HealthResponse(BaseModel):
     stage: str
 
 
-@endpoint(system_bp, "/health", "GET", auth="public", response_model=HealthResponse, tags=("system",),
+@endpoint("/health", "GET", auth="public", response_model=HealthResponse, tags=("system",),
           summary="Liveness check")
 def health(ctx: RequestContext) -> HealthResponse:
     from chalicelib.wiring import container
@@ -25,7 +22,7 @@ def health(ctx: RequestContext) -> HealthResponse:
     return HealthResponse(status="ok", stage=container().config.stage)
 
 
-@endpoint(system_bp, "/openapi.json", "GET", auth="public", tags=("system",),
+@endpoint("/openapi.json", "GET", auth="public", tags=("system",),
           summary="The OpenAPI 3.1 document of every route")
 def openapi_document(ctx: RequestContext) -> dict[str, Any]:
     from chalicelib.api.openapi import build_openapi

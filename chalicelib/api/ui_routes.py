@@ -27,13 +27,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from chalice import Blueprint, Response
+from chalice import Response
 from pydantic import BaseModel
 
 from chalicelib.api.http import RequestContext, endpoint
 from chalicelib.domain.errors import NotFound
-
-ui_bp = Blueprint(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "ui_static"
 _TAGS = ("console",)
@@ -183,7 +181,7 @@ def _serve(ctx: RequestContext, folder: str, name: str) -> Response:
     return Response(body=asset.body, status_code=200, headers=headers)
 
 
-@endpoint(ui_bp, "/ui", "GET", auth="public", tags=_TAGS, summary="The web console (single-page app)",
+@endpoint("/ui", "GET", auth="public", tags=_TAGS, summary="The web console (single-page app)",
           response_content_types=("text/html",),
           extra_responses={301: "Redirect from /ui to /ui/"})
 def console_index(ctx: RequestContext) -> Response:
@@ -195,7 +193,7 @@ def console_index(ctx: RequestContext) -> Response:
     return _serve(ctx, "", "index.html")
 
 
-@endpoint(ui_bp, "/ui/{asset}", "GET", auth="public", tags=_TAGS, response_model=ConsoleConfig,
+@endpoint("/ui/{asset}", "GET", auth="public", tags=_TAGS, response_model=ConsoleConfig,
           response_content_types=("application/json", *_ASSET_MEDIA_TYPES),
           summary="A console asset, or config.json: the stage's sign-in mode, OIDC issuer and client id",
           extra_responses={304: "Not modified (If-None-Match)", 404: "No such console file"})
@@ -203,7 +201,7 @@ def console_asset(ctx: RequestContext, asset: str) -> Response:
     return _serve(ctx, "", asset)
 
 
-@endpoint(ui_bp, "/ui/vendor/{asset}", "GET", auth="public", tags=_TAGS, response_content_types=_ASSET_MEDIA_TYPES,
+@endpoint("/ui/vendor/{asset}", "GET", auth="public", tags=_TAGS, response_content_types=_ASSET_MEDIA_TYPES,
           summary="A vendored third-party console library",
           extra_responses={304: "Not modified (If-None-Match)", 404: "No such console file"})
 def console_vendor_asset(ctx: RequestContext, asset: str) -> Response:

@@ -20,6 +20,10 @@ import chalicelib.api
 from chalicelib.api.errors import error_body
 from chalicelib.api.http import ROUTES, BodySchema, RouteSpec
 from chalicelib.api.openapi import build_openapi
+from chalicelib.api.routes import load_route_modules
+
+# Route modules load on a route's first request; these tests (and their parameters) need all of them.
+load_route_modules()
 
 PUBLIC = re.compile(r"^/(health|openapi\.json|ui(/.*)?)$")
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
