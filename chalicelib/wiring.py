@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from chalice.app import Request
 
     from chalicelib.adapters.aggregate_store import DynamoAggregateStore
+    from chalicelib.adapters.automation_store import DynamoAutomationStore
     from chalicelib.adapters.budget_ledger import DynamoBudgetLedger
     from chalicelib.adapters.catalog_store import DynamoCatalogStore
     from chalicelib.adapters.context_limit_store import DynamoContextLimitStore
@@ -41,11 +42,14 @@ if TYPE_CHECKING:
     from chalicelib.domain.rate_limit import VendorCallGate
     from chalicelib.services.admin_settings import AdminSettingsService
     from chalicelib.services.analytics import ScoreAnalyticsService
+    from chalicelib.services.automation_dispatch import AutomatedDispatch
     from chalicelib.services.catalog import CatalogService
     from chalicelib.services.connection_test import ConnectionTestService
     from chalicelib.services.daemons import DaemonService
     from chalicelib.services.deletion import DeletionService, DerivedDataCleaner
+    from chalicelib.services.eval_batches import EvalBatchService
     from chalicelib.services.eval_jobs import EvalJobService
+    from chalicelib.services.eval_rules import EvalRuleService, RulePresence
     from chalicelib.services.eval_runs import DaemonDirectory, EvalRunService
     from chalicelib.services.export import RunExportService
     from chalicelib.services.history import RunHistoryService
@@ -206,7 +210,18 @@ class Container:
                                limit=cfg.upload_rate_limit, window_seconds=cfg.upload_rate_window_seconds)
         return SessionService(objects=S3SessionObjects(self.s3, bucket=cfg.bucket_name, kms_key_id=cfg.kms_key_id),
                               index=DynamoSessionIndex(self.dynamodb, table_name=cfg.table_name), clock=self.clock,
-                              upload_rate=rate.check, enqueue_upload=self.job_queue.send_session_upload)
+                              upload_rate=rate.check, enqueue_upload=self.job_queue.send_session_upload,
+                              on_stored=self._announce_stored_session)
+
+    def _announce_stored_session(self, tenant: str, record: Any) -> None:
+        """One job message per stored revision of a tenant with enabled rules: the online evaluation rules
+        match it in the worker, never in the upload."""
+        from chalicelib.domain.automation import SessionStoredNotice
+
+        if not self.rule_presence.has_enabled_rules(tenant):
+            return
+        self.job_queue.send_session_stored(SessionStoredNotice(
+            tenant=tenant, session_id=record.session_id, revision=record.revision, sha256=record.sha256))
 
     # -- judge catalog -----------------------------------------------------------------------
     @cached_property
@@ -266,17 +281,65 @@ class Container:
     @cached_property
     def run_lifecycle(self) -> RunLifecycle:
         """The one finalizer of eval runs. Participants: spend's settlement, history's score aggregates,
-        judge facts (others add theirs here)."""
+        judge facts, automation's batch entries and delayed-run promotion (others add theirs here)."""
         from chalicelib.services.analytics import ScoreAggregation
+        from chalicelib.services.automation_dispatch import AutomationParticipant
         from chalicelib.services.run_lifecycle import RunLifecycle
         from chalicelib.services.spend import SpendSettlement
 
         return RunLifecycle(runs=self.run_store, clock=self.clock,
                             worker_grace_seconds=self.config.worker_grace_seconds,
                             participants=[SpendSettlement(self.budget_ledger), ScoreAggregation(self.score_analytics),
-                                          self.judge_fact_retention],
-                            registry=self.budget_ledger,
-                            daemon_deadlines=self._daemon_directory)
+                                          self.judge_fact_retention,
+                                          AutomationParticipant(lambda: self.automated_dispatch,
+                                                                self._record_batch_entries)],
+                            registry=self.budget_ledger, daemon_deadlines=self._daemon_directory)
+
+    # -- online and bulk evaluation (rules, eval batches, delayed runs) ------------------------
+    @cached_property
+    def automation_store(self) -> DynamoAutomationStore:
+        from chalicelib.adapters.automation_store import DynamoAutomationStore
+
+        return DynamoAutomationStore(self.dynamodb, self.config.table_name)
+
+    def _record_batch_entries(self, tenant: str, batch_id: str, entries: Mapping[str, Any]) -> None:
+        self.automation_store.set_batch_entries(tenant, batch_id, entries)
+
+    @cached_property
+    def automated_dispatch(self) -> AutomatedDispatch:
+        from chalicelib.services.automation_dispatch import AutomatedDispatch
+
+        return AutomatedDispatch(runs=self.run_store, store=self.automation_store, queue=self.job_queue,
+                                 settings=self.admin_settings, catalog=self.catalog, spend=self.spend,
+                                 lifecycle=self.run_lifecycle, clock=self.clock,
+                                 max_run_timeout_seconds=self.config.max_run_timeout_seconds,
+                                 on_batch_entries=self._record_batch_entries,
+                                 on_refused=lambda run, code: self.eval_rules.run_refused(run, code))
+
+    @cached_property
+    def rule_presence(self) -> RulePresence:
+        from chalicelib.services.eval_rules import RulePresence
+
+        return RulePresence(self.automation_store, ttl_seconds=self.config.settings_cache_seconds,
+                            monotonic=self.clock.monotonic)
+
+    @cached_property
+    def eval_rules(self) -> EvalRuleService:
+        from chalicelib.adapters.session_store import DynamoSessionIndex
+        from chalicelib.services.eval_rules import EvalRuleService
+
+        return EvalRuleService(store=self.automation_store, settings=self.admin_settings, catalog=self.catalog,
+                               dispatch=self.automated_dispatch, clock=self.clock, presence=self.rule_presence,
+                               sessions=DynamoSessionIndex(self.dynamodb, table_name=self.config.table_name))
+
+    @cached_property
+    def eval_batches(self) -> EvalBatchService:
+        from chalicelib.adapters.session_store import DynamoSessionIndex
+        from chalicelib.services.eval_batches import EvalBatchService
+
+        return EvalBatchService(store=self.automation_store, runs=self.run_store, dispatch=self.automated_dispatch,
+                                sessions=DynamoSessionIndex(self.dynamodb, table_name=self.config.table_name),
+                                cancel=self.eval_runs, clock=self.clock)
 
     # -- judge facts -------------------------------------------------------------------------
     @cached_property

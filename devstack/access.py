@@ -38,15 +38,19 @@ FUNCTION_ACCESS: dict[str, frozenset[str]] = {
                              JOBS_SEND, EVENTS, PUSH}),
     # One run: reads the session trace and the tenant's key, judges, stores results, publishes.
     # SESSIONS_WRITE: the worker stores large presigned uploads (completed in the background) and deletes the upload.
-    "EvalWorker": frozenset({TABLE, SESSIONS_READ, SESSIONS_WRITE, VENDOR_KEYS_READ, JOBS_CONSUME, EVENTS}),
+    # JOBS_SEND: a stored session's rule notice creates rule runs, and a finished run's freed slot starts
+    # a run that waited for it: both hand runs to the queue.
+    "EvalWorker": frozenset({TABLE, SESSIONS_READ, SESSIONS_WRITE, VENDOR_KEYS_READ, JOBS_CONSUME, JOBS_SEND,
+                             EVENTS}),
     # Daemon connections: the connection item; connect and messages answer on the socket; a result
     # sent over the socket ends a run like the HTTPS one. Never vendor keys, sessions or the queue.
     "WebsocketConnect": frozenset({TABLE, PUSH}),
     "WebsocketMessage": frozenset({TABLE, EVENTS, PUSH}),
     "WebsocketDisconnect": frozenset({TABLE}),
     # The run lifecycle's scheduled sweep (chalicelib/worker/maintenance.py): ends overdue runs and
-    # finalizes them (run items, the spend ledger), and publishes budget threshold events.
-    "RunMaintenance": frozenset({TABLE, EVENTS}),
+    # finalizes them (run items, the spend ledger), and publishes budget threshold events; a freed slot
+    # starts a waiting rule/batch run (the queue).
+    "RunMaintenance": frozenset({TABLE, EVENTS, JOBS_SEND}),
 }
 
 API_HANDLER = "APIHandler"

@@ -1,4 +1,5 @@
-"""SqsJobQueue: hands an eval run, or a large uploaded session file, to the worker as one small SQS message."""
+"""SqsJobQueue: hands an eval run, a large uploaded session file, or a stored session revision (for the
+online evaluation rules) to the worker as one small SQS message."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.domain.automation import SessionStoredNotice
 from chalicelib.domain.errors import DependencyUnavailable
 from chalicelib.domain.runs import EvalJobMessage
 from chalicelib.domain.session_uploads import SessionUploadJob
@@ -47,5 +49,18 @@ class SqsJobQueue:
         except (ClientError, BotoCoreError) as exc:
             code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
             logger.warning("job queue send failed", extra={"aws_error": code, "upload_id": message.upload_id})
+            raise DependencyUnavailable("The job queue is unavailable; retry shortly.",
+                                        code="job_queue_unavailable") from None
+
+    def send_session_stored(self, notice: SessionStoredNotice) -> None:
+        """Tell the worker a session revision was stored (the rules are matched there, not in the upload)."""
+        try:
+            self._sqs.send_message(
+                QueueUrl=self._queue_url, MessageBody=notice.model_dump_json(),
+                MessageAttributes={"tenant": {"DataType": "String", "StringValue": notice.tenant},
+                                   "kind": {"DataType": "String", "StringValue": notice.job}})
+        except (ClientError, BotoCoreError) as exc:
+            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
+            logger.warning("job queue send failed", extra={"aws_error": code, "session_id": notice.session_id})
             raise DependencyUnavailable("The job queue is unavailable; retry shortly.",
                                         code="job_queue_unavailable") from None

@@ -183,6 +183,29 @@ class DynamoRunStore:
         item = resp.get("Item")
         return str(item["status"]["S"]) if item else None
 
+    def snapshots(self, tenant: str, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Status, delay, end time and cost of many runs (BatchGetItem, 100 at a time): what an eval
+        batch's progress needs, without reading the runs' outcomes and results."""
+        found: dict[str, dict[str, Any]] = {}
+        names = {"#id": "eval_run_id", "#s": "status", "#d": "delayed", "#f": "finished_at", "#c": "cost"}
+        for start in range(0, len(run_ids), 100):
+            keys = [{"pk": {"S": tenant_pk(tenant)}, "sk": {"S": run_sk(r)}} for r in run_ids[start:start + 100]]
+            request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True,
+                                                     "ProjectionExpression": "#id, #s, #d, #f, #c",
+                                                     "ExpressionAttributeNames": names}}
+            for _ in range(5):
+                try:
+                    resp = self._ddb.batch_get_item(RequestItems=request)
+                except ClientError as exc:
+                    raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
+                for raw in resp.get("Responses", {}).get(self._table, []):
+                    item = from_item(raw)
+                    found[str(item["eval_run_id"])] = item
+                request = resp.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+        return found
+
     def list_for_session(self, tenant: str, session_id: str, *, limit: int = 50,
                          cursor: str | None = None) -> tuple[list[EvalRun], str | None]:
         kwargs: dict[str, Any] = {
@@ -203,15 +226,20 @@ class DynamoRunStore:
         return runs, next_cursor
 
     # -- dispatch ----------------------------------------------------------------------------
-    def create(self, run: EvalRun, *, session_key: dict[str, str] | None = None,
-               extra_writes: Sequence[TransactItem] = ()) -> None:
-        """Store a new run in one transaction with its idempotency record and, when given, a
-        check that the session exists, so dispatch costs a single DynamoDB round trip."""
+    @staticmethod
+    def _run_item(run: EvalRun) -> dict[str, Any]:
         item = run.model_dump(mode="json")
         item.update({"pk": tenant_pk(run.tenant), "sk": run_sk(run.eval_run_id),
                      "gsi1pk": f"SESSIONRUNS#{run.tenant}#{run.session_id}",
                      "gsi1sk": f"{run.created_at}#{run.eval_run_id}", "entity": "eval_run"})
         item.update(index_attributes(item))
+        return item
+
+    def create(self, run: EvalRun, *, session_key: dict[str, str] | None = None,
+               extra_writes: Sequence[TransactItem] = ()) -> None:
+        """Store a new run in one transaction with its idempotency record and, when given, a
+        check that the session exists, so dispatch costs a single DynamoDB round trip."""
+        item = self._run_item(run)
         items: list[dict[str, Any]] = []
         if session_key is not None:
             items.append({"ConditionCheck": {
@@ -249,6 +277,48 @@ class DynamoRunStore:
             _raise_extra_refusal(exc, own)
             raise Conflict("The run could not be created; retry with a new request.",
                            code="dispatch_conflict") from exc
+
+    def create_many(self, runs: Sequence[EvalRun], *,
+                    companions: Mapping[str, Sequence[TransactItem]] | None = None) -> list[str]:
+        """Store runs (an eval batch's chunk) in one transaction, each only if it does not exist yet,
+        each with its `companions` (items that belong to it, e.g. its place in the waiting line).
+
+        Idempotent for a retried chunk: runs that exist already are left alone (with their companions),
+        the others are stored. Returns the ids stored by this call."""
+        companions = companions or {}
+        items: list[TransactItem] = []
+        owner: list[int] = []
+        for index, run in enumerate(runs):
+            items.append({"Put": {"TableName": self._table, "Item": to_item(self._run_item(run)),
+                                  "ConditionExpression": "attribute_not_exists(pk)"}})
+            items.extend(companions.get(run.eval_run_id, ()))
+            owner.extend([index] * (1 + len(companions.get(run.eval_run_id, ()))))
+        if not items:
+            return []
+        try:
+            self._transact(items)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
+            reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+            existing = {owner[i] for i, code in enumerate(reasons) if code == "ConditionalCheckFailed"}
+            if not existing:
+                raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
+            rest = [run for i, run in enumerate(runs) if i not in existing]
+            return self.create_many(rest, companions=companions) if rest else []
+        return [run.eval_run_id for run in runs]
+
+    def promote_delayed(self, tenant: str, run_id: str, *, deadline_at: str, fields: Mapping[str, Any],
+                        extra_writes: Sequence[TransactItem] = ()) -> EvalRun:
+        """A delayed (queued, waiting for a slot) run takes its slot: no longer delayed, its deadline
+        counted from now, with `extra_writes` (the spend ledger's admission) in the same transaction."""
+        sets: dict[str, Any] = {"delayed": False, "deadline_at": deadline_at, **fields}
+        condition = "#status = :q AND delayed = :yes"
+        values = {":q": "queued", ":yes": True}
+        if not extra_writes:
+            return self._update(tenant, run_id, sets=sets, condition=condition, cond_values=values)
+        return self._update_in_transaction(tenant, run_id, sets=sets, condition=condition, cond_values=values,
+                                           extra_writes=extra_writes)
 
     def _transact(self, items: list[TransactItem]) -> None:
         """TransactWriteItems, retrying cancellations caused only by concurrent transactions."""

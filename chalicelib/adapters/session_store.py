@@ -201,6 +201,28 @@ class DynamoSessionIndex:
     def get_session(self, tenant: str, session_id: str) -> dict[str, Any] | None:
         return self._get(tenant, _session_sk(session_id))
 
+    def get_sessions(self, tenant: str, session_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Many session records at once (BatchGetItem, 100 per call): id → record, missing ids absent."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(session_ids), 100):
+            chunk = list(dict.fromkeys(session_ids[start:start + 100]))
+            request: dict[str, Any] = {self._table: {"ConsistentRead": True, "Keys": [
+                {"pk": {"S": tenant_pk(tenant)}, "sk": {"S": _session_sk(s)}} for s in chunk]}}
+            for _ in range(5):  # unprocessed keys (throttling) are asked again a few times
+                try:
+                    resp = self._ddb.batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as exc:
+                    raise _unavailable("get_sessions", exc) from None
+                for raw in resp.get("Responses", {}).get(self._table, []):
+                    record = _strip_keys(from_item(raw))
+                    found[str(record["session_id"])] = record
+                request = resp.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            if request:
+                raise _unavailable("get_sessions", RuntimeError("unprocessed keys"))
+        return found
+
     def put_session(self, tenant: str, session_id: str, record: dict[str, Any]) -> dict[str, Any] | None:
         """Write (create or replace) the record; returns the replaced record, if any."""
         item = {**record, "pk": tenant_pk(tenant), "sk": _session_sk(session_id),

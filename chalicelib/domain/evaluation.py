@@ -42,6 +42,10 @@ FailureKind = Literal[
     "timed_out",
     "cancelled",
     "internal",
+    # A batch-mode run's request the vendor did not process within its 24 h window, or answered with
+    # an error (chalicelib/domain/vendor_batches.py).
+    "batch_expired",
+    "batch_errored",
 ]
 
 MIN_SCORE = 1

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chalicelib.domain.automation import ManualTrigger, RunMode, RunTrigger
 from chalicelib.domain.evaluation import (
     TERMINAL_RUN_STATUSES,
     EvalRunStatus,
@@ -92,6 +93,14 @@ class EvalRun(BaseModel):
     # What the spend ledger admitted this attempt with (quota slot, budget reservation); None for
     # runs stored before spend governance, which the finalizer then leaves out of the ledger.
     admission: RunAdmission | None = None
+    # Online and bulk evaluation (services/eval_rules.py, services/eval_batches.py): what started the run,
+    # the batch it belongs to, whether its judges go through the vendor's batch API, and `delayed` while
+    # it waits for an active-run slot (queued, not handed to a runner yet).
+    trigger: RunTrigger = Field(default_factory=ManualTrigger)
+    batch_id: str | None = None
+    mode: RunMode = "now"
+    delayed: bool = False
+    vendor_batch_id: str | None = None
     version: int = 0
     # Denormalised from the session at dispatch, so the tenant-wide list can filter on it (history).
     repository: str | None = None
@@ -159,6 +168,13 @@ class EvalRunView(BaseModel):
     catalog_version: int = Field(default=0, description="The judge catalog version the run's questions come from.")
     trial: bool = Field(default=False, description="An admin's try-it run of one (possibly unsaved) question.")
     repository: str | None = None
+    trigger: RunTrigger = Field(default_factory=ManualTrigger,
+                                description="What started the run: {'kind': 'manual'} or {'kind': 'rule', 'rule_id'}.")
+    batch_id: str | None = Field(default=None, description="The eval batch the run belongs to (POST /eval-batches).")
+    mode: RunMode = Field(default="now", description="'batch': judged through the vendor's batch API (discounted, "
+                                                     "within 24 h).")
+    delayed: bool = Field(default=False, description="Queued and waiting for an active-run slot; it starts when "
+                                                     "one frees.")
 
 
 class EvalRunList(BaseModel):
@@ -193,7 +209,7 @@ def run_view(run: EvalRun) -> EvalRunView:
         run_timeout_seconds=run.run_timeout_seconds, created_by=run.created_by, daemon_id=run.daemon_id,
         context=run.context, retrospective_status=run.retrospective_status, duration_ms=duration,
         catalog_version=run.catalog_version, trial=bool(run.trial_questions),
-        repository=run.repository)
+        repository=run.repository, trigger=run.trigger, batch_id=run.batch_id, mode=run.mode, delayed=run.delayed)
 
 
 class EvalJobMessage(BaseModel):
@@ -205,3 +221,5 @@ class EvalJobMessage(BaseModel):
     eval_run_id: str
     kind: str = Field(default="run", pattern="^(run|rerun)$")
     dispatched_at: str
+    # "batch": the worker submits the run's judge calls as one vendor batch instead of calling them.
+    mode: RunMode = "now"

@@ -496,7 +496,7 @@ class EvalRunService:
         try:
             if run.runner == "server":
                 self._queue.send(EvalJobMessage(tenant=run.tenant, eval_run_id=run.eval_run_id, kind=kind,
-                                                dispatched_at=iso(now)))
+                                                dispatched_at=iso(now), mode=run.mode))
             else:
                 if run.daemon_id is None:  # pragma: no cover - the daemon route always picks one
                     raise RuntimeError("daemon run without a daemon")

@@ -309,8 +309,12 @@ class SessionService:
                  spool_memory_bytes: int = SPOOL_MEMORY_BYTES, max_session_bytes: int = MAX_SESSION_BYTES,
                  upload_rate: Callable[[Principal], None] | None = None,
                  enqueue_upload: Callable[[SessionUploadJob], None] | None = None,
-                 sync_complete_max_bytes: int = SYNC_COMPLETE_MAX_BYTES) -> None:
+                 sync_complete_max_bytes: int = SYNC_COMPLETE_MAX_BYTES,
+                 on_stored: Callable[[str, SessionRecord], None] | None = None) -> None:
         self._objects = objects
+        # Told about every stored revision (one job message: online evaluation rules match it in the
+        # worker, never inside the upload request); best effort, the upload has succeeded by then.
+        self._on_stored = on_stored
         # Hands a large uploaded file to the worker; without it every completion is synchronous.
         self._enqueue_upload = enqueue_upload
         self._sync_complete_max = sync_complete_max_bytes
@@ -766,6 +770,9 @@ class SessionService:
         if meta and meta.last_uuid:
             last_uuid = meta.last_uuid
             self._best_effort(lambda: self._index.put_leaf(tenant, last_uuid, session_id), "record continuation leaf")
+        if self._on_stored is not None:
+            on_stored = self._on_stored
+            self._best_effort(lambda: on_stored(tenant, record), "announce stored session")
         logger.info("session stored", extra={"session_id": session_id, "format": fmt, "entries": record.entries,
                                              "bytes": record.bytes, "replaced": not record.created})
         return record

@@ -1,4 +1,5 @@
-"""One SQS record → one eval run judged (or one large uploaded session stored): parsing, budget, retries.
+"""One SQS record → one eval run judged (or one large uploaded session stored, or one stored session
+matched against the online evaluation rules): parsing, budget, retries.
 
 Raising makes Powertools' BatchProcessor report the record as failed, so SQS redelivers it (and
 after maxReceiveCount moves it to the DLQ). Only retryable infrastructure failures raise; a bad
@@ -14,6 +15,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from chalicelib.domain.automation import SessionStoredNotice
 from chalicelib.domain.errors import DependencyUnavailable, DomainError
 from chalicelib.domain.runs import EvalJobMessage, RunError
 from chalicelib.domain.session_uploads import SessionUploadJob
@@ -35,6 +37,9 @@ def process_job_record(record: Any, context: Any) -> None:
     message_id = getattr(record, "message_id", None)
     if '"job":"session_upload"' in record.body:
         _process_upload(record.body, message_id)
+        return
+    if '"job":"session_stored"' in record.body:
+        _process_stored_session(record.body, message_id)
         return
     try:
         message = EvalJobMessage.model_validate_json(record.body)
@@ -90,6 +95,27 @@ def _process_upload(body: str, message_id: str | None) -> None:
         raise
     logger.info("session upload job processed", extra={
         "tenant": job.tenant, "session_id": job.session_id, "upload_id": job.upload_id, "status": state})
+
+
+def _process_stored_session(body: str, message_id: str | None) -> None:
+    """A session revision was stored: the tenant's enabled rules decide whether it gets runs."""
+    from chalicelib.wiring import container
+
+    try:
+        notice = SessionStoredNotice.model_validate_json(body)
+    except (ValidationError, ValueError, TypeError) as exc:
+        logger.error("malformed session notice dropped", extra={
+            "message_id": message_id, "error_type": type(exc).__name__})
+        return
+    try:
+        report = container().eval_rules.on_session_stored(notice)
+    except (DependencyUnavailable, ClientError, BotoCoreError) as exc:
+        logger.warning("session notice failed on infrastructure; SQS will redeliver it", extra={
+            "tenant": notice.tenant, "session_id": notice.session_id, "message_id": message_id,
+            "error_type": type(exc).__name__})
+        raise
+    logger.info("session notice processed", extra={"tenant": notice.tenant, "session_id": notice.session_id,
+                                                   **report})
 
 
 def _mark_failed(message: EvalJobMessage, exc: Exception) -> None:

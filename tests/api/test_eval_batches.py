@@ -1,0 +1,179 @@
+"""Eval batches through chalice.test.Client under moto: explicit ids and filters, the documented cap,
+progress counts, runs that wait for an active-run slot and start when one frees, cancel, idempotent
+repeats, and bad input (nothing stored).
+
+The active-run quota here is a thin stand-in over the real spend ledger (`QuotaSpend`): the quota
+itself is the spend service's; what is tested is that batch runs wait for it instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import pytest
+
+from chalicelib.domain.errors import RateLimited
+from chalicelib.domain.spend import RunAdmission
+from chalicelib.services.spend import AdmissionRequest, SpendService
+from tests.api.test_eval_dispatch import configure_vendors, drain_queue
+from tests.api.test_eval_rules import upload
+from tests.conftest import mint
+
+T = TypeVar("T")
+ADMIN = mint("acme", "alice", ["admin"])
+BOB = mint("acme", "bob", [])
+CAROL = mint("acme", "carol", [])
+
+
+class QuotaSpend(SpendService):
+    """The real spend service with an active-run cap per tenant, counted from the real ledger."""
+
+    def __init__(self, inner: SpendService, ledger: Any, limit: int) -> None:
+        self._inner = inner
+        self._ledger = ledger
+        self.limit = limit
+
+    def admit(self, tenant: str, user: str, requests: Sequence[AdmissionRequest],
+              commit: Callable[[list[RunAdmission], list[Any]], T]) -> T:
+        if len(self._ledger.open_runs(tenant)) + len(requests) > self.limit:
+            raise RateLimited("Too many active runs.", code="too_many_active_runs", details={"scope": "tenant"})
+        return self._inner.admit(tenant, user, requests, commit)
+
+
+@pytest.fixture
+def sessions(client: Any) -> list[str]:
+    configure_vendors(client, "anthropic")
+    ids = [f"s{i}" for i in range(5)]
+    for i, session_id in enumerate(ids):
+        upload(client, session_id, repository="github.com/acme/web" if i % 2 == 0 else "github.com/globex/api")
+    return ids
+
+
+def quota(container: Any, limit: int) -> QuotaSpend:
+    spend = QuotaSpend(container.spend, container.budget_ledger, limit)
+    container.__dict__["spend"] = spend
+    return spend
+
+
+def create(client: Any, body: dict[str, Any], token: str = BOB, key: str | None = None) -> Any:
+    headers = {"Idempotency-Key": key} if key else None
+    return client.post("/eval-batches", token=token, json_body=body, headers=headers)
+
+
+def batch(client: Any, batch_id: str, token: str = BOB) -> dict[str, Any]:
+    resp = client.get(f"/eval-batches/{batch_id}", token=token)
+    assert resp.status_code == 200, resp.json
+    return dict(resp.json)
+
+
+def test_explicit_sessions_get_one_run_each(client: Any, container: Any, sessions: list[str]) -> None:
+    resp = create(client, {"session_ids": sessions[:3], "mode": "now", "questions": ["safety"]})
+    assert resp.status_code == 202, resp.json
+    accepted = resp.json
+    assert (accepted["runs"], accepted["started"], accepted["status"], accepted["mode"]) == (3, 3, "running", "now")
+    assert resp.headers["Location"] == f"/eval-batches/{accepted['batch_id']}"
+
+    view = batch(client, accepted["batch_id"])
+    assert view["counts"] == {"queued": 3} and view["delayed"] == 0 and view["status"] == "running"
+    assert view["session_ids"] == sessions[:3] and view["questions"] == 4 and view["vendor"] == "anthropic"
+    for run_id in view["run_ids"]:
+        run = client.get(f"/eval-runs/{run_id}", token=BOB).json
+        assert (run["batch_id"], run["trigger"], run["mode"], run["created_by"]) == (
+            accepted["batch_id"], {"kind": "manual"}, "now", "bob")
+    assert sorted(j["eval_run_id"] for j in drain_queue(container)) == sorted(view["run_ids"])
+
+
+def test_a_filter_selects_matching_sessions(client: Any, container: Any, sessions: list[str]) -> None:
+    resp = create(client, {"filter": {"repository": "github.com/acme/*"}, "mode": "batch"})
+    assert resp.status_code == 202, resp.json
+    view = batch(client, resp.json["batch_id"])
+    assert sorted(view["session_ids"]) == ["s0", "s2", "s4"] and view["mode"] == "batch"
+    assert {j["mode"] for j in drain_queue(container)} == {"batch"}
+
+
+def test_a_filter_over_the_cap_is_refused_with_the_count(client: Any, container: Any, sessions: list[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("chalicelib.services.eval_batches.MAX_BATCH_RUNS", 3)
+    resp = create(client, {"filter": {}, "mode": "now"})
+    assert resp.status_code == 400, resp.json
+    error = resp.json["error"]
+    assert error["code"] == "batch_too_large"
+    assert error["details"] == {"would_create": 5, "exact": True, "max_runs": 3}
+    assert client.get("/eval-batches", token=BOB).json["items"] == []
+    assert drain_queue(container) == []
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({"session_ids": ["s0"], "filter": {}, "mode": "now"}, 400, "validation_failed"),
+    ({"mode": "now"}, 400, "validation_failed"),
+    ({"session_ids": ["s0"]}, 400, "validation_failed"),
+    ({"session_ids": ["s0"], "mode": "now", "runner": "daemon"}, 400, "validation_failed"),
+    ({"session_ids": [], "mode": "now"}, 400, "validation_failed"),
+    ({"session_ids": ["s0"], "mode": "now", "questions": ["nope"]}, 400, "unknown_question"),
+    ({"session_ids": ["s0"], "mode": "now", "threshold": -5}, 400, "threshold_out_of_range"),
+    ({"session_ids": ["s0", "../etc"], "mode": "now"}, 400, "invalid_session_id"),
+    ({"session_ids": ["s0", "ghost"], "mode": "now"}, 404, "session_not_found"),
+    ({"filter": {"repository": "nothing/*"}, "mode": "now"}, 400, "no_sessions_matched"),
+    ({"filter": {"repository": "[x"}, "mode": "now"}, 400, "validation_failed"),
+    ({"session_ids": ["s0"], "mode": "now", "vendor": "openai"}, 409, "vendor_not_enabled"),
+])
+def test_bad_batches_store_nothing(client: Any, container: Any, sessions: list[str], body: dict[str, Any],
+                                   status: int, code: str) -> None:
+    resp = create(client, body)
+    assert (resp.status_code, resp.json["error"]["code"]) == (status, code), resp.json
+    assert client.get("/eval-batches", token=BOB).json["items"] == []
+    assert drain_queue(container) == []
+
+
+def test_runs_over_the_quota_wait_and_start_when_a_slot_frees(client: Any, container: Any,
+                                                              sessions: list[str]) -> None:
+    quota(container, limit=2)
+    accepted = create(client, {"session_ids": sessions, "mode": "now"}).json
+    assert (accepted["runs"], accepted["started"]) == (5, 2)
+    view = batch(client, accepted["batch_id"])
+    assert view["counts"] == {"queued": 5} and view["delayed"] == 3
+    started = [j["eval_run_id"] for j in drain_queue(container)]
+    assert len(started) == 2
+    waiting = [r for r in view["run_ids"] if r not in started]
+    assert all(client.get(f"/eval-runs/{r}", token=BOB).json["delayed"] for r in waiting)
+
+    # A run ends (here: cancelled) → its slot frees → the oldest waiting run starts.
+    assert client.post(f"/eval-runs/{started[0]}/cancel", token=BOB).status_code == 200
+    (next_job,) = drain_queue(container)
+    assert next_job["eval_run_id"] in waiting
+    run = client.get(f"/eval-runs/{next_job['eval_run_id']}", token=BOB).json
+    assert run["delayed"] is False and run["status"] == "queued"
+    view = batch(client, accepted["batch_id"])
+    assert view["counts"] == {"queued": 4, "cancelled": 1} and view["delayed"] == 2
+
+
+def test_cancel_ends_every_run_of_the_batch(client: Any, container: Any, sessions: list[str]) -> None:
+    quota(container, limit=2)
+    accepted = create(client, {"session_ids": sessions, "mode": "now"}).json
+    drain_queue(container)
+    assert client.post(f"/eval-batches/{accepted['batch_id']}/cancel", token=CAROL).status_code == 403
+    resp = client.post(f"/eval-batches/{accepted['batch_id']}/cancel", token=BOB)
+    assert resp.status_code == 200, resp.json
+    assert resp.json["status"] == "cancelled" and resp.json["counts"] == {"cancelled": 5}
+    assert resp.json["finished_at"] is not None
+    # Nothing that waited was started by the slots the cancels freed.
+    assert drain_queue(container) == []
+    assert container.automation_store.waiting("acme", limit=10) == []
+
+
+def test_an_idempotent_repeat_returns_the_same_batch(client: Any, container: Any, sessions: list[str]) -> None:
+    first = create(client, {"session_ids": sessions[:2], "mode": "now"}, key="bulk-1")
+    again = create(client, {"session_ids": sessions[:2], "mode": "now"}, key="bulk-1")
+    assert first.status_code == again.status_code == 202
+    assert again.json["batch_id"] == first.json["batch_id"] and again.json["runs"] == 2
+    assert len(client.get("/eval-batches", token=BOB).json["items"]) == 1
+    assert len(drain_queue(container)) == 2
+
+
+def test_batches_are_per_tenant(client: Any, container: Any, sessions: list[str]) -> None:
+    batch_id = create(client, {"session_ids": sessions[:1], "mode": "now"}).json["batch_id"]
+    other = mint("globex", "eve", ["admin"])
+    assert client.get(f"/eval-batches/{batch_id}", token=other).status_code == 404
+    assert client.post(f"/eval-batches/{batch_id}/cancel", token=other).status_code == 404
+    assert client.get("/eval-batches/ebt_nope", token=BOB).status_code == 404
