@@ -58,7 +58,7 @@ def is_sampled(rate: float, tenant: str, session_id: str) -> bool:
 # ------------------------------------------------------------------------------------ triggers
 
 class ManualTrigger(BaseModel):
-    """A user started the run (the eval dialog, the API, an eval batch)."""
+    """A user started the run (the eval dialog, the API)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -74,11 +74,20 @@ class RuleTrigger(BaseModel):
     rule_id: str
 
 
-RunTrigger = Annotated[ManualTrigger | RuleTrigger, Field(discriminator="kind")]
+class BatchTrigger(BaseModel):
+    """A bulk request (`POST /eval-batches`) started the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["batch"] = "batch"
+    batch_id: str
+
+
+RunTrigger = Annotated[ManualTrigger | RuleTrigger | BatchTrigger, Field(discriminator="kind")]
 MANUAL = ManualTrigger()
 
 
-def rule_of(trigger: ManualTrigger | RuleTrigger) -> str | None:
+def rule_of(trigger: ManualTrigger | RuleTrigger | BatchTrigger) -> str | None:
     """The rule that started a run, if one did."""
     return trigger.rule_id if isinstance(trigger, RuleTrigger) else None
 

@@ -169,7 +169,8 @@ class EvalRunView(BaseModel):
     trial: bool = Field(default=False, description="An admin's try-it run of one (possibly unsaved) question.")
     repository: str | None = None
     trigger: RunTrigger = Field(default_factory=ManualTrigger,
-                                description="What started the run: {'kind': 'manual'} or {'kind': 'rule', 'rule_id'}.")
+                                description="What started the run: {'kind': 'manual'}, {'kind': 'rule', 'rule_id'} "
+                                            "or {'kind': 'batch', 'batch_id'}.")
     batch_id: str | None = Field(default=None, description="The eval batch the run belongs to (POST /eval-batches).")
     mode: RunMode = Field(default="now", description="'batch': judged through the vendor's batch API (discounted, "
                                                      "within 24 h).")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from chalicelib.adapters.automation_store import DynamoAutomationStore, WaitingRun
 from chalicelib.adapters.run_store import DynamoRunStore
-from chalicelib.domain.automation import MANUAL, RunMode, SessionFacts
+from chalicelib.domain.automation import BatchTrigger, RunMode, SessionFacts
 from chalicelib.domain.clock import Clock, iso, parse_iso
 from chalicelib.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from chalicelib.domain.eval_batches import (
@@ -113,7 +113,8 @@ class EvalBatchService:
         estimate = (self._estimator.usd_high_micros(tenant, records, planned, mode=request.mode)
                     if self._estimator is not None else None)
         batch_id = new_id("ebt")
-        runs = [self._dispatch.new_run(tenant, str(r["session_id"]), principal.user, planned.shape, trigger=MANUAL,
+        trigger = BatchTrigger(batch_id=batch_id)
+        runs = [self._dispatch.new_run(tenant, str(r["session_id"]), principal.user, planned.shape, trigger=trigger,
                                        batch_id=batch_id, now=now) for r in records]
         batch = EvalBatch(
             batch_id=batch_id, tenant=tenant, created_by=principal.user, created_at=iso(now), mode=request.mode,
@@ -283,7 +284,8 @@ class EvalBatchService:
 
     def _runs_of(self, batch: EvalBatch) -> list[Any]:
         now = parse_iso(batch.created_at)
-        return [self._dispatch.new_run(batch.tenant, session_id, batch.created_by, batch.shape, trigger=MANUAL,
+        trigger = BatchTrigger(batch_id=batch.batch_id)
+        return [self._dispatch.new_run(batch.tenant, session_id, batch.created_by, batch.shape, trigger=trigger,
                                        batch_id=batch.batch_id, run_id=run_id, now=now)
                 for session_id, run_id in zip(batch.sessions, batch.run_ids, strict=True)]
 

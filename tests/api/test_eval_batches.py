@@ -80,7 +80,7 @@ def test_explicit_sessions_get_one_run_each(client: Any, container: Any, session
     for run_id in view["run_ids"]:
         run = client.get(f"/eval-runs/{run_id}", token=BOB).json
         assert (run["batch_id"], run["trigger"], run["mode"], run["created_by"]) == (
-            accepted["batch_id"], {"kind": "manual"}, "now", "bob")
+            accepted["batch_id"], {"kind": "batch", "batch_id": accepted["batch_id"]}, "now", "bob")
     assert sorted(j["eval_run_id"] for j in drain_queue(container)) == sorted(view["run_ids"])
 
 
