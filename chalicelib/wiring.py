@@ -448,7 +448,7 @@ class Container:
                               tuning=self.judge_tuning,
                               rate_gates=(self.rate_gate if self.config.vendor_rate_limiter in ("shared", "reactive")
                                           else None),
-                              context_limits=self.context_limit_store)
+                              context_limits=self.context_limit_store, stored=self.sessions, facts=self.judge_facts)
 
     # -- history: tenant-wide list, analytics, export, deletion -------------------------------
     @cached_property

@@ -26,11 +26,17 @@ Default behaviour: a valid JSON object for the requested schema. When the user p
 (2..5 from a hash of the question id) and a finding that cites a file from the trace; otherwise a
 minimal instance of the schema (probes, retrospectives). Rules (`FakeVendor.script`) override that per
 question id / prompt substring for a number of requests: latency, HTTP status (429 with retry-after,
-500, 529, 401...), malformed or fenced output, wrong ids, a fixed score, hang, prompt too long.
+500, 529, 401...), malformed or fenced output, wrong ids, a fixed score, hang, prompt too long, tool calls.
+
+Tool use (`devstack.fake_vendor_tools`): when a request offers tools and does not forbid them, the answer is
+a tool call (Anthropic `tool_use`, OpenAI `tool_calls`; scripted with a rule's `tool_calls`, else
+`get_session_summary` then `get_tool_result` of the first truncated result) until the script is done, then the
+verdict, whose `evidence_entries` cite the positions the tool results named.
 
 Prompt caching is simulated: Anthropic blocks marked `cache_control` are a cache write the first
 time their (model, prefix) is seen and a cache read within the TTL afterwards; OpenAI gives
-`cached_tokens` when the same (model, prompt_cache_key, prefix) was seen. As with the real vendors a
+`cached_tokens` for the longest prefix, up to a message boundary before the last message, that the same
+(model, prompt_cache_key) was seen with. As with the real vendors a
 prefix becomes readable only once the response that wrote it has begun (its first token), so judges
 fired concurrently with the first one, before that moment, all pay the cache write.
 
@@ -71,6 +77,16 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
+
+from devstack.fake_vendor_tools import (
+    ToolTurns,
+    anthropic_tool_events,
+    anthropic_tool_message,
+    arguments_json,
+    block_texts,
+    openai_tool_chunks,
+    openai_tool_completion,
+)
 
 
 class _FakeVendorHTTPServer(ThreadingHTTPServer):
@@ -158,6 +174,10 @@ class Rule:
     hang_seconds: float = DEFAULT_HANG_SECONDS
     prompt_too_long: bool = False
     text: str | None = None  # raw assistant text override
+    # Tool calls to answer with, one per round, before the verdict (see devstack.fake_vendor_tools). A rule
+    # applies to each request, and a tool-using question makes one request per round: give it enough `times`.
+    tool_calls: list[dict[str, Any]] | None = None
+    ignore_tool_choice: bool = False
     id: str = ""
     used: int = 0
 
@@ -202,6 +222,7 @@ class _Parsed:
     one_million_beta: bool
     top_level_cache_control: bool = False
     stream: bool = False
+    tools: ToolTurns = field(default_factory=ToolTurns)
 
     @property
     def total_tokens(self) -> int:
@@ -608,6 +629,17 @@ class FakeVendor:
             record["input_tokens"] = total
             return 200, {"input_tokens": total}, {}
 
+        call = parsed.tools.next_call(rule.tool_calls if rule is not None else None,
+                                      ignore_choice=rule is not None and rule.ignore_tool_choice)
+        # Tool results are session data the judge sent back (dev fake only: recorded for tests to inspect).
+        record.update(tools_offered=parsed.tools.offered, tool_choice=parsed.tools.choice,
+                      tool_results_seen=len(parsed.tools.results), tool_results=list(parsed.tools.results),
+                      tool_call=call["name"] if call else None)
+        if call is not None:
+            if rule is not None and rule.tool_calls is None:
+                with self._lock:
+                    rule.used -= 1  # a rule about the answer (malformed, score, ...) waits for the verdict
+            return self._tool_answer(parsed, call, usage, commit, outcome, record, latency - ttft, floor)
         text = _reply_text(parsed, question_id, category, rule)
         output_tokens = max(estimate_tokens(text), floor)
         commit()
@@ -624,6 +656,27 @@ class FakeVendor:
             return 200, _Stream(_openai_chunks(completion), latency - ttft), budget
         self._sleep(latency - ttft)
         return 200, completion, budget
+
+    def _tool_answer(self, parsed: _Parsed, call: dict[str, Any], usage: dict[str, int], commit: Callable[[], None],
+                     outcome: str, record: dict[str, Any], remaining: float,
+                     floor: int) -> tuple[int, Any, dict[str, str]]:
+        """Answer with one tool call (devstack.fake_vendor_tools) in the request's wire format."""
+        output_tokens = max(estimate_tokens(arguments_json(call)) + 10, floor)
+        commit()
+        record.update(usage, output_tokens=output_tokens, streamed=parsed.stream, cache=outcome)
+        if parsed.vendor == "anthropic":
+            message = anthropic_tool_message(parsed.model, call, f"toolu_fake_{next(self._ids):06d}", usage,
+                                             output_tokens, record["request_id"])
+            if parsed.stream:
+                return 200, _Stream(anthropic_tool_events(message, _sse), remaining), {}
+            self._sleep(remaining)
+            return 200, message, {}
+        completion = openai_tool_completion(_openai_completion(parsed.model, "", usage, output_tokens), call,
+                                            f"call_fake_{next(self._ids):06d}")
+        if parsed.stream:
+            return 200, _Stream(openai_tool_chunks(completion, _sse), remaining), {}
+        self._sleep(remaining)
+        return 200, completion, {}
 
     def _cache_usage(self, parsed: _Parsed) -> tuple[dict[str, int], str, Callable[[], None]]:
         """Usage split into uncached / cache read / cache write, the outcome ("read"|"write"|"none"), and
@@ -654,8 +707,8 @@ class FakeVendor:
                 key = f"openai|{parsed.model}|{parsed.cache_key or ''}|{digest.hexdigest()}"
             if prefix_tokens >= max(floor, 1):
                 breakpoints.append((key, prefix_tokens, block_ttl))
-        if parsed.vendor == "openai" and breakpoints:
-            breakpoints = breakpoints[-1:]
+        # OpenAI keeps every message boundary of the prefix (the longest one seen before is read), so a tool
+        # round, which repeats the conversation so far and adds to it, reads what earlier requests wrote.
 
         read = 0
         with self._lock:
@@ -719,7 +772,15 @@ def _content_text(content: Any) -> list[tuple[str, dict[str, Any] | None]]:
             if isinstance(block, dict) and isinstance(block.get("text"), str):
                 cc = block.get("cache_control")
                 blocks.append((block["text"], cc if isinstance(cc, dict) else None))
+            elif isinstance(block, dict) and block.get("type") in ("tool_use", "tool_result"):
+                blocks.extend(block_texts("anthropic", {"content": [block]}))
     return blocks
+
+
+def _has_text(content: Any) -> bool:
+    """A user turn that says something (the question), as opposed to one that only returns tool results."""
+    return isinstance(content, str) or (isinstance(content, list) and any(
+        isinstance(b, dict) and isinstance(b.get("text"), str) for b in content))
 
 
 def _parse_request(vendor: Vendor, body: dict[str, Any], headers: Mapping[str, str]) -> _Parsed:
@@ -729,7 +790,11 @@ def _parse_request(vendor: Vendor, body: dict[str, Any], headers: Mapping[str, s
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad_request(vendor, "messages: at least one message is required")
-    blocks: list[tuple[str, dict[str, Any] | None]] = []
+    tools = ToolTurns.parse(vendor, body)
+    if len(tools.results) != len(tools.calls_made):
+        raise _bad_request(vendor, "messages: every tool call needs exactly one tool result in the next turn")
+    # Offered tools come first in the prompt (and its cache prefix), before the system prompt, as on both vendors.
+    blocks: list[tuple[str, dict[str, Any] | None]] = [(tools.definitions, None)] if tools.definitions else []
     prompt = ""
     if vendor == "anthropic":
         system = body.get("system")
@@ -745,7 +810,7 @@ def _parse_request(vendor: Vendor, body: dict[str, Any], headers: Mapping[str, s
             if any(not text for text, _ in message_blocks) or not message_blocks:
                 raise _bad_request(vendor, "messages: text content blocks must be non-empty")
             blocks.extend(message_blocks)
-            if message.get("role") == "user":
+            if message.get("role") == "user" and _has_text(message.get("content")):
                 prompt = "".join(text for text, _ in message_blocks)
         fmt = (body.get("output_config") or {}).get("format") or body.get("output_format") or {}
         schema = fmt.get("schema") if isinstance(fmt, dict) else None
@@ -762,11 +827,12 @@ def _parse_request(vendor: Vendor, body: dict[str, Any], headers: Mapping[str, s
             one_million_beta="context-1m" in beta,
             top_level_cache_control=isinstance(body.get("cache_control"), dict),
             stream=body.get("stream") is True,
+            tools=tools,
         )
     for message in messages:
         if not isinstance(message, dict):
             raise _bad_request(vendor, "messages: each message must be an object")
-        message_blocks = _content_text(message.get("content"))
+        message_blocks = _content_text(message.get("content")) + block_texts("openai", message)
         joined = "".join(text for text, _ in message_blocks)
         blocks.append((joined, None))
         if message.get("role") == "user":
@@ -787,6 +853,7 @@ def _parse_request(vendor: Vendor, body: dict[str, Any], headers: Mapping[str, s
         cache_key=body.get("prompt_cache_key"),
         one_million_beta=False,
         stream=body.get("stream") is True,
+        tools=tools,
     )
 
 
@@ -836,6 +903,7 @@ def _reply_text(parsed: _Parsed, question_id: str | None, category: str | None, 
             "evidence": f"See {where} in the trace.",
             "recommendation": None if score == 5 else f"Add a regression test covering {where} before merging.",
             "retain_fact": None,
+            "evidence_entries": parsed.tools.cited_positions(context),
         }
         if rule is not None and rule.wrong_ids:
             verdict.update(category="banana", question_id="hallucinated_question")

@@ -1,24 +1,34 @@
-"""Anthropic Messages adapter for the judge port: cached trace prefix, structured output, streaming, errors.
+"""Anthropic Messages adapter for the judge port: cached trace prefix, structured output, tool use, streaming,
+errors.
 
 The trace goes in the system prompt as one text block marked `cache_control: ephemeral`, so every
 judge of a run after the first reads it from Anthropic's prompt cache (reference §8.4); the
 question is the user message; the verdict shape is pinned with `output_config.format` json_schema.
 Anthropic makes a cache entry readable once the response that writes it has begun, so a streamed
 call reports its first event (`message_start`) to the caller, who can fan the other judges out then.
+Tool rounds follow the question as assistant tool_use / user tool_result turns (`_round_messages`).
 `anthropic` is imported only inside functions (and for type checking), so importing this module
 costs nothing on the API handler's cold start.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.adapters.vendor_judge import COUNT_TOKENS_TIMEOUT_SECONDS, VendorJudgeModel, Verdict
 from chalicelib.domain.evaluation import TokenUsage
-from chalicelib.domain.judging import FirstToken, JudgeCall, JudgeReply, split_one_million_suffix
+from chalicelib.domain.judging import (
+    FirstToken,
+    JudgeCall,
+    JudgeReply,
+    ToolCallRequest,
+    ToolRound,
+    split_one_million_suffix,
+)
 
 if TYPE_CHECKING:
-    from anthropic.types import Message, TextBlockParam
+    from anthropic.types import Message, MessageParam, TextBlockParam
 
 # The `[1m]` model suffix is a Claude Code alias; the API enables the 1M window with this beta header.
 ONE_MILLION_CONTEXT_BETA = "context-1m-2025-08-07"
@@ -35,11 +45,17 @@ class AnthropicJudgeModel(VendorJudgeModel):
         import anthropic
 
         model, one_million = split_one_million_suffix(call.model)
-        return {"model": model, "max_tokens": call.max_output_tokens,
-                "system": _system_blocks(call.shared_context) or anthropic.omit,
-                "messages": [{"role": "user", "content": call.prompt}],
-                "output_config": {"format": {"type": "json_schema", "schema": call.response_schema}},
-                "timeout": call.timeout_seconds, "extra_headers": _beta_headers(one_million)}
+        params: dict[str, Any] = {
+            "model": model, "max_tokens": call.max_output_tokens,
+            "system": _system_blocks(call.shared_context) or anthropic.omit,
+            "messages": [{"role": "user", "content": call.prompt}, *_round_messages(call.rounds)],
+            "output_config": {"format": {"type": "json_schema", "schema": call.response_schema}},
+            "timeout": call.timeout_seconds, "extra_headers": _beta_headers(one_million)}
+        if call.tools:
+            params["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
+                               for t in call.tools]
+            params["tool_choice"] = {"type": call.tool_choice}
+        return params
 
     async def _send(self, call: JudgeCall, on_first_token: FirstToken | None) -> JudgeReply:
         params = self._params(call)
@@ -78,9 +94,30 @@ class AnthropicJudgeModel(VendorJudgeModel):
         return None
 
 
+def _round_messages(rounds: tuple[ToolRound, ...]) -> list[MessageParam]:
+    """Each tool round as the assistant's tool_use turn and our tool_result turn. The newest round's last
+    result carries a cache breakpoint, so the next round reads the conversation so far from the cache (the
+    system prompt's breakpoint, the trace, stays the first one)."""
+    messages: list[MessageParam] = []
+    for index, tool_round in enumerate(rounds):
+        said: list[Any] = [{"type": "text", "text": tool_round.text}] if tool_round.text else []
+        said += [{"type": "tool_use", "id": c.call_id, "name": c.name,
+                  "input": c.arguments if isinstance(c.arguments, dict) else {}} for c in tool_round.calls]
+        results: list[Any] = [{"type": "tool_result", "tool_use_id": r.call_id, "content": r.content,
+                               "is_error": r.is_error} for r in tool_round.results]
+        if index == len(rounds) - 1 and results:
+            results[-1]["cache_control"] = {"type": "ephemeral"}
+        messages += [{"role": "assistant", "content": said}, {"role": "user", "content": results}]
+    return messages
+
+
 def _reply(message: Message, request_id: str | None = None) -> JudgeReply:
     usage = message.usage
+    calls = tuple(ToolCallRequest(call_id=block.id, name=block.name, arguments=block.input,
+                                  raw_arguments=json.dumps(block.input, ensure_ascii=False))
+                  for block in message.content if block.type == "tool_use")
     return JudgeReply(
+        tool_calls=calls,
         text="".join(block.text for block in message.content if block.type == "text"),
         usage=TokenUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                          cache_read_input_tokens=usage.cache_read_input_tokens or 0,

@@ -84,6 +84,49 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the judge may call: its name, what it does, and its parameters' JSON schema (strict-mode shape:
+    every property required, `additionalProperties: false`)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """One tool call in a judge's answer. `arguments` is None when the vendor sent arguments that are not
+    JSON (OpenAI sends them as a string); the tool then answers with an error the judge can read."""
+
+    call_id: str
+    name: str
+    arguments: Any = field(hash=False)
+    # The arguments exactly as the vendor sent them, echoed back in the next round (OpenAI: a JSON string).
+    raw_arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultBlock:
+    """Our answer to one tool call (JSON text for the judge)."""
+
+    call_id: str
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRound:
+    """One round of a tool-using judge: its answer's text and tool calls, and our results for every call."""
+
+    text: str
+    calls: tuple[ToolCallRequest, ...]
+    results: tuple[ToolResultBlock, ...]
+
+
+ToolChoice = Literal["auto", "none"]
+
+
+@dataclass(frozen=True, slots=True)
 class JudgeCall:
     """One structured-output request to a judge model.
 
@@ -91,6 +134,11 @@ class JudgeCall:
     `prompt` the per-question suffix. `timeout_seconds` bounds the whole call including the SDK's
     retries (derived by the caller from the run deadline). `cache_key` is per run (OpenAI
     `prompt_cache_key`, routing all of a run's calls to the same prefix cache).
+
+    Tool use: `tools` are offered (identical on every call of a run that has any, since both vendors put
+    them before the system prompt in the cached prefix), `tool_choice="none"` forbids calling them on this
+    call, and `rounds` are the conversation so far (each a tool-using answer and our results), sent after
+    `prompt`. One `judge` call is one request round; the caller runs the loop.
     """
 
     model: str
@@ -101,6 +149,9 @@ class JudgeCall:
     max_output_tokens: int = 2048
     cache_key: str | None = None
     timeout_seconds: float = 300.0
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    rounds: tuple[ToolRound, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.model.strip():
@@ -113,6 +164,11 @@ class JudgeCall:
             raise ValueError("JudgeCall.timeout_seconds must be positive")
         if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", self.schema_name):
             raise ValueError("JudgeCall.schema_name must be 1-64 of [A-Za-z0-9_-] (OpenAI's rule)")
+        if self.rounds and not self.tools:
+            raise ValueError("JudgeCall.rounds need the tools they called")
+        for tool_round in self.rounds:
+            if [c.call_id for c in tool_round.calls] != [r.call_id for r in tool_round.results]:
+                raise ValueError("every tool call of a round needs exactly one result, in order")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +176,8 @@ class JudgeReply:
     """The judge's raw text (parsed and validated by `chalicelib.judges`, not here) and its accounting.
 
     `stop_reason` is the vendor's, normalised: "end_turn", "max_tokens" (output truncated), "refusal",
-    or the raw value. Usage is returned even when the text turns out unusable, so tokens are never lost.
+    "tool_use" (the answer is `tool_calls`), or the raw value. Usage is returned even when the text turns
+    out unusable, so tokens are never lost.
     """
 
     text: str
@@ -129,6 +186,7 @@ class JudgeReply:
     model: str
     request_id: str | None
     stop_reason: str | None = None
+    tool_calls: tuple[ToolCallRequest, ...] = ()
 
 
 class VendorCallError(Exception):

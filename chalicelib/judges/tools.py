@@ -21,8 +21,9 @@ Limits (documented in the README, "Tool-using judges"):
   linear in the trace), at most SEARCH_MAX_LIMIT matches with a snippet each, query at most
   SEARCH_QUERY_MAX_CHARS;
 - `get_session_summary`: the session's outline, lists cut to fixed lengths;
-- all answers of one question together at most ANSWER_BUDGET_CHARS characters (an answer past it is cut
-  and says so), which bounds what tool rounds add to the judge's prompt (TOOL_CONVERSATION_ALLOWANCE_CHARS).
+- all answers of one question together at most ANSWER_BUDGET_CHARS characters (less for a model with a
+  small context window; an answer past it is cut and says so), which bounds what tool rounds add to the
+  judge's prompt (`conversation_allowance`, reserved by the context fit).
 Unknown call ids, bad arguments, unknown tools and calls past the limit are tool errors the judge can read,
 never exceptions.
 """
@@ -47,9 +48,16 @@ SEARCH_COUNT_CAP = 1_000
 SNIPPET_CHARS = 160
 CALL_ID_MAX_CHARS = 200
 ANSWER_BUDGET_CHARS = 40_000
-# What tool rounds can add to one question's prompt at most: every answer (the budget) plus, per call,
-# the call itself and the vendors' framing of a round. The context fit reserves it for tool questions.
-TOOL_CONVERSATION_ALLOWANCE_CHARS = ANSWER_BUDGET_CHARS + MAX_TOOL_CALLS * 600
+# Per call: the call itself and the vendors' framing of a round.
+_ROUND_OVERHEAD_CHARS = 600
+# What tool rounds can add to one question's prompt at most: every answer (the budget) plus each call's
+# overhead. The context fit reserves it for tool questions (`conversation_allowance` for a smaller budget).
+TOOL_CONVERSATION_ALLOWANCE_CHARS = ANSWER_BUDGET_CHARS + MAX_TOOL_CALLS * _ROUND_OVERHEAD_CHARS
+
+
+def conversation_allowance(budget_chars: int) -> int:
+    """What one question's tool rounds add at most when its answers share `budget_chars`."""
+    return budget_chars + MAX_TOOL_CALLS * _ROUND_OVERHEAD_CHARS
 
 GET_TOOL_RESULT = "get_tool_result"
 SEARCH_SESSION = "search_session"
@@ -171,9 +179,9 @@ class SessionTools:
     def entry_count(self) -> int:
         return len(self._entries)
 
-    def conversation(self) -> ToolConversation:
-        """A fresh per-question call counter and answer budget."""
-        return ToolConversation(self)
+    def conversation(self, budget_chars: int = ANSWER_BUDGET_CHARS) -> ToolConversation:
+        """A fresh per-question call counter and answer budget (smaller for a small context window)."""
+        return ToolConversation(self, budget_chars=budget_chars)
 
     # -- the tools ---------------------------------------------------------------------------------
     def output_of(self, pos: int) -> str:
@@ -342,6 +350,7 @@ class ToolConversation:
     calls: list[dict[str, Any]] = field(default_factory=list)
     refused: int = 0
     answered_chars: int = 0
+    budget_chars: int = ANSWER_BUDGET_CHARS
 
     @property
     def exhausted(self) -> bool:
@@ -373,9 +382,9 @@ class ToolConversation:
         return ToolAnswer(content, is_error, record)
 
     def _within_budget(self, content: str) -> str:
-        left = ANSWER_BUDGET_CHARS - self.answered_chars
+        left = self.budget_chars - self.answered_chars
         if len(content) > left:
-            note = (f"\n<cut: this question's tool answers reached {ANSWER_BUDGET_CHARS} characters; answer now "
+            note = (f"\n<cut: this question's tool answers reached {self.budget_chars} characters; answer now "
                     "from what you have>")
             content = content[:max(left - len(note), 0)] + note
         self.answered_chars += len(content)

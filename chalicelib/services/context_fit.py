@@ -335,11 +335,13 @@ class ContextFitter:
 
     `render(context_json)` builds the shared prompt prefix; `reload(threshold)` returns the eval context
     compacted at a lower threshold; `longest_prompt` is the largest per-question suffix (with its repair
-    re-ask) that will follow the prefix.
+    re-ask) that will follow the prefix, or a function of the window being fitted to (a tool question's
+    rounds get a smaller budget in a smaller window).
     """
 
     def __init__(self, *, doc: Mapping[str, Any], reload: Callable[[int], Mapping[str, Any]],
-                 requested_threshold: int, render: Callable[[str], str], longest_prompt: str, meter: TokenMeter,
+                 requested_threshold: int, render: Callable[[str], str],
+                 longest_prompt: str | Callable[[int], str], meter: TokenMeter,
                  output_tokens: int, model: str, min_threshold: int = DEFAULT_MIN_THRESHOLD,
                  window_source: str = "known") -> None:
         self._doc = doc
@@ -387,6 +389,9 @@ class ContextFitter:
         return await self._fit_to_stated(fitted, stated, source)
 
     # -- internals --------------------------------------------------------------------------------
+    def _prompt_for(self, window: int) -> str:
+        return self._prompt if isinstance(self._prompt, str) else self._prompt(window)
+
     async def _fit_to_stated(self, fitted: FittedContext, stated: StatedLimit, source: str) -> FittedContext:
         window = stated.limit_tokens
         self.meter.aim_at(window)
@@ -418,7 +423,8 @@ class ContextFitter:
 
     async def _too_small(self, stated: StatedLimit, why: str,
                          cause: ContextTooLarge | None = None) -> ContextTooSmall:
-        fixed = await self.meter.measure(self._render(context_json({**self._doc, "trace": []})), self._prompt)
+        fixed = await self.meter.measure(self._render(context_json({**self._doc, "trace": []})),
+                                         self._prompt_for(stated.limit_tokens))
         return ContextTooSmall(
             f"{self._model} refused the prompt as too long and states a {stated.limit_tokens}-token limit; it "
             f"cannot be met because {why} (fixed prompt ~{fixed} tokens + {self._output} output tokens). "
@@ -454,7 +460,7 @@ class ContextFitter:
 
     async def _fit(self, doc: Mapping[str, Any], threshold: int, window: int, *,
                    earlier: Mapping[str, Any] | None = None) -> FittedContext:
-        render, longest_prompt, meter = self._render, self._prompt, self.meter
+        render, longest_prompt, meter = self._render, self._prompt_for(window), self.meter
 
         def lowered(window: int) -> int:
             # A count-API refusal may state a lower limit mid-fit: aim at it from then on.
@@ -467,6 +473,7 @@ class ContextFitter:
         tokens = await meter.measure(shared, longest_prompt)
         original_tokens = int((earlier or {}).get("original_prompt_tokens", tokens))
         window = lowered(window)
+        longest_prompt = self._prompt_for(window)
         limit = prompt_limit(window, self._output)
 
         while tokens > limit and threshold > self._min_threshold:
@@ -479,6 +486,7 @@ class ContextFitter:
             shared = render(context_json(current))
             tokens = await meter.measure(shared, longest_prompt)
             window = lowered(window)
+            longest_prompt = self._prompt_for(window)
             limit = prompt_limit(window, self._output)
 
         elision = Elision(list(current.get("trace") or []))

@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -52,6 +52,7 @@ from chalicelib.services.judge_runner import (
     run_guarded,
 )
 from chalicelib.services.run_lifecycle import RunLifecycle
+from chalicelib.services.session_tools import FullOutputs, RunTools, truncated_positions
 from chalicelib.services.sessions import EvalContextDoc
 
 EVENT_DETAIL_TYPE = "SessionEvalCompleted"
@@ -93,6 +94,21 @@ class VendorCredentialSource(Protocol):
 class EvalContextSource(Protocol):
     def load_eval_context_doc(self, tenant: str, session_id: str, threshold: int | str | None = ...,
                               chain: bool = ..., *, stop: Callable[[], bool] | None = ...) -> EvalContextDoc: ...
+
+
+class StoredEntrySource(Protocol):
+    """The stored (redacted, uncompacted) entries of an eval context's sessions: what the judges' tools read
+    the whole outputs of truncated results from (`SessionService.stored_entries`)."""
+
+    def stored_entries(self, tenant: str, session_chain: Sequence[str], *,
+                       stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]: ...
+
+
+class KnownPatternSource(Protocol):
+    """The repository's retained judge facts for a run's prompts, or None when the tenant does not give
+    them to judges (`chalicelib.services.judge_facts.JudgeFactService`)."""
+
+    def known_patterns(self, tenant: str, session_id: str) -> list[str] | None: ...
 
 
 class RunQuestionSource(Protocol):
@@ -178,8 +194,11 @@ class EvalJobService:
                  questions: RunQuestionSource,
                  build_judge_model: JudgeModelFactory, events: EventPublisher | None, clock: Clock,
                  grace_seconds: float, lifecycle: RunLifecycle, tuning: RunnerTuning | None = None,
-                 rate_gates: RateGateFactory | None = None, context_limits: ContextLimitMemory | None = None) -> None:
+                 rate_gates: RateGateFactory | None = None, context_limits: ContextLimitMemory | None = None,
+                 stored: StoredEntrySource | None = None, facts: KnownPatternSource | None = None) -> None:
         self._runs = runs
+        self._stored = stored
+        self._facts = facts
         self._lifecycle = lifecycle
         self._settings = settings
         self._sessions = sessions
@@ -324,20 +343,59 @@ class EvalJobService:
                 await model.aclose()
                 return loaded
             number_entries(loaded.doc)  # judges see and cite each entry's `pos` (reload keeps it)
-            run_input = JudgeRunInput(
-                eval_run_id=run.eval_run_id, session_id=run.session_id, model_name=plan.model_name,
-                questions=plan.questions, jobs=plan.jobs, prior_verdicts=plan.prior_verdicts,
-                context_doc=loaded.doc, reload_context=loaded.reload,
-                requested_threshold=run.threshold, deadline=deadline, log_fields=plan.fields,
-                learned_context_limit=await asyncio.to_thread(self._learned_limit, run.tenant, creds,
-                                                              plan.model_name, plan.fields))
-            # A try-it run asks one question to see its verdict: a retrospective of it adds a call and
-            # nothing to learn.
-            tuning = dataclasses.replace(self.tuning, retrospective=False) if run.trial_questions else self.tuning
-            return await judge_run(run_input, model, ports, tuning)
+            outputs, tools = self._run_tools(plan, ports.run, loaded.doc, deadline)
+            try:
+                run_input = JudgeRunInput(
+                    eval_run_id=run.eval_run_id, session_id=run.session_id, model_name=plan.model_name,
+                    questions=plan.questions, jobs=plan.jobs, prior_verdicts=plan.prior_verdicts,
+                    context_doc=loaded.doc, reload_context=loaded.reload,
+                    requested_threshold=run.threshold, deadline=deadline, log_fields=plan.fields,
+                    learned_context_limit=await asyncio.to_thread(self._learned_limit, run.tenant, creds,
+                                                                  plan.model_name, plan.fields),
+                    tools=tools, known_patterns=await asyncio.to_thread(self._known_patterns, run, plan.fields))
+                # A try-it run asks one question to see its verdict: a retrospective of it adds a call and
+                # nothing to learn.
+                tuning = dataclasses.replace(self.tuning, retrospective=False) if run.trial_questions else self.tuning
+                result = await judge_run(run_input, model, ports, tuning)
+            finally:
+                if outputs is not None:
+                    outputs.close()  # ends the background read if it is still going
+            if tools is not None and result.context_report is not None:
+                result.context_report["tool_calls"] = tools.calls
+                result.context_report["tool_calls_refused"] = tools.refused
+            return result
         finally:
             if ports.gate is not None:
                 await ports.gate.aclose()
+
+    def _run_tools(self, plan: _RunPlan, run: EvalRun, doc: Mapping[str, Any], deadline: Deadline
+                   ) -> tuple[FullOutputs | None, RunTools | None]:
+        """The session tools for the run's `needs_tools` questions, with the whole outputs of the truncated
+        results read from the stored trace in a thread while the judges start."""
+        if self._stored is None or not any(j.question.needs_tools for j in plan.jobs):
+            return None, None
+        trace: list[dict[str, Any]] = list(doc.get("trace") or [])
+        chain = [str(s) for s in doc.get("session_chain") or [run.session_id]]
+        outputs = FullOutputs(truncated_positions(trace))
+        outputs.wait_with(deadline.remaining)
+        if outputs.wanted:
+            stored = self._stored
+            stop = outputs.stopped
+            threading.Thread(target=lambda: outputs.load(stored.stored_entries(run.tenant, chain, stop=stop)),
+                             name=f"tool-outputs-{run.eval_run_id[-6:]}", daemon=True).start()
+        else:
+            outputs.load(())
+        return outputs, RunTools(trace, session_id=run.session_id, session_chain=chain, outputs=outputs)
+
+    def _known_patterns(self, run: EvalRun, fields: Mapping[str, Any]) -> list[str] | None:
+        """The repository's judge facts for this run's prompts, when the tenant gives them to judges."""
+        if self._facts is None or run.trial_questions:
+            return None
+        try:
+            return self._facts.known_patterns(run.tenant, run.session_id)
+        except DomainError as exc:
+            logger.warning("judge facts unreadable; judging without them", extra={**fields, "error_code": exc.code})
+            return None
 
     def _learned_limit(self, tenant: str, creds: VendorCredentials, model: str,
                        fields: Mapping[str, Any]) -> int | None:

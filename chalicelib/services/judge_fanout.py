@@ -1,6 +1,7 @@
 """Scheduling the judges of one run: the warm-up judge (streamed) and the fan-out of the other questions
-as soon as its answer begins, the per-run concurrency bound, one question's ask and repair re-ask,
-coalesced progress writes, and supervision by the deadline and the cancel poll.
+as soon as its answer begins, the per-run concurrency bound, one question's ask (with its tool rounds for a
+`needs_tools` question) and repair re-ask, coalesced progress writes, and supervision by the deadline and the
+cancel poll.
 
 Why the warm-up is streamed: a vendor's prompt cache holds the shared trace once the answer that
 writes it has begun (Anthropic documents it; OpenAI's prefix cache likewise), so the other 12 judges
@@ -19,14 +20,16 @@ from typing import Any, Literal, TypeVar
 
 from chalicelib.domain.evaluation import FailureKind, FailureReason, QuestionOutcome, TokenUsage
 from chalicelib.domain.json_depth import loads_bounded
-from chalicelib.domain.judging import FirstToken, VendorCallError
+from chalicelib.domain.judging import FirstToken, JudgeReply, ToolChoice, ToolRound, VendorCallError
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.prompts import PROMPT_SEPARATOR, build_question_prompt, build_repair_prompt
 from chalicelib.judges.schema import VERDICT_SCHEMA_NAME, verdict_json_schema
-from chalicelib.judges.verdicts import VerdictFailure, parse_verdict, strip_fences
+from chalicelib.judges.tools import MAX_TOOL_CALLS, ToolConversation
+from chalicelib.judges.verdicts import VerdictFailure, VerdictParse, parse_verdict, strip_fences
 from chalicelib.observability import logger
 from chalicelib.services.judge_ports import RunPorts
 from chalicelib.services.judge_session import Deadline, JudgeSession, RunAborted
+from chalicelib.services.session_tools import tools_used
 
 T = TypeVar("T")
 Stop = Literal["done", "deadline", "cancelled", "aborted"]
@@ -60,41 +63,76 @@ def _score_out_of_range(raw: str) -> bool:
     return isinstance(score, int) and not isinstance(score, bool) and not 1 <= score <= 5
 
 
+class _Ask:
+    """One question's requests: the usage and count of every round (tool rounds and the repair included)."""
+
+    def __init__(self, session: JudgeSession, prompt: str) -> None:
+        self.session = session
+        self.prompt = prompt
+        self.usage = TokenUsage()
+        self.calls = 0
+
+    async def send(self, prompt: str, *, tool_choice: ToolChoice = "none", rounds: tuple[ToolRound, ...] = (),
+                   on_first_token: FirstToken | None = None) -> JudgeReply:
+        reply = await self.session.judge(prompt, schema=verdict_json_schema(), schema_name=VERDICT_SCHEMA_NAME,
+                                         on_first_token=on_first_token, tool_choice=tool_choice, rounds=rounds)
+        self.calls += 1
+        self.usage = self.usage + reply.usage
+        return reply
+
+    async def with_tools(self, conversation: ToolConversation | None,
+                         on_first_token: FirstToken | None) -> JudgeReply:
+        """Ask, answering the judge's tool calls round after round until it answers with its verdict. After
+        MAX_TOOL_CALLS calls the tools are withdrawn (`tool_choice="none"`), so the judge must answer; a call
+        past the limit within a round gets a tool error it can read."""
+        toolbox = self.session.toolbox
+        allowed = conversation is not None and toolbox is not None
+        reply = await self.send(self.prompt, tool_choice="auto" if allowed else "none", on_first_token=on_first_token)
+        rounds: list[ToolRound] = []
+        while reply.tool_calls and conversation is not None and toolbox is not None and len(rounds) <= MAX_TOOL_CALLS:
+            results = tuple([await toolbox.answer(conversation, call) for call in reply.tool_calls])
+            rounds.append(ToolRound(text=reply.text, calls=reply.tool_calls, results=results))
+            choice: ToolChoice = "none" if conversation.exhausted else "auto"
+            reply = await self.send(self.prompt, tool_choice=choice, rounds=tuple(rounds))
+        return reply
+
+
 async def judge_question(session: JudgeSession, job: QuestionJob, *,
                          on_first_token: FirstToken | None = None) -> QuestionOutcome:
-    """Ask one question; at most one repair re-ask on unusable output. Raises RunAborted only.
-    `on_first_token` (the warm-up judge) streams the first ask and reports when its answer begins."""
+    """Ask one question (a `needs_tools` one with the run's session tools); at most one repair re-ask on unusable
+    output. Raises RunAborted only. `on_first_token` (the warm-up judge) streams the first ask and reports when
+    its answer begins. Every round counts toward the run's deadline and usage like any call."""
     started = time.monotonic()
     question = job.question
     prompt = build_question_prompt(question)
-    usage = TokenUsage()
-    calls = 0
+    ask = _Ask(session, prompt)
+    conversation = session.toolbox.conversation() if question.needs_tools and session.toolbox else None
+
+    def parse(text: str) -> VerdictParse:
+        used = tools_used(conversation) if conversation is not None else None
+        return parse_verdict(text, question, tools_used=used, trace_entries=session.trace_entries)
+
     try:
-        reply = await session.judge(prompt, schema=verdict_json_schema(), schema_name=VERDICT_SCHEMA_NAME,
-                                    on_first_token=on_first_token)
-        calls += 1
-        usage = usage + reply.usage
-        parsed = parse_verdict(reply.text, question)
+        reply = await ask.with_tools(conversation, on_first_token)
+        parsed = parse(reply.text)
         if isinstance(parsed, VerdictFailure):
             if _score_out_of_range(reply.text):
-                return _failed(job, "invalid_output", parsed.reason, usage, calls, started)
-            repair = prompt + PROMPT_SEPARATOR + build_repair_prompt(reply.text, parsed.reason)
-            reply = await session.judge(repair, schema=verdict_json_schema(), schema_name=VERDICT_SCHEMA_NAME)
-            calls += 1
-            usage = usage + reply.usage
-            parsed = parse_verdict(reply.text, question)
+                return _failed(job, "invalid_output", parsed.reason, ask.usage, ask.calls, started)
+            # The re-ask quotes the unusable answer; the tools stay offered (one cached prefix) but not allowed.
+            reply = await ask.send(prompt + PROMPT_SEPARATOR + build_repair_prompt(reply.text, parsed.reason))
+            parsed = parse(reply.text)
             if isinstance(parsed, VerdictFailure):
-                return _failed(job, "invalid_output", f"after one repair re-ask: {parsed.reason}", usage, calls,
-                               started)
+                return _failed(job, "invalid_output", f"after one repair re-ask: {parsed.reason}", ask.usage,
+                               ask.calls, started)
     except VendorCallError as exc:
         if exc.kind == "timeout" and session.deadline.remaining() <= session.tuning.call_timeout_slack_seconds:
-            return _failed(job, "timed_out", "The run reached its deadline before this judge answered.", usage,
-                           calls + 1, started, status="timed_out")
-        return _failed(job, exc.kind, exc.message, usage, calls + 1, started)
+            return _failed(job, "timed_out", "The run reached its deadline before this judge answered.", ask.usage,
+                           ask.calls + 1, started, status="timed_out")
+        return _failed(job, exc.kind, exc.message, ask.usage, ask.calls + 1, started)
     return QuestionOutcome(question_id=question.id, category=question.category, status="scored",
-                           judge_verdict=parsed.verdict, usage=job.prior.usage + usage,
+                           judge_verdict=parsed.verdict, usage=job.prior.usage + ask.usage,
                            latency_ms=int((time.monotonic() - started) * 1000),
-                           attempts=job.prior.attempts + calls)
+                           attempts=job.prior.attempts + ask.calls, retain_fact=parsed.retain_fact)
 
 
 # ------------------------------------------------------------------------------------ supervision

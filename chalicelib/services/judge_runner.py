@@ -27,6 +27,7 @@ so the benchmark drives this module with no AWS at all.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from chalicelib.domain.judging import JudgeModel, VendorCallError, matches_known
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.prompts import (
+    MAX_INJECTED_FACTS,
     PROMPT_SEPARATOR,
     RetrospectiveMeta,
     build_question_prompt,
@@ -54,12 +56,14 @@ from chalicelib.judges.prompts import (
     build_shared_context,
 )
 from chalicelib.judges.schema import RETROSPECTIVE_SCHEMA_NAME, retrospective_json_schema
+from chalicelib.judges.tools import TOOL_SPECS, conversation_allowance
 from chalicelib.judges.verdicts import RetrospectiveFailure, parse_retrospective
 from chalicelib.observability import logger
 from chalicelib.services.context_fit import ContextFitter, ContextTooLarge, FittedContext, TokenMeter
 from chalicelib.services.judge_fanout import Guarded, QuestionJob, Stop, run_guarded, run_judges
 from chalicelib.services.judge_ports import RunPorts
 from chalicelib.services.judge_session import Deadline, JudgeSession, RunAborted, RunnerTuning
+from chalicelib.services.session_tools import RunTools, answer_budget_for
 
 __all__ = ["Deadline", "Guarded", "JudgeRunInput", "JudgeRunResult", "QuestionJob", "RunAborted", "RunPorts",
            "RunnerTuning", "collect_verdicts", "judge_run", "run_guarded"]
@@ -69,6 +73,7 @@ RetrospectiveStatus = Literal["succeeded", "failed", "skipped", "timed_out"]
 # Longest raw reply quoted back in a repair re-ask (prompts cap it at 2000 chars) and the longest
 # parse error: used to size the worst-case prompt for the context fit.
 _REPAIR_ALLOWANCE = build_repair_prompt("x" * 2100, "e" * 600)
+_TOOL_SPECS_CHARS = len(json.dumps(TOOL_SPECS))
 
 
 @dataclass
@@ -86,6 +91,10 @@ class JudgeRunInput:
     log_fields: Mapping[str, Any] = field(default_factory=dict)
     # A context limit the vendor stated for this (base_url, model) on an earlier run.
     learned_context_limit: int | None = None
+    # The session tools for `needs_tools` questions (None: judged without tools).
+    tools: RunTools | None = None
+    # The repository's retained judge facts, when the tenant gives them to judges (None: it does not).
+    known_patterns: Sequence[str] | None = None
 
 
 @dataclass
@@ -154,17 +163,39 @@ class _RunContext:
         self.assumed = assumed_window(run.model_name, learned=run.learned_context_limit, override=override,
                                       table=table)
         longest = max((build_question_prompt(j.question) for j in run.jobs), key=len)
+        longest += PROMPT_SEPARATOR + _REPAIR_ALLOWANCE
+        with_tools = session.toolbox is not None
+
+        def longest_prompt(window: int) -> str:
+            if not with_tools:
+                return longest
+            # The tool definitions ride on every call; a tool question's rounds add up to its answer budget,
+            # which is smaller in a smaller window.
+            return longest + PROMPT_SEPARATOR + "t" * (
+                _TOOL_SPECS_CHARS + conversation_allowance(answer_budget_for(window)))
+
         meter = TokenMeter(session.count_tokens, window=self.assumed.tokens, safety=tuning.estimate_safety)
+        patterns = run.known_patterns
         self.fitter = ContextFitter(
             doc=run.context_doc, reload=run.reload_context, requested_threshold=run.requested_threshold,
-            render=lambda context_json: build_shared_context(run.session_id, run.eval_run_id, context_json),
-            longest_prompt=longest + PROMPT_SEPARATOR + _REPAIR_ALLOWANCE, meter=meter,
+            render=lambda context_json: build_shared_context(run.session_id, run.eval_run_id, context_json,
+                                                             patterns),
+            longest_prompt=longest_prompt, meter=meter,
             output_tokens=tuning.max_output_tokens, model=run.model_name, min_threshold=tuning.min_threshold_bytes,
             window_source=self.assumed.source)
         self.fitted: FittedContext | None = None
 
+    def _budget_tools(self, fitted: FittedContext) -> None:
+        if self._session.toolbox is not None:
+            self._session.toolbox.answer_budget_chars = answer_budget_for(fitted.window)
+
     async def fit(self) -> FittedContext:
         fitted = self.fitted = await self.fitter.fit(self.assumed.tokens)
+        self._budget_tools(fitted)
+        if self._run.known_patterns is not None:
+            fitted.report["known_patterns"] = min(len(self._run.known_patterns), MAX_INJECTED_FACTS)
+        if self._session.tools:
+            fitted.report["tool_questions"] = sum(1 for j in self._run.jobs if j.question.needs_tools)
         stated = self.fitter.meter.stated
         if fitted.report.get("vendor_limit") and stated is not None:
             await self._remember(stated, "count_tokens")
@@ -180,6 +211,7 @@ class _RunContext:
             logger.warning("vendor context limit cannot be met", extra={**fields, **(exc.details or {})})
             raise
         self.fitted = fitted
+        self._budget_tools(fitted)
         logger.warning("vendor refused the prompt as too long; context refit", extra={
             **fields, "stated_limit_tokens": stated.limit_tokens if stated else None,
             "stated_prompt_tokens": stated.prompt_tokens if stated else None,
@@ -203,6 +235,9 @@ async def _judge_run(run: JudgeRunInput, session: JudgeSession, ports: RunPorts,
                      tuning: RunnerTuning) -> JudgeRunResult:
     context: _RunContext | None = None
     if run.jobs:
+        if run.tools is not None and any(j.question.needs_tools for j in run.jobs):
+            session.tools, session.toolbox = run.tools.specs, run.tools
+        session.trace_entries = len(run.context_doc.get("trace") or [])
         context = _RunContext(run, session, ports, tuning)
         fit = await run_guarded(context.fit(), deadline=run.deadline, poll_seconds=tuning.cancel_poll_seconds,
                                 is_cancelled=ports.is_cancelled)

@@ -25,11 +25,15 @@ from chalicelib.domain.judging import (
     JudgeCall,
     JudgeModel,
     JudgeReply,
+    ToolChoice,
+    ToolRound,
+    ToolSpec,
     VendorCallError,
     VendorErrorKind,
 )
 from chalicelib.observability import logger
 from chalicelib.services.context_fit import DEFAULT_MIN_THRESHOLD, PromptOverWindow
+from chalicelib.services.session_tools import RunTools
 
 T = TypeVar("T")
 # `refit(stated limit or None, characters of the refused prompt)` → the new shared context.
@@ -121,6 +125,12 @@ class JudgeSession:
         self._context_generation = 0
         self._context_failure: RunAborted | None = None
         self._refit_lock = asyncio.Lock()
+        # Offered on every call with the trace when the run has tool questions (the same tools on every call
+        # keep one cached prefix: both vendors put tools before the system prompt); `toolbox` answers them.
+        self.tools: tuple[ToolSpec, ...] = ()
+        self.toolbox: RunTools | None = None
+        # Length of the trace the judges see (positions 0..n-1), against which cited entries are checked.
+        self.trace_entries: int | None = None
 
     @property
     def model(self) -> JudgeModel:
@@ -152,7 +162,11 @@ class JudgeSession:
             return None  # counting is an optimisation: without it the calibrated estimate decides
 
     async def judge(self, prompt: str, *, schema: dict[str, Any], schema_name: str, with_context: bool = True,
-                    on_first_token: FirstToken | None = None) -> JudgeReply:
+                    on_first_token: FirstToken | None = None, tool_choice: ToolChoice = "none",
+                    rounds: tuple[ToolRound, ...] = ()) -> JudgeReply:
+        """One request round. With the trace, the run's tools are offered (`tool_choice="auto"` lets the judge
+        call them; `rounds` are its calls so far and our answers); without it (the retrospective), none."""
+        tools = self.tools if with_context else ()
         while True:
             generation = self._context_generation
             context = self.shared_context if with_context else ""
@@ -162,7 +176,8 @@ class JudgeSession:
                 call = JudgeCall(model=self.model_name, shared_context=context, prompt=prompt,
                                  response_schema=schema, schema_name=schema_name,
                                  max_output_tokens=self.tuning.max_output_tokens, cache_key=self.cache_key,
-                                 timeout_seconds=self._timeout())
+                                 timeout_seconds=self._timeout(), tools=tools,
+                                 tool_choice=tool_choice if tools else "auto", rounds=rounds if tools else ())
                 return model.judge(call, on_first_token=on_first_token)
 
             try:

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import IO, Any, Literal, Protocol, TypeVar, cast
 
@@ -604,6 +604,16 @@ class SessionService:
             return {**doc, "trace": smaller, "compaction": {**base, **lower_stats}}
 
         return EvalContextDoc(doc=doc, reload=reload)
+
+    def stored_entries(self, tenant: str, session_chain: Sequence[str], *,
+                       stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
+        """The stored (redacted, uncompacted) entries of the sessions of `session_chain` (an eval context's,
+        oldest first), in wire form, one at a time: entry i is the eval context's position i. What the
+        judges' tools read whole outputs from, and what the trace viewer pages through. `stop` is polled
+        between entries."""
+        for session_id in session_chain:
+            entries: Iterator[dict[str, Any]] = self._wire_trace_of(self.get_session(tenant, session_id), Counter())
+            yield from (_stoppable(entries, stop) if stop is not None else entries)
 
     def _chain_records(self, tenant: str, session_id: str, chain: bool
                        ) -> tuple[list[SessionRecord], ChainStop | None, str | None]:
