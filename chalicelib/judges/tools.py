@@ -59,6 +59,28 @@ def conversation_allowance(budget_chars: int) -> int:
     """What one question's tool rounds add at most when its answers share `budget_chars`."""
     return budget_chars + MAX_TOOL_CALLS * _ROUND_OVERHEAD_CHARS
 
+
+# Bounds on what the runner sends back of a tool round (the judge's own text and calls, echoed in the next
+# request), so a request's size has a true upper bound the spend estimate can price:
+MAX_TOOL_ROUNDS = MAX_TOOL_CALLS + 1  # six answered calls and, at most, one more round whose calls are refused
+CALLS_PER_ROUND_ECHOED = MAX_TOOL_CALLS + 1  # calls past this in one round are dropped from the conversation
+ROUND_TEXT_MAX_CHARS = 2_000  # the judge's text beside its calls, cut
+CALL_ARGUMENTS_MAX_BYTES = 2_048  # longer arguments are not echoed: the call gets a tool error
+CALL_NAME_MAX_CHARS = 64
+# A judge's requests for one tool question: the ask, its tool rounds, one repair re-ask.
+REQUESTS_PER_TOOL_QUESTION_MAX = 1 + MAX_TOOL_ROUNDS + 1
+_ANSWER_NOTE_CHARS = 200  # a refusal or a "budget reached" answer past the budget, per call
+
+
+def tool_rounds_bytes_max(budget_chars: int = ANSWER_BUDGET_CHARS) -> int:
+    """The most UTF-8 bytes the tool rounds add to one request (what the spend estimate's upper bound adds
+    per call of a tool question): every answer (4 bytes a character at most; past the budget only short
+    notes) and every round's echoed text and calls."""
+    answers = budget_chars + MAX_TOOL_ROUNDS * CALLS_PER_ROUND_ECHOED * _ANSWER_NOTE_CHARS
+    echoed_call = CALL_ARGUMENTS_MAX_BYTES + 4 * (CALL_ID_MAX_CHARS + CALL_NAME_MAX_CHARS) + _ROUND_OVERHEAD_CHARS
+    per_round = 4 * ROUND_TEXT_MAX_CHARS + CALLS_PER_ROUND_ECHOED * echoed_call
+    return 4 * answers + MAX_TOOL_ROUNDS * per_round
+
 GET_TOOL_RESULT = "get_tool_result"
 SEARCH_SESSION = "search_session"
 GET_SESSION_SUMMARY = "get_session_summary"
@@ -360,8 +382,10 @@ class ToolConversation:
         """Answer one call. Never raises for anything the judge sends."""
         if self.exhausted:
             self.refused += 1
-            return ToolAnswer(_error(f"The limit of {MAX_TOOL_CALLS} tool calls for this question is reached; "
-                                     "answer now with the JSON verdict from what you have."), True, None)
+            refusal = _error(f"The limit of {MAX_TOOL_CALLS} tool calls for this question is reached; answer now "
+                             "with the JSON verdict from what you have.")
+            self.answered_chars += len(refusal)
+            return ToolAnswer(refusal, True, None)
         handlers: dict[str, Callable[[Mapping[str, Any]], tuple[str, bool]]] = {
             GET_TOOL_RESULT: self.tools.get_tool_result,
             SEARCH_SESSION: self.tools.search_session,
@@ -372,7 +396,8 @@ class ToolConversation:
             content, is_error = _error(f"There is no tool {str(name)[:64]!r}; the tools are "
                                        f"{', '.join(TOOL_NAMES)}."), True
         elif not isinstance(arguments, Mapping):
-            content, is_error = _error("The arguments must be a JSON object."), True
+            content, is_error = _error(f"The arguments must be a JSON object of at most {CALL_ARGUMENTS_MAX_BYTES} "
+                                       "bytes."), True
         else:
             content, is_error = handler(arguments)
         content = self._within_budget(content)

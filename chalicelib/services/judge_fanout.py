@@ -24,12 +24,12 @@ from chalicelib.domain.judging import FirstToken, JudgeReply, ToolChoice, ToolRo
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.prompts import PROMPT_SEPARATOR, build_question_prompt, build_repair_prompt
 from chalicelib.judges.schema import VERDICT_SCHEMA_NAME, verdict_json_schema
-from chalicelib.judges.tools import MAX_TOOL_CALLS, ToolConversation
+from chalicelib.judges.tools import MAX_TOOL_ROUNDS, ToolConversation
 from chalicelib.judges.verdicts import VerdictFailure, VerdictParse, parse_verdict, strip_fences
 from chalicelib.observability import logger
 from chalicelib.services.judge_ports import RunPorts
 from chalicelib.services.judge_session import Deadline, JudgeSession, RunAborted
-from chalicelib.services.session_tools import tools_used
+from chalicelib.services.session_tools import echoed_round, tools_used
 
 T = TypeVar("T")
 Stop = Literal["done", "deadline", "cancelled", "aborted"]
@@ -82,16 +82,19 @@ class _Ask:
 
     async def with_tools(self, conversation: ToolConversation | None,
                          on_first_token: FirstToken | None) -> JudgeReply:
-        """Ask, answering the judge's tool calls round after round until it answers with its verdict. After
-        MAX_TOOL_CALLS calls the tools are withdrawn (`tool_choice="none"`), so the judge must answer; a call
-        past the limit within a round gets a tool error it can read."""
+        """Ask, answering the judge's tool calls round after round until it answers with its verdict. After six
+        calls the tools are withdrawn (`tool_choice="none"`), so the judge must answer; a call past the limit
+        gets a tool error it can read, and at most MAX_TOOL_ROUNDS rounds are answered."""
         toolbox = self.session.toolbox
         allowed = conversation is not None and toolbox is not None
         reply = await self.send(self.prompt, tool_choice="auto" if allowed else "none", on_first_token=on_first_token)
         rounds: list[ToolRound] = []
-        while reply.tool_calls and conversation is not None and toolbox is not None and len(rounds) <= MAX_TOOL_CALLS:
-            results = tuple([await toolbox.answer(conversation, call) for call in reply.tool_calls])
-            rounds.append(ToolRound(text=reply.text, calls=reply.tool_calls, results=results))
+        while reply.tool_calls and conversation is not None and toolbox is not None and len(rounds) < MAX_TOOL_ROUNDS:
+            text, calls = echoed_round(reply)
+            if not calls:
+                break
+            results = tuple([await toolbox.answer(conversation, call) for call in calls])
+            rounds.append(ToolRound(text=text, calls=calls, results=results))
             choice: ToolChoice = "none" if conversation.exhausted else "auto"
             reply = await self.send(self.prompt, tool_choice=choice, rounds=tuple(rounds))
         return reply

@@ -12,14 +12,26 @@ with the trace's markers, which say so.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from chalicelib.domain.evaluation import ToolUse
-from chalicelib.domain.judging import ToolCallRequest, ToolResultBlock, ToolSpec
-from chalicelib.judges.tools import ANSWER_BUDGET_CHARS, TOOL_SPECS, SessionTools, ToolConversation, cap_output
+from chalicelib.domain.judging import JudgeReply, ToolCallRequest, ToolResultBlock, ToolSpec
+from chalicelib.judges.tools import (
+    ANSWER_BUDGET_CHARS,
+    CALL_ARGUMENTS_MAX_BYTES,
+    CALL_ID_MAX_CHARS,
+    CALL_NAME_MAX_CHARS,
+    CALLS_PER_ROUND_ECHOED,
+    ROUND_TEXT_MAX_CHARS,
+    TOOL_SPECS,
+    SessionTools,
+    ToolConversation,
+    cap_output,
+)
 from chalicelib.observability import logger
 
 # Capped outputs kept in memory before the spool moves to disk.
@@ -132,6 +144,24 @@ class RunTools:
         else:
             self.calls += 1
         return ToolResultBlock(call_id=call.call_id, content=answered.content, is_error=answered.is_error)
+
+
+def echoed_round(reply: JudgeReply) -> tuple[str, tuple[ToolCallRequest, ...]]:
+    """What of a tool-using answer goes back into the conversation, bounded so every request has a size the
+    spend estimate can price (`chalicelib.judges.tools.tool_rounds_bytes_max`): the text cut, at most
+    CALLS_PER_ROUND_ECHOED calls, and a call whose arguments are too long echoed without them (its answer is
+    a tool error)."""
+    calls: list[ToolCallRequest] = []
+    for call in reply.tool_calls[:CALLS_PER_ROUND_ECHOED]:
+        if len(call.call_id) > CALL_ID_MAX_CHARS:
+            continue  # no vendor sends such ids; one that did is left out rather than echoed
+        name = call.name[:CALL_NAME_MAX_CHARS]
+        if len(call.raw_arguments.encode("utf-8", "surrogatepass")) > CALL_ARGUMENTS_MAX_BYTES:
+            call = ToolCallRequest(call_id=call.call_id, name=name, arguments=None, raw_arguments="{}")
+        elif name != call.name:
+            call = dataclasses.replace(call, name=name)
+        calls.append(call)
+    return reply.text[:ROUND_TEXT_MAX_CHARS], tuple(calls)
 
 
 def answer_budget_for(window_tokens: int) -> int:

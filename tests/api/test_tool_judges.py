@@ -148,4 +148,4 @@ def test_arguments_that_are_not_json_are_a_tool_error(client: Any, worker: Any, 
     assert v["status"] == "succeeded", v["error"]
     assert verdict_of(v, TOOL_QUESTION)["tools_used"] == [{"tool": "search_session", "arguments": {}, "is_error": True}]
     (answer,) = requests_for(fake, TOOL_QUESTION)[-1]["tool_results"]
-    assert json.loads(answer) == {"error": "The arguments must be a JSON object."}
+    assert json.loads(answer) == {"error": "The arguments must be a JSON object of at most 2048 bytes."}

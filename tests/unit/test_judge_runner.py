@@ -438,3 +438,19 @@ def test_budget_is_the_run_deadline_clamped_to_lambda_time_minus_grace(remaining
 
 def test_sdk_retries_follow_the_budget() -> None:
     assert sdk_max_retries(10) < sdk_max_retries(60) < sdk_max_retries(600)
+
+
+def test_a_tool_round_echoes_a_bounded_answer() -> None:
+    from chalicelib.domain.judging import JudgeReply, ToolCallRequest
+    from chalicelib.judges.tools import CALLS_PER_ROUND_ECHOED, ROUND_TEXT_MAX_CHARS
+    from chalicelib.services.session_tools import echoed_round
+
+    calls = tuple(ToolCallRequest(call_id=f"t{i}", name="search_session", arguments={"query": "x"},
+                                  raw_arguments='{"query": "x"}') for i in range(12))
+    huge = ToolCallRequest(call_id="big", name="g" * 100, arguments={"query": "x" * 5000},
+                           raw_arguments=json.dumps({"query": "x" * 5000}))
+    reply = JudgeReply(text="y" * 10_000, usage=TokenUsage(), latency_ms=0, model="m", request_id=None,
+                       tool_calls=(huge, *calls))
+    text, echoed = echoed_round(reply)
+    assert len(text) == ROUND_TEXT_MAX_CHARS and len(echoed) == CALLS_PER_ROUND_ECHOED
+    assert echoed[0].arguments is None and echoed[0].raw_arguments == "{}" and len(echoed[0].name) == 64

@@ -171,7 +171,8 @@ def test_unknown_tools_and_non_object_arguments_are_errors_and_recorded() -> Non
     unknown = conversation.call("read_file", {"path": "/etc/passwd"})
     assert unknown.is_error and "There is no tool 'read_file'" in json.loads(unknown.content)["error"]
     not_object = conversation.call("get_tool_result", ["c1"])
-    assert not_object.is_error and json.loads(not_object.content)["error"] == "The arguments must be a JSON object."
+    assert not_object.is_error
+    assert json.loads(not_object.content)["error"] == "The arguments must be a JSON object of at most 2048 bytes."
     assert conversation.calls == [{"tool": "unknown_tool", "arguments": {}, "is_error": True},
                                   {"tool": "get_tool_result", "arguments": {}, "is_error": True}]
 
@@ -191,3 +192,11 @@ def test_tool_specs_fit_strict_function_calling() -> None:
     for spec in TOOL_SPECS:
         params = spec["parameters"]
         assert params["additionalProperties"] is False and set(params["required"]) == set(params["properties"])
+
+
+def test_what_tool_rounds_add_to_a_request_is_bounded() -> None:
+    from chalicelib.judges.tools import MAX_TOOL_ROUNDS, REQUESTS_PER_TOOL_QUESTION_MAX, tool_rounds_bytes_max
+
+    assert MAX_TOOL_ROUNDS == MAX_TOOL_CALLS + 1 and REQUESTS_PER_TOOL_QUESTION_MAX == MAX_TOOL_CALLS + 3
+    # The budget's characters at 4 bytes each at least, plus what is echoed of every round.
+    assert 4 * ANSWER_BUDGET_CHARS < tool_rounds_bytes_max() < 1_000_000
