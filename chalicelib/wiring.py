@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from chalicelib.services.judge_facts import IndexedRepositories, JudgeFactRetention, JudgeFactService
     from chalicelib.services.judge_runner import RunnerTuning
     from chalicelib.services.run_lifecycle import RunLifecycle
+    from chalicelib.services.session_entries import SessionEntryService
     from chalicelib.services.sessions import SessionService
     from chalicelib.services.spend import SpendService
 
@@ -340,6 +341,13 @@ class Container:
         return EvalBatchService(store=self.automation_store, runs=self.run_store, dispatch=self.automated_dispatch,
                                 sessions=DynamoSessionIndex(self.dynamodb, table_name=self.config.table_name),
                                 cancel=self.eval_runs, clock=self.clock)
+
+    # -- session entries (trace viewer, daemon tool data) ------------------------------------
+    @cached_property
+    def session_entries(self) -> SessionEntryService:
+        from chalicelib.services.session_entries import SessionEntryService
+
+        return SessionEntryService(self.sessions)
 
     # -- judge facts -------------------------------------------------------------------------
     @cached_property

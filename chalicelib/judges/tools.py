@@ -140,6 +140,16 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+def omitted_bytes(text: str, *, head_bytes: int = OUTPUT_HEAD_BYTES, tail_bytes: int = OUTPUT_TAIL_BYTES) -> int:
+    """How many bytes `cap_output` leaves out of `text` (0 when it fits)."""
+    raw = _utf8(text)
+    if len(raw) <= head_bytes + tail_bytes:
+        return 0
+    head = raw[:head_bytes].decode("utf-8", "ignore")
+    tail = raw[len(raw) - tail_bytes:].decode("utf-8", "ignore")
+    return len(raw) - len(_utf8(head)) - len(_utf8(tail))
+
+
 def cap_output(text: str, *, head_bytes: int = OUTPUT_HEAD_BYTES, tail_bytes: int = OUTPUT_TAIL_BYTES) -> str:
     """`text` whole when it fits head + tail bytes, else its first and last bytes around a marker that says
     how many bytes were left out (cut on UTF-8 character boundaries)."""

@@ -605,6 +605,12 @@ class SessionService:
 
         return EvalContextDoc(doc=doc, reload=reload)
 
+    def session_chain(self, tenant: str, session_id: str, chain: bool) -> list[str]:
+        """The session ids an eval context of `session_id` covers, oldest first (itself only without `chain`):
+        positions count entries across them in this order."""
+        records, _, _ = self._chain_records(tenant, session_id, chain)
+        return [r.session_id for r in records]
+
     def stored_entries(self, tenant: str, session_chain: Sequence[str], *,
                        stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
         """The stored (redacted, uncompacted) entries of the sessions of `session_chain` (an eval context's,
