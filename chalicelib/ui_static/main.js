@@ -4,6 +4,8 @@
 //   #/sessions/<id>/runs/<eval_run_id>  ... with one run's live progress and result
 //   #/settings                          admin settings → Eval runner
 //   #/catalog                           admin judge catalog (questions, rubrics, preview, try it)
+//   #/sessions/<id>/trace/<pos>[?chain=1]  the trace viewer at a cited position
+//   #/facts[?repository=<repo>]         judge facts of a repository (admins delete, and choose whether judges get them)
 
 import { configureApi } from "./api.js";
 import {
@@ -11,10 +13,12 @@ import {
 } from "./auth.js";
 import { h, errorPanel, replace } from "./dom.js";
 import { renderCatalog } from "./view-catalog.js";
+import { renderFacts } from "./view-facts.js";
 import { renderSession } from "./view-session.js";
 import { renderSessions } from "./view-sessions.js";
 import { renderSettings } from "./view-settings.js";
 import { renderSignIn } from "./view-signin.js";
+import { renderTrace } from "./view-trace.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -23,7 +27,9 @@ let routeController = null;
 let signInNotice = null;
 
 function parseRoute() {
-  const parts = (window.location.hash || "#/sessions").replace(/^#\/?/, "").split("/").map((p) => {
+  const [route, search] = (window.location.hash || "#/sessions").replace(/^#\/?/, "").split("?");
+  const query = new URLSearchParams(search || "");
+  const parts = route.split("/").map((p) => {
     try {
       return decodeURIComponent(p);
     } catch {
@@ -32,6 +38,11 @@ function parseRoute() {
   });
   if (parts[0] === "settings") return { name: "settings" };
   if (parts[0] === "catalog") return { name: "catalog" };
+  if (parts[0] === "facts") return { name: "facts", repository: query.get("repository") || "" };
+  if (parts[0] === "sessions" && parts[1] && parts[2] === "trace") {
+    const pos = /^[0-9]{1,8}$/.test(parts[3] || "") ? Number(parts[3]) : null;
+    return { name: "trace", sessionId: parts[1], pos, chain: query.get("chain") === "1" };
+  }
   if (parts[0] === "sessions" && parts[1]) {
     return { name: "session", sessionId: parts[1], runId: parts[2] === "runs" ? parts[3] || null : null };
   }
@@ -60,7 +71,8 @@ function markNav(route) {
   for (const link of nav.querySelectorAll("a[data-nav]")) {
     const active = (link.dataset.nav === "settings" && route.name === "settings")
       || (link.dataset.nav === "catalog" && route.name === "catalog")
-      || (link.dataset.nav === "sessions" && (route.name === "sessions" || route.name === "session"));
+      || (link.dataset.nav === "facts" && route.name === "facts")
+      || (link.dataset.nav === "sessions" && ["sessions", "session", "trace"].includes(route.name));
     if (active) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
@@ -87,6 +99,11 @@ async function render({ focus = true } = {}) {
   try {
     if (route.name === "settings") await renderSettings(main, ctx);
     else if (route.name === "catalog") await renderCatalog(main, ctx);
+    else if (route.name === "facts") await renderFacts(main, { ...ctx, repository: route.repository });
+    else if (route.name === "trace") {
+      await renderTrace(main, { ...ctx, sessionId: route.sessionId, pos: route.pos, chain: route.chain });
+      return; // the trace viewer focuses the cited entry itself
+    }
     else if (route.name === "session") await renderSession(main, { ...ctx, sessionId: route.sessionId, runId: route.runId });
     else if (route.name === "sessions") await renderSessions(main, ctx);
     else {

@@ -1,8 +1,10 @@
 // One eval run: live progress (a chip per question moving queued → running → scored/failed,
 // polled with backoff), cancel and "rerun failed", then the result: overall and category scores,
-// every question's finding, evidence and recommendation, the retrospective, usage and duration.
+// every question's finding, evidence (linked to the trace positions it cites) and recommendation, the tools a
+// judge called, the retrospective, usage and duration.
 
 import { api } from "./api.js";
+import { traceHref } from "./view-trace.js";
 import {
   categoryLabel, errorPanel, formatDuration, formatNumber, h, sleep, timeEl, vendorLabel, verdictForScore, verdictLabel, replace,
 } from "./dom.js";
@@ -268,8 +270,28 @@ class RunPanel {
               h("dt", {}, "Finding"), h("dd", { "data-field": "finding" }, q.finding || "—"),
               h("dt", {}, "Evidence"), h("dd", { "data-field": "evidence" }, q.evidence || "—"),
               h("dt", {}, "Recommendation"), h("dd", { "data-field": "recommendation" }, q.recommendation || "—"),
-              typeof q.tools_used === "number" ? [h("dt", {}, "Tools used"), h("dd", {}, String(q.tools_used))] : null));
+              this.evidenceLinks(q), this.toolsUsed(q)));
         }))));
+  }
+
+  evidenceLinks(q) {
+    const entries = q.evidence_entries || [];
+    if (!entries.length || !this.run) return null;
+    const chain = Boolean(this.run.context && (this.run.context.session_chain || []).length > 1);
+    return [h("dt", {}, "In the trace"), h("dd", { "data-field": "evidence-entries" },
+      h("ul", { class: "inline-list" }, entries.map((pos) => h("li", {},
+        h("a", { href: traceHref(this.run.session_id, pos, chain), "data-pos": pos }, `pos ${pos}`)))))];
+  }
+
+  toolsUsed(q) {
+    if (!Array.isArray(q.tools_used)) return null;
+    const label = (u) => {
+      const args = Object.entries(u.arguments || {}).filter(([, v]) => v !== null).map(([, v]) => String(v));
+      return `${u.tool}(${args.join(", ")})${u.is_error ? " → error" : ""}`;
+    };
+    return [h("dt", {}, "Tools used"), h("dd", { "data-field": "tools-used" },
+      q.tools_used.length ? h("ol", { class: "tool-calls" }, q.tools_used.map((u) => h("li", { class: "mono" }, label(u))))
+        : "none")];
   }
 
   retrospective(retro) {
