@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from chalicelib.services.session_entries import SessionEntryService
     from chalicelib.services.sessions import SessionService
     from chalicelib.services.spend import SpendService
+    from chalicelib.services.vendor_batch_runs import VendorBatchRuns
 
 
 class Container:
@@ -457,6 +458,23 @@ class Container:
                               rate_gates=(self.rate_gate if self.config.vendor_rate_limiter in ("shared", "reactive")
                                           else None),
                               context_limits=self.context_limit_store, stored=self.sessions, facts=self.judge_facts)
+
+    # -- batch mode: judge calls through the vendors' batch APIs -------------------------------
+    def build_batch_client(self, vendor: VendorName, *, api_key: str, base_url: str | None) -> Any:
+        """A vendor batch API client behind the stage's outbound guard (SDK imported on first use)."""
+        from chalicelib.adapters.vendor_batches import build_batch_client
+
+        return build_batch_client(vendor, api_key=api_key, base_url=base_url, outbound=self.outbound_guard)
+
+    @cached_property
+    def vendor_batch_runs(self) -> VendorBatchRuns:
+        from chalicelib.services.vendor_batch_runs import VendorBatchRuns
+
+        return VendorBatchRuns(runs=self.run_store, store=self.automation_store, settings=self.admin_settings,
+                               sessions=self.sessions, questions=self.catalog, clients=self.build_batch_client,
+                               counting_model=self.build_judge_model, lifecycle=self.run_lifecycle,
+                               events=self.event_publisher, clock=self.clock, tuning=self.judge_tuning,
+                               context_limits=self.context_limit_store)
 
     # -- history: tenant-wide list, analytics, export, deletion -------------------------------
     @cached_property

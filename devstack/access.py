@@ -51,6 +51,10 @@ FUNCTION_ACCESS: dict[str, frozenset[str]] = {
     # finalizes them (run items, the spend ledger), and publishes budget threshold events; a freed slot
     # starts a waiting rule/batch run (the queue).
     "RunMaintenance": frozenset({TABLE, EVENTS, JOBS_SEND}),
+    # Online and bulk evaluation's scheduled poll (chalicelib/worker/automation_poller.py): reads the
+    # tenant's vendor key to ask the vendor about its batches, writes verdicts and finishes runs (run
+    # items, the spend ledger, SessionEvalCompleted), and hands runs that waited for a slot to the queue.
+    "AutomationPoller": frozenset({TABLE, VENDOR_KEYS_READ, JOBS_SEND, EVENTS}),
 }
 
 API_HANDLER = "APIHandler"

@@ -8,6 +8,7 @@ Endpoints (vendor wire formats, shapes taken from the SDKs' response types):
   POST /v1/messages/count_tokens    Anthropic token counting
   POST /v1/chat/completions         OpenAI Chat Completions (`response_format` json_schema)
   GET  /v1/models/{id}              either vendor (Anthropic when `anthropic-version` is sent)
+  …/messages/batches, /v1/files, /v1/batches   both vendors' batch APIs (devstack/fake_vendor_batches.py)
 Control endpoints (drive a separate process, e.g. `python -m devstack.fake_vendor --port 5100`):
   POST /_fake/script    a rule object, or {"rules": [...], "options": {...}} → {"rule_ids": [...]}
   POST /_fake/options   global options (see `FakeVendorOptions`) → the effective options
@@ -78,6 +79,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from devstack import fake_vendor_batches
 from devstack.fake_vendor_tools import (
     ToolTurns,
     anthropic_tool_events,
@@ -403,6 +405,7 @@ class FakeVendor:
         self._cache = {}
         self._inflight = 0
         self._max_inflight = 0
+        self.batches = fake_vendor_batches.BatchState()
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -1229,6 +1232,8 @@ def _make_handler(fake: FakeVendor) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
+            if fake_vendor_batches.route(self, fake, "GET", parts.path):
+                return
             if parts.path == "/_fake/requests":
                 since = int(parse_qs(parts.query).get("since", ["0"])[0])
                 self._send(200, {"requests": fake.requests[since:]})
@@ -1247,6 +1252,8 @@ def _make_handler(fake: FakeVendor) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             path = urlsplit(self.path).path
+            if fake_vendor_batches.route(self, fake, "POST", path):
+                return  # before the JSON body is read: a file upload is multipart
             try:
                 body = self._body()
             except (ValueError, UnicodeDecodeError):

@@ -1,6 +1,7 @@
 """Local stand-in for the SQS → Lambda event source mapping: polls the queue and invokes the
 worker handler with Lambda-shaped batches, honouring partial batch failures like AWS does; and for
-the EventBridge schedule of the `run_maintenance` Lambda (the run lifecycle's sweep)."""
+the EventBridge schedules of the `run_maintenance` Lambda (the run lifecycle's sweep) and the
+`automation_poller` Lambda (vendor batches, runs waiting for a slot)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ def main() -> None:
     parser.add_argument("--maintenance-seconds", type=float,
                         default=float(os.environ.get("MAINTENANCE_INTERVAL_SECONDS", "300")),
                         help="how often to run the scheduled maintenance sweep (deployed: every 5 minutes)")
+    parser.add_argument("--automation-seconds", type=float,
+                        default=float(os.environ.get("AUTOMATION_POLL_SECONDS", "3")),
+                        help="how often to run the automation poller (deployed: every minute)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("botocore", "boto3", "urllib3"):
@@ -76,6 +80,22 @@ def main() -> None:
                 log.exception("maintenance sweep failed; it runs again at the next interval")
 
     threading.Thread(target=maintenance, name="maintenance", daemon=True).start()
+
+    def automation() -> None:
+        # The automation poller's deployed handler (vendor batches, runs waiting for a slot), every few
+        # seconds here instead of every minute, so batch-mode runs finish promptly on the local stack.
+        from chalicelib.worker.automation_poller import automation_poller
+
+        while not stop.wait(args.automation_seconds):
+            event = {"version": "0", "id": "local-schedule", "detail-type": "Scheduled Event",
+                     "source": "aws.events", "account": "000000000000", "region": config.region,
+                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "resources": [], "detail": {}}
+            try:
+                automation_poller(event, LocalLambdaContext("automation_poller", 60))
+            except Exception:
+                log.exception("automation poll failed; it runs again at the next interval")
+
+    threading.Thread(target=automation, name="automation", daemon=True).start()
 
     def invoke(messages: list[dict[str, Any]]) -> None:
         try:

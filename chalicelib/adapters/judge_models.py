@@ -47,6 +47,33 @@ def build_judge_model(
     pinned to the checked address, and the client talks to the base URL's origin only (see
     `chalicelib.adapters.outbound_http`). The default is the strict policy: public HTTPS on port 443.
     """
+    client = build_vendor_client(vendor, api_key=api_key, base_url=base_url, max_retries=max_retries,
+                                 timeout_seconds=timeout_seconds, outbound=outbound,
+                                 event_hooks=gate_hooks(gate) if gate else {})
+    adapter: type[VendorJudgeModel]
+    if vendor == "anthropic":
+        from chalicelib.adapters.anthropic_judge import AnthropicJudgeModel
+
+        adapter = AnthropicJudgeModel
+    else:
+        from chalicelib.adapters.openai_judge import OpenAIJudgeModel
+
+        adapter = OpenAIJudgeModel
+    return adapter(client)
+
+
+def build_vendor_client(
+    vendor: VendorName,
+    *,
+    api_key: str,
+    base_url: str | None,
+    max_retries: int,
+    timeout_seconds: float,
+    outbound: OutboundGuard = STRICT_OUTBOUND,
+    event_hooks: dict[str, list[Callable[[Any], Awaitable[None]]]] | None = None,
+) -> Any:
+    """The vendor's async SDK client (`AsyncAnthropic` / `AsyncOpenAI`) behind the outbound guard: what
+    judge models and the vendor batch APIs (`adapters/vendor_batches.py`) are built on."""
     if not api_key:
         raise ValueError("an API key is required")
     if max_retries < 0:
@@ -54,30 +81,23 @@ def build_judge_model(
     if not timeout_seconds > 0:
         raise ValueError("timeout_seconds must be positive")
     connect = min(CONNECT_TIMEOUT_SECONDS, timeout_seconds)
-    hooks = gate_hooks(gate) if gate else {}
     sdk: Any
     client_class: Any
-    adapter: type[VendorJudgeModel]
     if vendor == "anthropic":
         import anthropic
 
-        from chalicelib.adapters.anthropic_judge import AnthropicJudgeModel
-
-        sdk, client_class, adapter, default_url = (anthropic, anthropic.AsyncAnthropic, AnthropicJudgeModel,
-                                                   ANTHROPIC_DEFAULT_BASE_URL)
+        sdk, client_class, default_url = anthropic, anthropic.AsyncAnthropic, ANTHROPIC_DEFAULT_BASE_URL
     elif vendor == "openai":
         import openai
 
-        from chalicelib.adapters.openai_judge import OpenAIJudgeModel
-
-        sdk, client_class, adapter, default_url = openai, openai.AsyncOpenAI, OpenAIJudgeModel, OPENAI_DEFAULT_BASE_URL
+        sdk, client_class, default_url = openai, openai.AsyncOpenAI, OPENAI_DEFAULT_BASE_URL
     else:
         raise ValueError(f"unknown judge vendor {vendor!r}")
     url = base_url or default_url
-    return adapter(client_class(
+    return client_class(
         api_key=api_key, base_url=url, max_retries=max_retries, timeout=sdk.Timeout(timeout_seconds, connect=connect),
         http_client=sdk.DefaultAsyncHttpxClient(transport=outbound.async_transport(url), trust_env=False,
-                                                event_hooks=hooks)))
+                                                event_hooks=event_hooks or {}))
 
 
 def gate_hooks(gate: VendorCallGate) -> dict[str, list[Callable[[Any], Awaitable[None]]]]:

@@ -96,6 +96,7 @@ def load_route_modules() -> None:
 
 def register_routes(app: Chalice) -> None:
     from chalicelib.api.ws_handlers import ws_bp
+    from chalicelib.worker.automation_poller import automation_bp
     from chalicelib.worker.eval_worker import worker_bp
     from chalicelib.worker.maintenance import maintenance_bp
 
@@ -107,6 +108,7 @@ def register_routes(app: Chalice) -> None:
     app.register_blueprint(ws_bp)
     app.register_blueprint(worker_bp)
     app.register_blueprint(maintenance_bp)
+    app.register_blueprint(automation_bp)
     # Session transcripts travel as binary so API Gateway hands non-UTF-8 bytes over intact
     # (and they get a line-numbered 400) instead of mangling them into valid text.
     if "application/x-ndjson" not in app.api.binary_types:

@@ -57,6 +57,10 @@ def process_job_record(record: Any, context: Any) -> None:
 def _process(message: EvalJobMessage, message_id: str | None, context: Any) -> None:
     from chalicelib.wiring import container
 
+    if message.mode == "batch":
+        _submit_vendor_batch(message, message_id)
+        return
+
     service = container().eval_jobs
     try:
         outcome = service.process(message, remaining_ms=_remaining_ms(context))
@@ -74,6 +78,27 @@ def _process(message: EvalJobMessage, message_id: str | None, context: Any) -> N
     logger.info("eval job processed", extra={
         "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
         "action": outcome.action, "status": outcome.status, "run_writes": outcome.writes})
+
+
+def _submit_vendor_batch(message: EvalJobMessage, message_id: str | None) -> None:
+    """A batch-mode run: its judge calls go to the vendor as one batch; the scheduled poller finishes it."""
+    from chalicelib.wiring import container
+
+    try:
+        action = container().vendor_batch_runs.submit(message)
+    except (DependencyUnavailable, ClientError, BotoCoreError) as exc:
+        logger.warning("vendor batch submission failed on infrastructure; SQS will redeliver it", extra={
+            "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
+            "error_type": type(exc).__name__, "error_code": getattr(exc, "code", None)})
+        raise
+    except Exception as exc:
+        logger.exception("vendor batch submission crashed; marking the run failed", extra={
+            "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
+            "error_type": type(exc).__name__})
+        _mark_failed(message, exc)
+        return
+    logger.info("batch-mode eval job processed", extra={
+        "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id, "action": action})
 
 
 def _process_upload(body: str, message_id: str | None) -> None:

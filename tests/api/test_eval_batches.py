@@ -177,3 +177,31 @@ def test_batches_are_per_tenant(client: Any, container: Any, sessions: list[str]
     assert client.get(f"/eval-batches/{batch_id}", token=other).status_code == 404
     assert client.post(f"/eval-batches/{batch_id}/cancel", token=other).status_code == 404
     assert client.get("/eval-batches/ebt_nope", token=BOB).status_code == 404
+
+
+def test_the_poller_starts_waiting_runs_once_slots_allow(client: Any, container: Any, sessions: list[str]) -> None:
+    from chalicelib.worker.automation_poller import poll_automation
+
+    spend = quota(container, limit=2)
+    accepted = create(client, {"session_ids": sessions[:3], "mode": "now"}).json
+    assert accepted["started"] == 2
+    drain_queue(container)
+    spend.limit = 3  # e.g. an admin raised the quota: no run ended, the poller notices
+    report = poll_automation()
+    assert report["waiting"]["started"] == 1
+    assert len(drain_queue(container)) == 1
+    assert batch(client, accepted["batch_id"])["delayed"] == 0
+
+
+def test_a_run_that_never_gets_a_slot_ends_after_24_hours(client: Any, container: Any, sessions: list[str]) -> None:
+    from chalicelib.worker.automation_poller import poll_automation
+
+    quota(container, limit=0)
+    accepted = create(client, {"session_ids": sessions[:1], "mode": "now"}).json
+    (run_id,) = batch(client, accepted["batch_id"])["run_ids"]
+    container.run_store.set_fields("acme", run_id, {"deadline_at": "2026-01-01T00:00:00.000Z"},
+                                   when_status=("queued",))
+    assert poll_automation()["waiting"]["expired"] == 1
+    view = client.get(f"/eval-runs/{run_id}", token=BOB).json
+    assert view["status"] == "timed_out" and view["error"]["code"] == "no_slot_in_time"
+    assert container.automation_store.waiting("acme", limit=5) == []
