@@ -11,6 +11,7 @@ from chalicelib.domain.eval_batches import (
     BATCH_BODY_MAX_BYTES,
     MAX_BATCH_RUNS,
     BatchAccepted,
+    BatchEstimate,
     EvalBatchList,
     EvalBatchRequest,
     EvalBatchView,
@@ -47,6 +48,16 @@ def create_eval_batch(ctx: RequestContext) -> ApiResponse:
     request = ctx.body(EvalBatchRequest, BATCH_BODY_MAX_BYTES)
     accepted = _service().create_batch(ctx.principal, request, idempotency_key=ctx.header("idempotency-key"))
     return ApiResponse(accepted, status=202, headers={"Location": f"/eval-batches/{accepted.batch_id}"})
+
+
+@endpoint("/eval-batches/estimate", "POST", request_model=EvalBatchRequest, response_model=BatchEstimate,
+          tags=_TAGS,
+          extra_responses={400: f"Invalid request, no session matched, or more than {MAX_BATCH_RUNS} would be "
+                                "created (batch_too_large: details.would_create)",
+                           404: "A named session does not exist", 409: "The chosen vendor is not available"},
+          summary="What POST /eval-batches with this body would create and cost at most; nothing is stored")
+def estimate_eval_batch(ctx: RequestContext) -> BatchEstimate:
+    return _service().estimate_batch(ctx.principal, ctx.body(EvalBatchRequest, BATCH_BODY_MAX_BYTES))
 
 
 @endpoint("/eval-batches", "GET", query_model=BatchListQuery, response_model=EvalBatchList, tags=_TAGS,

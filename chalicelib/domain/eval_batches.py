@@ -113,6 +113,20 @@ class RunShape(BaseModel):
     run_timeout_seconds: int
 
 
+class BatchEstimate(BaseModel):
+    """`POST /eval-batches/estimate`: what the same `POST /eval-batches` would create, before it does."""
+
+    runs: int = Field(description="Runs the batch would create (one per session).")
+    session_ids: list[str]
+    mode: RunMode
+    vendor: VendorName | None
+    model: str | None
+    questions: int
+    estimate_usd_high: float | None = Field(description="Upper bound of what the whole batch can cost (the "
+                                                        "budget reservation); null when the model has no price.")
+    priced: bool
+
+
 class BatchRunEntry(BaseModel):
     """One run of a batch as the batch record tracks it (`s` status, `c` cost micro-USD, `f` finished)."""
 

@@ -27,6 +27,7 @@ from chalicelib.domain.eval_batches import (
     MAX_BATCH_SCAN,
     TERMINAL_ENTRY,
     BatchAccepted,
+    BatchEstimate,
     BatchRunEntry,
     EvalBatch,
     EvalBatchList,
@@ -105,9 +106,7 @@ class EvalBatchService:
             existing = self._store.find_idempotent_batch(tenant, principal.user, key)
             if existing is not None:
                 return self._accepted_again(tenant, existing)
-        run_request = EvalRunRequest(vendor=request.vendor, questions=request.questions, skip=request.skip,
-                                     chain=request.chain, threshold=request.threshold)
-        planned = self._dispatch.plan(tenant, run_request, mode=request.mode)
+        planned = self._dispatch.plan(tenant, _run_request(request), mode=request.mode)
         records = self._resolve_sessions(tenant, request)
         now = self._clock.now()
         estimate = (self._estimator.usd_high_micros(tenant, records, planned, mode=request.mode)
@@ -137,6 +136,18 @@ class EvalBatchService:
         started = self._create_runs(batch, runs)
         return BatchAccepted(batch_id=batch_id, runs=len(runs), estimate_usd_high=_usd(estimate), mode=request.mode,
                              status="running", started=started)
+
+    def estimate_batch(self, principal: Principal, request: EvalBatchRequest) -> BatchEstimate:
+        """What `create_batch` would create and cost, resolved exactly the same way; nothing is stored."""
+        planned = self._dispatch.plan(principal.tenant, _run_request(request), mode=request.mode)
+        records = self._resolve_sessions(principal.tenant, request)
+        estimate = (self._estimator.usd_high_micros(principal.tenant, records, planned, mode=request.mode)
+                    if self._estimator is not None else None)
+        shape = planned.shape
+        return BatchEstimate(runs=len(records), session_ids=[str(r["session_id"]) for r in records],
+                             mode=request.mode, vendor=shape.vendor, model=shape.model,
+                             questions=len(shape.questions), estimate_usd_high=_usd(estimate),
+                             priced=estimate is not None)
 
     def _create_runs(self, batch: EvalBatch, runs: Sequence[Any]) -> int:
         for start in range(0, len(runs), CREATE_CHUNK):
@@ -288,6 +299,12 @@ class EvalBatchService:
         return [self._dispatch.new_run(batch.tenant, session_id, batch.created_by, batch.shape, trigger=trigger,
                                        batch_id=batch.batch_id, run_id=run_id, now=now)
                 for session_id, run_id in zip(batch.sessions, batch.run_ids, strict=True)]
+
+
+def _run_request(request: EvalBatchRequest) -> EvalRunRequest:
+    """The EvalRunRequest fields every run of the batch gets."""
+    return EvalRunRequest(vendor=request.vendor, questions=request.questions, skip=request.skip,
+                          chain=request.chain, threshold=request.threshold)
 
 
 def _entry_from_snapshot(item: Mapping[str, Any]) -> BatchRunEntry:

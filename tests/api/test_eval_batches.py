@@ -205,3 +205,17 @@ def test_a_run_that_never_gets_a_slot_ends_after_24_hours(client: Any, container
     view = client.get(f"/eval-runs/{run_id}", token=BOB).json
     assert view["status"] == "timed_out" and view["error"]["code"] == "no_slot_in_time"
     assert container.automation_store.waiting("acme", limit=5) == []
+
+
+def test_the_estimate_says_what_a_batch_would_create_and_stores_nothing(client: Any, container: Any,
+                                                                        sessions: list[str]) -> None:
+    resp = client.post("/eval-batches/estimate", token=BOB,
+                       json_body={"filter": {"repository": "github.com/acme/*"}, "mode": "batch",
+                                  "questions": ["safety"]})
+    assert resp.status_code == 200, resp.json
+    assert resp.json["runs"] == 3 and sorted(resp.json["session_ids"]) == ["s0", "s2", "s4"]
+    assert (resp.json["mode"], resp.json["vendor"], resp.json["questions"]) == ("batch", "anthropic", 4)
+    assert client.get("/eval-batches", token=BOB).json["items"] == []
+    assert drain_queue(container) == []
+    bad = client.post("/eval-batches/estimate", token=BOB, json_body={"mode": "now"})
+    assert bad.status_code == 400
