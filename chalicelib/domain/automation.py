@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic_core import PydanticCustomError
 
 from chalicelib.domain.evaluation import VendorName
 from chalicelib.domain.glob import Glob, GlobError, compile_glob
@@ -130,7 +131,7 @@ class RuleFilter(BaseModel):
             try:
                 compile_glob(value)
             except GlobError as exc:
-                raise ValueError(f"invalid glob: {exc}") from None
+                raise PydanticCustomError("invalid_glob", "invalid glob: {reason}", {"reason": str(exc)}) from None
         return value
 
     def matches(self, facts: SessionFacts) -> bool:

@@ -6,12 +6,14 @@
 //   #/catalog                           admin judge catalog (questions, rubrics, preview, try it)
 //   #/sessions/<id>/trace/<pos>[?chain=1]  the trace viewer at a cited position
 //   #/facts[?repository=<repo>]         judge facts of a repository (admins delete, and choose whether judges get them)
+//   #/automation                        admin online evaluation rules (matches, skips) and recent eval batches
 
 import { configureApi } from "./api.js";
 import {
   authConfig, completeOidcRedirect, currentUser, getToken, loadConfig, onAuthChange, signOut,
 } from "./auth.js";
 import { h, errorPanel, replace } from "./dom.js";
+import { renderAutomation } from "./view-automation.js";
 import { renderCatalog } from "./view-catalog.js";
 import { renderFacts } from "./view-facts.js";
 import { renderSession } from "./view-session.js";
@@ -38,6 +40,7 @@ function parseRoute() {
   });
   if (parts[0] === "settings") return { name: "settings" };
   if (parts[0] === "catalog") return { name: "catalog" };
+  if (parts[0] === "automation") return { name: "automation" };
   if (parts[0] === "facts") return { name: "facts", repository: query.get("repository") || "" };
   if (parts[0] === "sessions" && parts[1] && parts[2] === "trace") {
     const pos = /^[0-9]{1,8}$/.test(parts[3] || "") ? Number(parts[3]) : null;
@@ -71,6 +74,7 @@ function markNav(route) {
   for (const link of nav.querySelectorAll("a[data-nav]")) {
     const active = (link.dataset.nav === "settings" && route.name === "settings")
       || (link.dataset.nav === "catalog" && route.name === "catalog")
+      || (link.dataset.nav === "automation" && route.name === "automation")
       || (link.dataset.nav === "facts" && route.name === "facts")
       || (link.dataset.nav === "sessions" && ["sessions", "session", "trace"].includes(route.name));
     if (active) link.setAttribute("aria-current", "page");
@@ -99,6 +103,7 @@ async function render({ focus = true } = {}) {
   try {
     if (route.name === "settings") await renderSettings(main, ctx);
     else if (route.name === "catalog") await renderCatalog(main, ctx);
+    else if (route.name === "automation") await renderAutomation(main, ctx);
     else if (route.name === "facts") await renderFacts(main, { ...ctx, repository: route.repository });
     else if (route.name === "trace") {
       await renderTrace(main, { ...ctx, sessionId: route.sessionId, pos: route.pos, chain: route.chain });

@@ -1,7 +1,8 @@
 // Sessions: upload a Claude Code or Codex transcript (file picker or drag and drop) and list the
-// tenant's sessions with their entry counts.
+// tenant's sessions with their entry counts; ticked sessions can be evaluated together (bulk-eval.js).
 
 import { api } from "./api.js";
+import { openBulkEvaluate } from "./bulk-eval.js";
 import { FORMAT_LABELS, detectTranscript, isValidSessionId, sessionIdFromFileName } from "./detect.js";
 import {
   empty, errorPanel, formatBytes, formatNumber, h, ignoreAbort, loading, nextId, replace, timeEl,
@@ -68,14 +69,30 @@ async function loadList(slot, ctx, { cursor = null, items = [] } = {}) {
       },
     }, "Load more sessions")
     : null;
+  const selected = new Set();
+  const count = h("span", { class: "muted", "aria-live": "polite", "data-testid": "selected-count" }, "No session selected");
+  const evaluate = h("button", {
+    type: "button", disabled: true, "data-testid": "bulk-evaluate",
+    onclick: () => ignoreAbort(openBulkEvaluate([...selected], ctx)),
+  }, "Evaluate selected…");
+  const onSelect = (sessionId, checked) => {
+    if (checked) selected.add(sessionId);
+    else selected.delete(sessionId);
+    count.textContent = selected.size ? `${selected.size} selected` : "No session selected";
+    evaluate.disabled = !selected.size;
+  };
   replace(slot, title,
-    h("ul", { class: "session-list", "data-testid": "session-list" }, all.map((s) => sessionRow(s))),
+    h("div", { class: "actions bulk-bar", role: "group", "aria-label": "Selected sessions" }, evaluate, count),
+    h("ul", { class: "session-list", "data-testid": "session-list" }, all.map((s) => sessionRow(s, onSelect))),
     more);
 }
 
-function sessionRow(s) {
+function sessionRow(s, onSelect) {
+  const name = s.title || s.session_id;
   return h("li", { class: "session-row", "data-session-id": s.session_id },
-    h("a", { class: "session-link", href: `#/sessions/${encodeURIComponent(s.session_id)}` }, s.title || s.session_id),
+    h("input", { type: "checkbox", class: "session-select", "aria-label": `Select ${name}`,
+      onchange: (event) => onSelect(s.session_id, event.currentTarget.checked) }),
+    h("a", { class: "session-link", href: `#/sessions/${encodeURIComponent(s.session_id)}` }, name),
     s.title ? h("span", { class: "mono muted small" }, s.session_id) : null,
     h("p", { class: "session-meta" },
       h("span", { class: "tag" }, formatLabel(s.format)), " ",
