@@ -31,6 +31,7 @@ BENCHES: dict[str, list[str]] = {
     "ratelimit": ["bench/ratelimit/bench_ratelimit.py"],
     "load": ["bench/load/bench_load.py"],
     "memory": ["bench/memory/bench_memory.py"],
+    "automation": ["bench/automation/bench_automation.py"],
 }
 
 # A bench's stdout is its markdown section: keep the service's INFO log lines and EMF metric blobs
