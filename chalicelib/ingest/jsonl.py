@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+from pydantic_core import from_json
+
 from chalicelib.domain.errors import InvalidRequest
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
@@ -120,6 +122,17 @@ class JsonlRecords:
 
     @staticmethod
     def _decode(stripped: bytes, line_no: int, *, is_last: bool, ended: bool) -> dict[str, Any]:
+        # pydantic-core's JSON parser (jiter) reads a line in about half the time of `json.loads`.
+        # It accepts no input that `json` rejects, gives the same values where both accept, and
+        # refuses what needs this module's care (invalid UTF-8, lone surrogates, a BOM, nesting past
+        # its depth limit): those lines take the `json` path below, which words the errors.
+        try:
+            parsed = from_json(stripped)
+        except ValueError:
+            pass
+        else:
+            if isinstance(parsed, dict):
+                return parsed
         try:
             text = stripped.decode("utf-8")
         except UnicodeDecodeError as exc:

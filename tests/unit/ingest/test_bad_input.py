@@ -9,6 +9,7 @@ import pytest
 
 from chalicelib.domain.errors import InvalidRequest
 from chalicelib.ingest import MAX_LINE_BYTES, iter_jsonl_lines, parse_session
+from chalicelib.ingest.jsonl import JsonlRecords
 
 from .support import FIXTURES, jsonl, parse
 
@@ -118,3 +119,42 @@ def test_a_native_json_body_sent_as_jsonl_gets_a_content_type_hint() -> None:
     body = {"trace": [{"kind": "user_message", "timestamp": "2025-01-01T00:00:00Z", "text": "hi"}]}
     err = error_of("claude-code", jsonl(body))
     assert err.code == "format_mismatch" and "application/json" in err.message
+
+
+# Lines where JSON parsers commonly differ (numbers, escapes, surrogates, whitespace, nesting).
+TRICKY_LINES = [
+    b'{"a":1,}', b'{"a":"x\ty"}', b"{'a':1}", b'{"a":01}', b'{"a":+1}', b'{"a":.5}', b'{"a":1.}', b'{"a":0x10}',
+    b'{"a":1} x', b'{"a":NaN}', b'{"a":Infinity}', b'{"a":-Infinity}', b'{"a":1e400}', b'{"a":-1e99999}',
+    b'{"a":123456789012345678901234567890}', b'{"a":-0}', b'{"a":-0.0}', b'{"a":5e-324}', b'{"a":1e-400}',
+    b'{"a":1.0000000000000001}', b'{"a":0.1}', b'{"a":123456789.123456789e10}', b'{"a":1,"a":2}',
+    b'{"\\u0061":"\\u00e9\\/\\b"}', b'{"a":"\\ud83d\\ude00"}', b'{"a":"\\ud800"}', b'{"a":"\\udc00\\ud800"}',
+    b'{"a":"\\x41"}', b'{"a":"\\u12"}', b'{"a":"\x7f"}', b'{"a":"\x1f"}', b'{"a":"\xc3\xa9"}', b'{"a":"\xef\xbf\xbe"}',
+    b'{"a":\x0b1}', b'{"a":\xc2\xa01}', b'{"a":[' + b"[" * 300 + b"]" * 300 + b"]}", b"[1]", b'"s"', b"{}",
+]
+
+
+def _reference(line: bytes) -> object:
+    """What the json-module path makes of one line: the record, or the error's code and details."""
+    try:
+        text = line.decode("utf-8")
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        return "error"
+    return record if isinstance(record, dict) else "error"
+
+
+@pytest.mark.parametrize("line", TRICKY_LINES)
+def test_each_line_reads_as_the_json_module_reads_it(line: bytes) -> None:
+    # Lines are parsed by pydantic-core's faster parser, falling back to `json` where it refuses:
+    # what comes out must be what `json` alone gives (values, surrogates scrubbed, refusals).
+    expected = _reference(line)
+    try:
+        ((_, record),) = list(JsonlRecords([line + b"\n"]))
+    except InvalidRequest as exc:
+        assert expected == "error", exc.message
+        return
+    if isinstance(expected, dict) and "\\ud800" in line.decode():
+        expected = {"a": "\ufffd"}
+    if isinstance(expected, dict) and "\\udc00\\ud800" in line.decode():
+        expected = {"a": "\ufffd\ufffd"}
+    assert repr(record) == repr(expected)

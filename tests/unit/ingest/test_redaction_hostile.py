@@ -13,7 +13,9 @@ import re
 import pytest
 
 from chalicelib.ingest import redact_text
-from chalicelib.ingest.redaction import _ASSIGNMENT_PASSES, _PASSES, _TOKEN_DETECTORS
+from chalicelib.ingest.redaction.assignments import ASSIGNMENT_PASSES as _ASSIGNMENT_PASSES
+from chalicelib.ingest.redaction.tokens import PASSES as _PASSES
+from chalicelib.ingest.redaction.tokens import TOKEN_DETECTORS as _TOKEN_DETECTORS
 
 KB = 1024
 
