@@ -26,19 +26,15 @@ and stops (reporting `chain_incomplete`) at a missing parent, a cycle or the dep
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
-import itertools
 import json
 import re
-import sys
 import tempfile
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
-from typing import IO, Any, Literal, Protocol, TypeVar, cast
+from typing import Any, Literal, cast
 
 from chalicelib.domain.clock import Clock, iso
 from chalicelib.domain.errors import (
@@ -52,20 +48,24 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.session_uploads import SessionUploadJob, UploadError, UploadState
-from chalicelib.domain.trace import SessionUpload, TraceEntry, entry_to_json
+from chalicelib.domain.trace import SessionUpload, TraceEntry
 from chalicelib.ingest import (
     SESSION_FORMATS,
     ParseStats,
-    compact,
     iter_jsonl_lines,
     parse_session,
-    redact_trace,
-    validate_threshold,
 )
-from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, compact_wire
+from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES
 from chalicelib.ingest.jsonl import ByteReader
 from chalicelib.ingest.redaction import REDACTION_VERSION, Redactor
 from chalicelib.observability import logger
+from chalicelib.services.eval_context import (
+    MAX_CHAIN_DEPTH,
+    ContextLoadStopped,
+    EvalContextReader,
+    EvalContextTooLarge,
+    stream_eval_context,
+)
 from chalicelib.services.session_input import (
     GZIP_MAGIC,
     SURROGATE_ESCAPE,
@@ -76,13 +76,11 @@ from chalicelib.services.session_input import (
     capped_lines,
     direct_too_large,
     inflates_past,
-    read_trace,
     scrub_surrogates,
     session_too_large,
     spool_trace,
 )
 from chalicelib.services.session_models import (
-    ChainStop,
     EvalContext,
     EvalContextDoc,
     JsonlFormat,
@@ -100,11 +98,14 @@ from chalicelib.services.session_models import (
     UploadStatus,
     UploadTicket,
 )
+from chalicelib.services.session_ports import SessionIndex, SessionObjects, SizedStream
 
-# Models live in session_models; they are re-exported here, where routes and callers look for them.
-__all__ = ["EvalContext", "EvalContextDoc", "JsonlFormat", "SessionDetails", "SessionPage", "SessionRecord",
-           "SessionService", "SessionStored", "UploadAccepted", "UploadCompletion", "UploadRequest",
-           "UploadStatus", "UploadTicket"]
+# Models live in session_models, ports in session_ports, eval-context reading in eval_context; they are
+# re-exported here, where routes and callers look for them.
+__all__ = ["ContextLoadStopped", "EvalContext", "EvalContextDoc", "EvalContextTooLarge", "JsonlFormat",
+           "SessionDetails", "SessionIndex", "SessionObjects", "SessionPage", "SessionRecord", "SessionService",
+           "SessionStored", "UploadAccepted", "UploadCompletion", "UploadRequest", "UploadStatus", "UploadTicket",
+           "stream_eval_context"]
 
 # -- limits and identifiers -----------------------------------------------------------------------
 
@@ -118,7 +119,6 @@ MAX_DIRECT_LINES = 200_000
 MAX_DIRECT_PARSE_SECONDS = 5.0
 # Any session, presigned too: 512 MiB of one-byte lines would be 537 million Python iterations.
 MAX_SESSION_LINES = 4_000_000
-MAX_CHAIN_DEPTH = 50
 UPLOAD_URL_TTL_SECONDS = 15 * 60
 # Matches the bucket's lifecycle rule that expires abandoned `uploads/` objects after a day.
 UPLOAD_TICKET_TTL_SECONDS = 24 * 3600
@@ -171,136 +171,6 @@ def too_large_for_put(size: int, session_id: str) -> PayloadTooLarge:
         details={"limit_bytes": MAX_PUT_BODY_BYTES, "upload_path": f"/sessions/{session_id}/uploads"})
 
 
-class ContextLoadStopped(Exception):
-    """Reading a session for a run was stopped (the run's deadline passed or it was cancelled)."""
-
-
-_Item = TypeVar("_Item")
-
-
-def _stoppable(entries: Iterable[_Item], stop: Callable[[], bool]) -> Iterator[_Item]:
-    for entry in entries:
-        if stop():
-            raise ContextLoadStopped
-        yield entry
-
-
-class EvalContextTooLarge(DomainError):
-    status = 422
-    code = "eval_context_too_large"
-
-
-# -- ports -----------------------------------------------------------------------------------------
-
-class ByteStream(Protocol):
-    def read(self, amt: int = ..., /) -> bytes: ...
-
-    def close(self) -> None: ...
-
-
-class StoredObjectInfo(Protocol):
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def etag(self) -> str: ...
-
-    @property
-    def version_id(self) -> str | None: ...
-
-    @property
-    def size(self) -> int: ...
-
-
-class PresignedPutInfo(Protocol):
-    @property
-    def url(self) -> str: ...
-
-    @property
-    def headers(self) -> dict[str, str]: ...
-
-
-class SizedStream(ByteStream, Protocol):
-    @property
-    def size(self) -> int: ...
-
-
-class SessionObjects(Protocol):
-    """Where traces and upload objects live (S3 in production)."""
-
-    def trace_key(self, tenant: str, session_id: str) -> str: ...
-
-    def upload_key(self, tenant: str, upload_id: str) -> str: ...
-
-    def put_trace(self, key: str, body: IO[bytes], size: int) -> StoredObjectInfo: ...
-
-    def open(self, key: str) -> SizedStream | None: ...
-
-    def delete(self, key: str) -> None: ...
-
-    def presign_put(self, key: str, *, expires_in: int, content_type: str,
-                    content_length: int | None = None) -> PresignedPutInfo: ...
-
-
-class SessionIndex(Protocol):
-    """Session records, pending uploads and continuation links (DynamoDB in production)."""
-
-    def get_session(self, tenant: str, session_id: str) -> dict[str, Any] | None: ...
-
-    def put_session(self, tenant: str, session_id: str, record: dict[str, Any]) -> dict[str, Any] | None: ...
-
-    def delete_session(self, tenant: str, session_id: str) -> None: ...
-
-    def list_sessions(self, tenant: str, *, limit: int, cursor: str | None = None
-                      ) -> tuple[list[dict[str, Any]], str | None]: ...
-
-    def put_upload(self, tenant: str, upload_id: str, record: dict[str, Any], *, expires_at: int) -> None: ...
-
-    def get_upload(self, tenant: str, upload_id: str, *, now_epoch: int) -> dict[str, Any] | None: ...
-
-    def delete_upload(self, tenant: str, upload_id: str) -> None: ...
-
-    def claim_upload(self, tenant: str, upload_id: str) -> bool: ...
-
-    def finish_upload(self, tenant: str, upload_id: str, outcome: dict[str, Any]) -> None: ...
-
-    def put_leaf(self, tenant: str, leaf_uuid: str, session_id: str) -> None: ...
-
-    def get_leaf(self, tenant: str, leaf_uuid: str) -> str | None: ...
-
-
-def stream_eval_context(entries: Iterable[TraceEntry], threshold: int) -> tuple[list[TraceEntry], dict[str, Any]]:
-    """`ingest.build_eval_context` in one streaming pass: each entry is redacted and then compacted
-    as it is read, so peak memory is the compacted trace, not the raw one. Same result, same stats."""
-    redactions: Counter[str] = Counter()
-
-    def redacted() -> Iterator[TraceEntry]:
-        for entry in entries:
-            (clean,), counts = redact_trace((entry,))
-            redactions.update(counts)
-            yield clean
-
-    trace, stats = compact(redacted(), threshold)
-    return trace, {**stats, "redactions": dict(sorted(redactions.items()))}
-
-
-# Every entry repeats these keys and a few values: one shared string each instead of one per entry
-# (json.loads allocates them afresh per line) takes a third off a large trace held as dicts.
-_WIRE_KEYS = {key: key for key in ("kind", "timestamp", "text", "tool", "call_id", "arguments", "output", "is_error",
-                                   "output_bytes", "truncated", "agent_id", "agent_type")}
-_SHARED_VALUES = frozenset({"kind", "tool", "agent_type"})
-
-
-def _interned(entry: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in entry.items():
-        key = _WIRE_KEYS.get(key, key)
-        if key in _SHARED_VALUES and isinstance(value, str):
-            value = sys.intern(value)
-        out[key] = value
-    return out
-
-
 # -- the service -----------------------------------------------------------------------------------
 
 class SessionService:
@@ -325,6 +195,7 @@ class SessionService:
         self._new_id = new_id
         self._spool_memory = spool_memory_bytes
         self._max_session = max_session_bytes
+        self._contexts = EvalContextReader(objects, index, self.get_session)
 
     # -- uploads ---------------------------------------------------------------------------
 
@@ -559,141 +430,25 @@ class SessionService:
 
     def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = DEFAULT_THRESHOLD_BYTES,
                           chain: bool = False, *, stop: Callable[[], bool] | None = None) -> EvalContext:
-        """The redacted, compacted trace judges read; with `chain`, the whole continuation chain.
-
-        `stop` is polled between entries: once it answers True the read ends with `ContextLoadStopped`.
-        """
-        threshold_bytes = validate_threshold(threshold)
-        records, chain_stop, missing = self._chain_records(tenant, session_id, chain)
-        redactions: Counter[str] = Counter()
-        entries: Iterable[TraceEntry] = itertools.chain.from_iterable(
-            self._redacted_trace_of(r, redactions) for r in records)
-        if stop is not None:
-            entries = _stoppable(entries, stop)
-        trace, stats = compact(entries, threshold_bytes)
-        compaction = {**stats, "redactions": dict(sorted(redactions.items()))}
-        return EvalContext(session_id=session_id, session_chain=[r.session_id for r in records], trace=trace,
-                           compaction=compaction, chain_incomplete=chain_stop is not None, chain_stop_reason=chain_stop,
-                           missing_parent_session_id=missing)
+        """The redacted, compacted trace judges read (`EvalContextReader.load`)."""
+        return self._contexts.load(tenant, session_id, threshold, chain, stop=stop)
 
     def load_eval_context_doc(self, tenant: str, session_id: str,
                               threshold: int | str | None = DEFAULT_THRESHOLD_BYTES, chain: bool = False, *,
                               stop: Callable[[], bool] | None = None) -> EvalContextDoc:
-        """`load_eval_context` for the worker: the same object in wire form (`model_dump(mode="json")`),
-        built without models. A trace stored under the current redaction rules is read line by line as
-        plain JSON, compacted as it streams, and only the compacted dicts are kept (the worker's memory
-        per stored byte, bench/memory); `reload(threshold)` recompacts them for the context fit.
-        `stop` is polled between entries (the run's deadline and cancel).
-        """
-        threshold_bytes = validate_threshold(threshold)
-        records, chain_stop, missing = self._chain_records(tenant, session_id, chain)
-        redactions: Counter[str] = Counter()
-        entries: Iterable[dict[str, Any]] = itertools.chain.from_iterable(
-            self._wire_trace_of(r, redactions) for r in records)
-        if stop is not None:
-            entries = _stoppable(entries, stop)
-        trace, stats = compact_wire(entries, threshold_bytes)
-        base = {**stats, "redactions": dict(sorted(redactions.items()))}
-        doc: dict[str, Any] = {"session_id": session_id, "session_chain": [r.session_id for r in records],
-                               "trace": trace, "compaction": base, "chain_incomplete": chain_stop is not None,
-                               "chain_stop_reason": chain_stop, "missing_parent_session_id": missing}
-
-        def reload(lower: int) -> dict[str, Any]:
-            # Compaction is idempotent: recompacting the compacted trace equals loading at `lower`.
-            smaller, lower_stats = compact_wire(trace, lower)
-            return {**doc, "trace": smaller, "compaction": {**base, **lower_stats}}
-
-        return EvalContextDoc(doc=doc, reload=reload)
+        """The same for the worker, as wire dicts (`EvalContextReader.load_doc`)."""
+        return self._contexts.load_doc(tenant, session_id, threshold, chain, stop=stop)
 
     def session_chain(self, tenant: str, session_id: str, chain: bool) -> list[str]:
-        """The session ids an eval context of `session_id` covers, oldest first (itself only without `chain`):
-        positions count entries across them in this order."""
-        records, _, _ = self._chain_records(tenant, session_id, chain)
-        return [r.session_id for r in records]
+        """The session ids an eval context of `session_id` covers (`EvalContextReader.session_chain`)."""
+        return self._contexts.session_chain(tenant, session_id, chain)
 
     def stored_entries(self, tenant: str, session_chain: Sequence[str], *,
                        stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
-        """The stored (redacted, uncompacted) entries of the sessions of `session_chain` (an eval context's,
-        oldest first), in wire form, one at a time: entry i is the eval context's position i. What the
-        judges' tools read whole outputs from, and what the trace viewer pages through. `stop` is polled
-        between entries."""
-        for session_id in session_chain:
-            entries: Iterator[dict[str, Any]] = self._wire_trace_of(self.get_session(tenant, session_id), Counter())
-            yield from (_stoppable(entries, stop) if stop is not None else entries)
-
-    def _chain_records(self, tenant: str, session_id: str, chain: bool
-                       ) -> tuple[list[SessionRecord], ChainStop | None, str | None]:
-        """The session and (with `chain`) its ancestors, oldest first; why and where the walk stopped early."""
-        record = self.get_session(tenant, session_id)
-        records = [record]
-        chain_stop: ChainStop | None = None
-        missing: str | None = None
-        if chain:
-            seen = {record.session_id}
-            current = record
-            while current.parent_session_id:
-                parent_id = current.parent_session_id
-                if parent_id in seen:
-                    chain_stop = "cycle"
-                    break
-                if len(records) >= MAX_CHAIN_DEPTH:
-                    chain_stop = "max_depth"
-                    break
-                data = self._index.get_session(tenant, parent_id)
-                if data is None:
-                    chain_stop, missing = "missing_parent", parent_id
-                    break
-                current = SessionRecord.model_validate(data)
-                records.append(current)
-                seen.add(parent_id)
-            records.reverse()
-        return records, chain_stop, missing
+        """The stored entries of an eval context's sessions, by position (`EvalContextReader.stored_entries`)."""
+        return self._contexts.stored_entries(tenant, session_chain, stop=stop)
 
     # -- internals -------------------------------------------------------------------------
-
-    def _redacted_trace_of(self, record: SessionRecord, redactions: Counter[str]) -> Iterator[TraceEntry]:
-        """The stored trace as judges may see it: already redacted at upload under the current rules,
-        or (stored before, or under older rules) redacted now."""
-        if record.redaction_version == REDACTION_VERSION:
-            yield from self._trace_of(record)
-            redactions.update(record.redactions)
-            return
-        redactor = Redactor()
-        for entry in self._trace_of(record):
-            yield redactor.redact(entry)
-        redactions.update(redactor.counts)
-
-    def _wire_trace_of(self, record: SessionRecord, redactions: Counter[str]) -> Iterator[dict[str, Any]]:
-        """`_redacted_trace_of` in wire form; a trace redacted under the current rules is never validated
-        into models (it was validated when it was stored, by this service)."""
-        if record.redaction_version != REDACTION_VERSION:
-            for entry in self._redacted_trace_of(record, redactions):
-                yield entry_to_json(entry)
-            return
-        stream = self._open_trace(record)
-        try:
-            with gzip.GzipFile(fileobj=cast(Any, stream), mode="rb") as gz:
-                for line in gz:
-                    if line.strip():
-                        yield _interned(json.loads(line.decode("utf-8", "surrogatepass")))
-        finally:
-            stream.close()
-        redactions.update(record.redactions)
-
-    def _open_trace(self, record: SessionRecord) -> SizedStream:
-        stream = self._objects.open(record.storage.key)
-        if stream is None:
-            logger.error("session trace object missing", extra={"session_id": record.session_id})
-            raise DependencyUnavailable(f"The stored trace of session {record.session_id} is unavailable; "
-                                        "upload the session again.", code="trace_unavailable")
-        return stream
-
-    def _trace_of(self, record: SessionRecord) -> Iterator[TraceEntry]:
-        stream = self._open_trace(record)
-        try:
-            yield from read_trace(stream)
-        finally:
-            stream.close()
 
     def _check_owner(self, principal: Principal, session_id: str,
                      previous: dict[str, Any] | bool | None = True) -> None:
@@ -741,7 +496,7 @@ class SessionService:
         redactor = Redactor()
         with tempfile.SpooledTemporaryFile(max_size=self._spool_memory) as spool:
             # Redacted once, here: the stored trace never holds the secrets, and reads do not redact.
-            spooled = spool_trace((redactor.redact(entry) for entry in entries), spool)
+            spooled = spool_trace(redactor.redact_all(entries), spool)
             # The input is fully parsed from here on: every later failure is about storage.
             if spooled.entries == 0:
                 raise InvalidRequest("The session has no conversation entries (only metadata records); "

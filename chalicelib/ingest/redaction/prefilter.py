@@ -28,12 +28,6 @@ from typing import Any
 from chalicelib.ingest.redaction.assignments import KEY_OPERATOR
 from chalicelib.ingest.redaction.tokens import PASSES
 
-hyperscan: Any
-try:
-    import hyperscan
-except ImportError:  # pragma: no cover - exercised where the wheel is missing
-    hyperscan = None
-
 # Past one gate match per this many characters (plus a floor for short strings), the full scan is
 # cheaper than a callback and a `re` attempt per candidate.
 _DENSITY = 128
@@ -72,8 +66,20 @@ _GATES: tuple[tuple[str, bool, _GateUse], ...] = (
 
 
 @functools.cache
+def _hyperscan() -> Any:
+    """The `hyperscan` module, imported on first use (not on the cold path of routes that never
+    redact), or None where it is not installed or not loadable on this machine."""
+    try:
+        import hyperscan
+    except ImportError:  # pragma: no cover - exercised where the wheel is missing
+        return None
+    return hyperscan
+
+
+@functools.cache
 def _database() -> Any:
     """The compiled gates (about 0.06 s, once per process, on first use), or None without hyperscan."""
+    hyperscan = _hyperscan()
     if hyperscan is None:
         return None
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
@@ -92,7 +98,7 @@ def _scratch(database: Any) -> Any:
     # A scan releases the GIL and its scratch space must not be shared: one per thread.
     scratch = getattr(_local, "scratch", None)
     if scratch is None:
-        scratch = _local.scratch = hyperscan.Scratch(database)
+        scratch = _local.scratch = _hyperscan().Scratch(database)
     return scratch
 
 
@@ -122,7 +128,7 @@ def _scan(joined: str, limit: int) -> _Hits | None:
     try:
         database.scan(joined.encode("ascii", "replace"), match_event_handler=_on_match, context=hits,
                       scratch=_scratch(database))
-    except hyperscan.ScanTerminated:
+    except _hyperscan().ScanTerminated:
         return None
     return hits
 
