@@ -407,7 +407,8 @@ class Container:
         from chalicelib.services.daemons import DaemonService
 
         reporter = DaemonRunReporter(store=self.daemon_store, runs=self.run_store, clock=self.clock,
-                                     lifecycle=self.run_lifecycle)
+                                     lifecycle=self.run_lifecycle,
+                                     trace_length=lambda t, s, c: self.sessions.trace_length(t, s, c))
         return DaemonService(store=self.daemon_store, runs=self.run_store, push=self.ws_push, clock=self.clock,
                              reporter=reporter, questions=self.catalog, authenticate_token=self.authenticate_token)
 

@@ -130,6 +130,7 @@ def recompute(
     *,
     eval_run_id: str | None = None,
     strict: bool = False,
+    trace_entries: int | None = None,
 ) -> SessionEvalCompleted:
     """Re-derive a daemon-posted result from its verdict scores so a daemon cannot post inconsistent scores.
 
@@ -138,7 +139,8 @@ def recompute(
     from its score. Category scores, overall score and summary are recomputed; `judge_model` and
     the retrospective are kept. With `strict`, any posted score or verdict that differs from the
     derived one is rejected (`inconsistent_result`) instead of corrected. `eval_run_id`, when
-    given, must match the payload's.
+    given, must match the payload's. Cited `evidence_entries` outside a trace of `trace_entries`
+    entries (when known) are dropped.
     """
     if eval_run_id is not None and payload.eval_run_id != eval_run_id:
         raise InvalidRequest(
@@ -170,7 +172,7 @@ def recompute(
                 details={"question_id": v.question_id},
             )
         seen.add(v.question_id)
-        normalised.append(normalise_verdict(v, question.category))
+        normalised.append(normalise_verdict(v, question.category, trace_entries=trace_entries))
 
     derived = aggregate(payload.eval_run_id, payload.judge_model, selected_questions, normalised, payload.retrospective)
     if strict:

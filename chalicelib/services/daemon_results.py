@@ -19,7 +19,7 @@ the run lifecycle (`services/run_lifecycle.py`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +33,7 @@ from chalicelib.domain.daemons import (
     ResultAccepted,
     failure_kind_for_reason,
 )
-from chalicelib.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from chalicelib.domain.errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
 from chalicelib.domain.evaluation import (
     EvalFailed,
     EvalFinished,
@@ -116,15 +116,20 @@ def is_overdue(run: EvalRun, now: datetime) -> bool:
     return not run.is_terminal and now >= parse_iso(run.deadline_at)
 
 
+# (tenant, session id, chain) → entries of the eval context: `SessionService.trace_length`.
+TraceLength = Callable[[str, str, bool], int]
+
+
 class DaemonRunReporter:
     """Applies a daemon's events and result to its run."""
 
     def __init__(self, *, store: DynamoDaemonStore, runs: DynamoRunStore, clock: Clock,
-                 lifecycle: RunLifecycle) -> None:
+                 lifecycle: RunLifecycle, trace_length: TraceLength | None = None) -> None:
         self._store = store
         self._runs = runs
         self._lifecycle = lifecycle
         self._clock = clock
+        self._trace_length = trace_length
 
     @property
     def lifecycle(self) -> RunLifecycle:
@@ -287,7 +292,7 @@ class DaemonRunReporter:
         posted = SessionEvalCompleted.model_validate(data)
         run, job, now = self._load(principal, run_id)
         assert job is not None
-        derived = recompute(posted, job.questions, eval_run_id=run_id)
+        derived = recompute(posted, job.questions, eval_run_id=run_id, trace_entries=self._entries_of(run))
         final = self._merge_with_earlier_verdicts(run, derived)
         corrections = result_corrections(posted, final)
         if corrections:
@@ -310,6 +315,18 @@ class DaemonRunReporter:
         self._lifecycle.finalize_quietly(succeeded)
         return ResultAccepted(eval_run_id=run_id, status="succeeded", overall_score=final.overall_score,
                               corrections=corrections)
+
+    def _entries_of(self, run: EvalRun) -> int | None:
+        """The length of the trace the daemon's judges saw, against which their cited positions are checked
+        (None when the session cannot be read: the positions are then kept as posted)."""
+        if self._trace_length is None:
+            return None
+        try:
+            return self._trace_length(run.tenant, run.session_id, run.chain)
+        except DomainError as exc:
+            logger.warning("trace length unknown; evidence entries not checked",
+                           extra={"eval_run_id": run.eval_run_id, "error_code": exc.code})
+            return None
 
     def _merge_with_earlier_verdicts(self, run: EvalRun, derived: SessionEvalCompleted) -> SessionEvalCompleted:
         """A rerun's job carries only the questions still without a verdict; the stored result covers
@@ -373,6 +390,9 @@ def result_corrections(posted: SessionEvalCompleted, final: SessionEvalCompleted
             out.append(f"question {v.question_id} verdict {p_v.verdict} -> {v.verdict}")
         if p_v.recommendation is not None and v.recommendation is None:
             out.append(f"question {v.question_id} recommendation dropped at score 5")
+        outside = sorted(set(p_v.evidence_entries) - set(v.evidence_entries))
+        if outside:
+            out.append(f"question {v.question_id} evidence_entries {outside[:5]} are not trace positions; dropped")
     return out
 
 

@@ -443,6 +443,12 @@ class SessionService:
         """The session ids an eval context of `session_id` covers (`EvalContextReader.session_chain`)."""
         return self._contexts.session_chain(tenant, session_id, chain)
 
+    def trace_length(self, tenant: str, session_id: str, chain: bool) -> int:
+        """How many entries an eval context of `session_id` has (the chain's, with `chain`): the positions
+        judges may cite are 0 to this minus one."""
+        records, _, _ = self._chain_records(tenant, session_id, chain)
+        return sum(r.entries for r in records)
+
     def stored_entries(self, tenant: str, session_chain: Sequence[str], *,
                        stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
         """The stored entries of an eval context's sessions, by position (`EvalContextReader.stored_entries`)."""

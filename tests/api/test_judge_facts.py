@@ -236,3 +236,19 @@ def test_deleting_a_session_deletes_the_facts_only_it_retained(client: Any, cloc
     assert [i["text"] for i in listed(client, alice)] == [FACT]
     assert client.delete("/sessions/sess-2", token=alice).status_code in (200, 204)
     assert listed(client, alice) == []
+
+
+def test_a_daemons_cited_positions_outside_the_trace_are_dropped(client: Any, clock: FrozenClock, alice: str,
+                                                                 daemon: str) -> None:
+    upload(client, alice, "sess-1")  # two entries: positions 0 and 1
+    run_id = dispatch(client, alice, "sess-1", questions=QUESTIONS)["eval_run_id"]
+    assert claim(client, alice, daemon).status_code == 200
+    body = result_body(run_id, [verdict("sensitive_files", 4, evidence_entries=[1, 7]),
+                                verdict("destructive_commands", 4, evidence_entries=[0])], QUESTIONS)
+    stored = client.post(f"/eval-runs/{run_id}/result", token=alice, json_body=body)
+    assert stored.status_code == 200, stored.json
+    assert stored.json["corrections"] == [
+        "question sensitive_files evidence_entries [7] are not trace positions; dropped"]
+    result = client.get(f"/eval-runs/{run_id}", token=alice).json["result"]
+    cited = {q["question_id"]: q["evidence_entries"] for c in result["categories"] for q in c["questions"]}
+    assert cited == {"sensitive_files": [1], "destructive_commands": [0]}
