@@ -16,6 +16,10 @@ Flags relied on (checked against the CLIs' sources/docs, not `--help` on this ma
   `turn.completed` with `usage.{input_tokens,cached_input_tokens,output_tokens}`, `turn.failed` /
   `error` on failure.
 
+A `needs_tools` question's call also gets the job's session tools: an MCP server in the call's own directory
+(`daemon.session_tools`: claude `--mcp-config` + `--allowedTools` + `--max-turns 15`; codex
+`-c mcp_servers.session.*`).
+
 The transcript in the prompt is untrusted (any member of the tenant can upload one), so each call
 also runs inside `daemon.sandbox` (bubblewrap when available): see there for what a judge can see.
 """
@@ -38,6 +42,7 @@ from chalicelib.domain.context_limits import is_context_overflow_message
 from chalicelib.domain.evaluation import TokenUsage
 from chalicelib.domain.json_depth import loads_bounded
 from daemon.sandbox import JudgeSandbox, Unsandboxed
+from daemon.session_tools import CLAUDE_TOOLS_MAX_TURNS, InstalledTools, JobTools
 
 JudgeName = Literal["claude", "codex"]
 DEFAULT_MODELS: dict[str, str | None] = {"claude": "sonnet", "codex": None}
@@ -77,6 +82,8 @@ class JudgeResult:
     cost_usd: float | None = None
     failure: str | None = None
     cancelled: bool = False
+    # With session tools: the calls the judge made, from the MCP server's log (None: it had no tools).
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 def _clip(text: str, limit: int = _DIAG_LIMIT) -> str:
@@ -222,26 +229,31 @@ class CliJudge:
         """What the result records as `judge_model`: the requested alias (or the CLI name)."""
         return self.model or DEFAULT_MODELS[self.name] or self.name
 
-    def argv(self, schema: dict[str, Any], schema_path: str) -> list[str]:
+    def argv(self, schema: dict[str, Any], schema_path: str, tools: InstalledTools | None = None) -> list[str]:
         exe = self.executable or self.name
         model = self.model or DEFAULT_MODELS[self.name]
         if self.name == "claude":
             args = [exe, "-p", "--output-format", "json"]
             if model:
                 args += ["--model", model]
+            turns = CLAUDE_TOOLS_MAX_TURNS if tools is not None else CLAUDE_MAX_TURNS
             return [*args, "--json-schema", json.dumps(schema, separators=(",", ":")), "--tools", "",
                     "--disallowedTools", "LSP", "--strict-mcp-config", "--disable-slash-commands",
-                    "--max-turns", str(CLAUDE_MAX_TURNS)]
+                    "--max-turns", str(turns), *(tools.claude_args() if tools is not None else ())]
         args = [exe, "exec", "--json", "--output-schema", schema_path, "--skip-git-repo-check",
-                "--sandbox", "read-only", "--color", "never", *CODEX_TOOL_RESTRICTIONS]
+                "--sandbox", "read-only", "--color", "never", *CODEX_TOOL_RESTRICTIONS,
+                *(tools.codex_args() if tools is not None else ())]
         if model:
             args += ["--model", model]
         return [*args, "-"]
 
     def run(self, prompt: str, schema: dict[str, Any], *, group: ProcessGroup, timeout: float | None = None,
             env: Mapping[str, str] | None = None,
-            on_spawn: Callable[[subprocess.Popen[bytes]], None] | None = None) -> JudgeResult:
-        """One call in a fresh empty directory; killed (with its children) on timeout or cancel."""
+            on_spawn: Callable[[subprocess.Popen[bytes]], None] | None = None,
+            tools: JobTools | None = None) -> JudgeResult:
+        """One call in a fresh empty directory; killed (with its children) on timeout or cancel. With `tools`,
+        the job's session tools are installed in that directory and offered to the CLI (`daemon.session_tools`),
+        and the result lists the calls the judge made."""
         limit = self.timeout_seconds if timeout is None else min(timeout, self.timeout_seconds)
         if limit <= 0:
             return JudgeResult(text=None, failure="timeout: no time left before the run's deadline")
@@ -255,7 +267,9 @@ class CliJudge:
         if exe is None:
             shutil.rmtree(scratch, ignore_errors=True)
             return JudgeResult(text=None, failure=f"internal: the '{self.name}' CLI is not on PATH")
-        argv = self.argv(schema, schema_path)
+        installed = tools.install(scratch) if tools is not None else None
+        calls: list[dict[str, Any]] | None = None
+        argv = self.argv(schema, schema_path, installed)
         argv[0] = exe
         call = self.sandbox.prepare(self.name, argv, scratch=scratch, workdir=workdir,
                                     env=dict(env) if env is not None else isolated_env())
@@ -278,6 +292,7 @@ class CliJudge:
                 return JudgeResult(text=None, failure=f"timeout: {self.name} ran longer than {limit:.0f} s")
             except BrokenPipeError:
                 out, err = proc.communicate()
+            calls = installed.calls() if installed is not None else None
         finally:
             group.discard(proc)
             shutil.rmtree(scratch, ignore_errors=True)
@@ -288,4 +303,5 @@ class CliJudge:
         if proc.returncode != 0 and parsed.text is None and not (parsed.failure or "").startswith("context_overflow"):
             diag = _clip(err.decode("utf-8", "replace")) or _clip(stdout) or "no output"
             parsed.failure = f"internal: {self.name} exited with {proc.returncode}: {diag}"
+        parsed.tool_calls = calls
         return parsed

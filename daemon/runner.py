@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.domain.context_limits import ContextTooSmall
-from chalicelib.domain.evaluation import JudgeVerdict, Retrospective, TokenUsage
+from chalicelib.domain.evaluation import JudgeVerdict, Retrospective, TokenUsage, ToolUse
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.evidence import number_entries
@@ -33,6 +33,8 @@ from chalicelib.judges.verdicts import ParsedVerdict, parse_retrospective, parse
 from daemon.client import ApiClient, ApiError
 from daemon.context_refit import SharedContext, threshold_of, with_threshold
 from daemon.judges import CliJudge, JudgeResult, ProcessGroup
+from daemon.sandbox import Bubblewrap
+from daemon.session_tools import JobTools, fetch_outputs, mcp_python, needs_tools
 
 Log = Callable[[str], None]
 
@@ -75,6 +77,7 @@ class JobRunner:
         self._usage = TokenUsage()
         self._deadline_timer: threading.Timer | None = None
         self._trace_entries: int | None = None
+        self._tools: JobTools | None = None
         self._context_failure: ContextTooSmall | None = None
 
     # -- control -------------------------------------------------------------------------------
@@ -157,6 +160,7 @@ class JobRunner:
         self._trace_entries = len(context.get("trace") or [])
         judge_model = self.judge.judge_model
         path = str(self.job["eval_context_path"])
+        self._tools = self._session_tools(context, threshold_of(path)) if needs_tools(self.questions) else None
         shared = SharedContext(
             context, session_id=self.session_id, run_id=self.run_id, model=judge_model,
             requested_threshold=threshold_of(path), questions=self.questions,
@@ -206,6 +210,19 @@ class JobRunner:
             self._post({"type": "eval_finished", "overall_score": payload.overall_score, "summary": payload.summary})
         return JobOutcome(self.run_id, "succeeded", payload.summary, result=body, usage=self._usage)
 
+    def _session_tools(self, context: dict[str, Any], threshold: int) -> JobTools:
+        """The job's session data for its tool-using judges: the context as the judges see it and the whole
+        outputs of its truncated results. If those cannot be fetched the tools still answer, from the markers."""
+        python = mcp_python(isinstance(self.judge.sandbox, Bubblewrap))
+        try:
+            outputs = fetch_outputs(self._api.get, self.session_id, threshold=threshold,
+                                    chain=bool(self.job.get("chain")))
+        except (ApiError, OSError) as exc:
+            self._log(f"[{self.run_id}] tool outputs not fetched ({sanitize_reason(str(exc), 200)}); "
+                      "the judges' tools answer from the trace's markers")
+            return JobTools.from_context(context, {}, python=python, fetch_error=str(exc))
+        return JobTools.from_context(context, outputs, python=python)
+
     def _call_judge(self, prompt: str, schema: dict[str, Any]) -> JudgeResult:
         with self._slots:  # the daemon-wide --concurrency limit on judge processes
             self._check()
@@ -225,7 +242,8 @@ class JobRunner:
                 generation = shared.generation
                 prompt = build_full_prompt(self.session_id, self.run_id, shared.json, question)
                 result = self.judge.run(prompt, verdict_json_schema(), group=self._group,
-                                        timeout=self._seconds_left())
+                                        timeout=self._seconds_left(),
+                                        tools=self._tools if question.needs_tools else None)
                 with self._post_lock:
                     self._usage = self._usage + result.usage
                 if result.cancelled or self.stopped or not (result.failure or "").startswith("context_overflow"):
@@ -244,7 +262,8 @@ class JobRunner:
             self._post({"type": "eval_question_failed", **common,
                         "reason": sanitize_reason(result.failure or "", 1000)})
             return None
-        parsed = parse_verdict(result.text, question, trace_entries=self._trace_entries)
+        used = [ToolUse.model_validate(c) for c in result.tool_calls] if result.tool_calls is not None else None
+        parsed = parse_verdict(result.text, question, tools_used=used, trace_entries=self._trace_entries)
         if not isinstance(parsed, ParsedVerdict):
             self._post({"type": "eval_question_failed", **common,
                         "reason": "invalid_output: " + sanitize_reason(parsed.reason, 1000)})

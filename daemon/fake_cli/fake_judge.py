@@ -14,7 +14,13 @@ the JSON file named by FAKE_JUDGE_SCRIPT:
                                                          leaves the counts out, like `claude`'s own text)
      "log": "/path/to/invocations.jsonl"}
 
-Without it every question gets a deterministic score from 3 to 5. Stdlib only.
+Without it every question gets a deterministic score from 3 to 5. Stdlib only. A question's spec may also
+carry `"retain_fact": "<text>"` and `"tool_calls": [{"name", "arguments"}]`.
+
+Session tools: when the daemon hands over its MCP server (claude `--mcp-config`, codex `-c mcp_servers.session.*`)
+the fake starts it, speaks MCP to it (initialize, tools/list, tools/call) and calls the spec's `tool_calls`, or
+by default `get_session_summary` and then `get_tool_result` of the first truncated result it names (claude only
+what `--allowedTools` allows); the verdict cites the positions the last answer named in `evidence_entries`.
 
 A prompt line `READ-FILE: <path>` (what a prompt planted in a transcript would ask for) makes the fake
 behave like an agent that obeys it with whatever file access its process has: the file's first line
@@ -24,6 +30,7 @@ judge cannot read the daemon owner's files.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -83,6 +90,97 @@ def _verdict(prompt: str, spec: dict[str, Any], question_id: str) -> dict[str, A
                        + _obey_planted_reads(prompt),
             "evidence": "turn 1", "recommendation": None if score == 5 else "Add a rule to AGENTS.md.",
             "retain_fact": None}
+
+
+def _mcp_server(cli: str, argv: list[str]) -> tuple[str, list[str]] | None:
+    """The session tools' MCP server the daemon handed over: claude's `--mcp-config` (JSON), codex's
+    `-c mcp_servers.session.command=…` / `.args=…` (TOML values that are JSON here)."""
+    if cli == "claude":
+        raw = _arg(argv, "--mcp-config")
+        if not raw:
+            return None
+        server = json.loads(raw)["mcpServers"]["session"]
+        return str(server["command"]), [str(a) for a in server["args"]]
+    found: dict[str, Any] = {}
+    for flag, value in itertools.pairwise(argv):
+        if flag == "-c" and value.startswith("mcp_servers.session."):
+            key, _, raw_value = value.removeprefix("mcp_servers.session.").partition("=")
+            found[key] = json.loads(raw_value)
+    return (str(found["command"]), [str(a) for a in found["args"]]) if "command" in found else None
+
+
+class _McpClient:
+    """Just enough of an MCP client (stdio, JSON-RPC a line) to call the daemon's session tools."""
+
+    def __init__(self, command: str, args: list[str]) -> None:
+        self._proc = subprocess.Popen([command, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._ids = 0
+        init = self._request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                            "clientInfo": {"name": "fake-judge", "version": "1"}})
+        assert init["serverInfo"]["name"] == "eval-runner-session", init
+        self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        self.tools = [t["name"] for t in self._request("tools/list", {})["tools"]]
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(message) + "\n")
+        self._proc.stdin.flush()
+
+    def _request(self, method: str, params: dict[str, Any]) -> Any:
+        self._ids += 1
+        self._send({"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params})
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            _fail(f"error: the MCP server exited (method {method})", 4)
+        answer = json.loads(line)
+        if "error" in answer:
+            _fail(f"error: MCP {method} failed: {answer['error']}", 4)
+        return answer["result"]
+
+    def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+        result = self._request("tools/call", {"name": name, "arguments": arguments})
+        return "".join(c.get("text", "") for c in result["content"]), bool(result.get("isError"))
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._proc.wait(timeout=10)
+
+
+def _use_tools(cli: str, argv: list[str], server: tuple[str, list[str]], spec: dict[str, Any]) -> list[str]:
+    """Call the session tools like an agent would (a spec's `tool_calls`, else the summary and then the first
+    truncated output it names); claude only calls what `--allowedTools` allows. Returns each answer."""
+    allowed = (_arg(argv, "--allowedTools") or "").split(",") if cli == "claude" else None
+    client = _McpClient(*server)
+    answers: list[str] = []
+    calls = spec.get("tool_calls")
+    if calls is None:
+        calls = [{"name": "get_session_summary", "arguments": {}}]
+    index = 0
+    while index < len(calls):  # the default's second call is only known from the first answer
+        call = calls[index]
+        name = str(call["name"])
+        index += 1
+        if allowed is not None and f"mcp__session__{name}" not in allowed:
+            answers.append(json.dumps({"error": f"claude refused {name}: not in --allowedTools"}))
+            continue
+        text, is_error = client.call(name, call.get("arguments") or {})
+        answers.append(text)
+        if spec.get("tool_calls") is None and index == 1:
+            truncated = (json.loads(text).get("truncated_results") or []) if not is_error else []
+            if truncated:
+                calls.append({"name": "get_tool_result", "arguments": {"call_id": truncated[0]["call_id"]}})
+    client.close()
+    return answers
+
+
+def _cited(answers: list[str]) -> list[int]:
+    for text in reversed(answers):
+        found = [int(p) for p in re.findall(r'"pos":\s*(\d+)', text)]
+        if found:
+            return list(dict.fromkeys(found))[:3]
+    return []
 
 
 def _refuse_too_long(cli: str, tokens: int, limit: int, numbers: bool) -> None:
@@ -154,16 +252,24 @@ def main(cli: str) -> None:
     if mode == "crash":
         _fail("fatal: simulated crash (segmentation fault)", 1)
 
+    server = None if retrospective else _mcp_server(cli, argv)
+    answers = _use_tools(cli, argv, server, spec) if server is not None else []
+    if server is not None:
+        _log(script, {"cli": cli, "question_id": question_id, "tool_answers": answers})
     if retrospective:
         answer: Any = {"overall": "The agent worked steadily and mostly safely.", "strengths": ["Small diffs"],
                        "issues": [], "suggestions": ["Run the tests before finishing."]}
     else:
         answer = _verdict(prompt, spec, question_id)
+        answer["evidence_entries"] = _cited(answers)
+        if spec.get("retain_fact"):
+            answer["retain_fact"] = spec["retain_fact"]
     text = "this is not JSON, just prose about the session" if mode == "malformed" else json.dumps(answer)
     input_tokens, output_tokens = len(prompt) // 4, 40 + len(text) // 4
     if cli == "claude":
         out: dict[str, Any] = {
-            "type": "result", "subtype": "success", "is_error": False, "duration_ms": 12, "num_turns": 2,
+            "type": "result", "subtype": "success", "is_error": False, "duration_ms": 12,
+            "num_turns": 2 + len(answers),
             "result": text if mode == "malformed" else "", "session_id": "fake-session",
             "total_cost_usd": 0.0123,
             "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,

@@ -67,7 +67,7 @@ def test_claude_run_end_to_end(api: ApiClient, make_daemon: Callable[..., Daemon
 
     calls = [r for r in read_log(log) if "argv" in r]
     assert len(calls) == 5  # 4 questions + the retrospective
-    argv = calls[0]["argv"]
+    argv = next(c["argv"] for c in calls if c["question_id"] == "sensitive_files")  # a question without tools
     for flag in ("-p", "--strict-mcp-config", "--disable-slash-commands"):
         assert flag in argv
     assert argv[argv.index("--output-format") + 1] == "json" and argv[argv.index("--tools") + 1] == ""
