@@ -30,9 +30,9 @@ question id / prompt substring for a number of requests: latency, HTTP status (4
 500, 529, 401...), malformed or fenced output, wrong ids, a fixed score, hang, prompt too long, tool calls.
 
 Tool use (`devstack.fake_vendor_tools`): when a request offers tools and does not forbid them, the answer is
-a tool call (Anthropic `tool_use`, OpenAI `tool_calls`; scripted with a rule's `tool_calls`, else
-`get_session_summary` then `get_tool_result` of the first truncated result) until the script is done, then the
-verdict, whose `evidence_entries` cite the positions the tool results named.
+a tool call (Anthropic `tool_use`, OpenAI `tool_calls`; scripted with a rule's `tool_calls`, else one call:
+`get_tool_result` of the first output the trace shows truncated, or `get_session_summary`) until the script is
+done, then the verdict, whose `evidence_entries` cite the positions the tool results named.
 
 Prompt caching is simulated: Anthropic blocks marked `cache_control` are a cache write the first
 time their (model, prefix) is seen and a cache read within the TTL afterwards; OpenAI gives
@@ -633,6 +633,7 @@ class FakeVendor:
             return 200, {"input_tokens": total}, {}
 
         call = parsed.tools.next_call(rule.tool_calls if rule is not None else None,
+                                      context="\n".join(text for text, _ in parsed.blocks),
                                       ignore_choice=rule is not None and rule.ignore_tool_choice)
         # Tool results are session data the judge sent back (dev fake only: recorded for tests to inspect).
         record.update(tools_offered=parsed.tools.offered, tool_choice=parsed.tools.choice,

@@ -7,8 +7,8 @@ not forbidden (`tool_choice` none), one call per round:
 - a rule's `tool_calls` (`[{"name", "arguments"} | {"name", "arguments_raw"}]`, the raw string only on the
   OpenAI wire: arguments that are not JSON), in order, then the verdict (with the rule's
   `ignore_tool_choice`, even when the request forbids tools: a judge that does not stop by itself);
-- otherwise, by default: `get_session_summary`, then `get_tool_result` of the first truncated result the
-  summary names (when there is one), then the verdict.
+- otherwise, by default, one call: `get_tool_result` of the first output the trace shows truncated (its
+  `call_id` is on the marker's entry), or `get_session_summary` when none is, then the verdict.
 The verdict cites in `evidence_entries` the positions (`pos`) the latest tool result named, else the first
 entry of the trace. Offered tools are part of the cached prompt prefix (first, before the system prompt), as on
 both real vendors, so calls with and without tools do not share a cache entry.
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _POS = re.compile(r'"pos":\s*(\d+)')
+# A tool result the trace shows as a marker (entries are embedded as JSON, `call_id` just before `output`).
+_TRUNCATED_CALL = re.compile(r'"call_id":\s*"([^"]{1,200})",\s*"output":\s*"<truncated:')
 # devstack.fake_vendor's server-sent-event encoder: (event name or None, data) → bytes.
 Sse = Callable[[str | None, Any], bytes]
 
@@ -72,22 +74,22 @@ class ToolTurns:
                     turns.results.append(result_text(content))
         return turns
 
-    def next_call(self, scripted: list[dict[str, Any]] | None, *, ignore_choice: bool = False
+    def next_call(self, scripted: list[dict[str, Any]] | None, *, context: str = "", ignore_choice: bool = False
                   ) -> dict[str, Any] | None:
         """The call to answer with now, or None for the verdict. `ignore_choice`: a judge that calls tools
-        even when they are forbidden (to test that the caller's limit holds anyway)."""
+        even when they are forbidden (to test that the caller's limit holds anyway). By default the judge
+        reads the first output the trace (`context`) shows truncated, else asks for the outline: one call."""
         if not self.offered or (self.choice == "none" and not ignore_choice):
             return None
         done = len(self.calls_made)
         if scripted is not None:
             return scripted[done] if done < len(scripted) else None
-        if done == 0:
-            return {"name": "get_session_summary", "arguments": {}} if "get_session_summary" in self.offered else None
-        if done == 1 and "get_tool_result" in self.offered:
-            call_id = _first_truncated_call(self.results[0] if self.results else "")
-            if call_id is not None:
-                return {"name": "get_tool_result", "arguments": {"call_id": call_id}}
-        return None
+        if done:
+            return None
+        truncated = _TRUNCATED_CALL.search(context)
+        if truncated is not None and "get_tool_result" in self.offered:
+            return {"name": "get_tool_result", "arguments": {"call_id": truncated.group(1)}}
+        return {"name": "get_session_summary", "arguments": {}} if "get_session_summary" in self.offered else None
 
     def cited_positions(self, context: str) -> list[int]:
         """The positions the latest tool result naming any names (at most three), else the trace's first entry."""
@@ -124,18 +126,6 @@ def block_texts(vendor: str, message: Mapping[str, Any]) -> list[tuple[str, dict
     elif vendor == "openai" and message.get("tool_calls"):
         out.append((json.dumps(message["tool_calls"], sort_keys=True), None))
     return out
-
-
-def _first_truncated_call(summary: str) -> str | None:
-    try:
-        data = json.loads(summary)
-    except ValueError:
-        return None
-    truncated = data.get("truncated_results") if isinstance(data, dict) else None
-    if isinstance(truncated, list) and truncated and isinstance(truncated[0], dict):
-        call_id = truncated[0].get("call_id")
-        return call_id if isinstance(call_id, str) else None
-    return None
 
 
 def arguments_json(call: Mapping[str, Any]) -> str:

@@ -19,8 +19,8 @@ carry `"retain_fact": "<text>"` and `"tool_calls": [{"name", "arguments"}]`.
 
 Session tools: when the daemon hands over its MCP server (claude `--mcp-config`, codex `-c mcp_servers.session.*`)
 the fake starts it, speaks MCP to it (initialize, tools/list, tools/call) and calls the spec's `tool_calls`, or
-by default `get_session_summary` and then `get_tool_result` of the first truncated result it names (claude only
-what `--allowedTools` allows); the verdict cites the positions the last answer named in `evidence_entries`.
+by default `get_tool_result` of the first output the trace shows truncated (else `get_session_summary`; claude
+only what `--allowedTools` allows); the verdict cites the positions the last answer named in `evidence_entries`.
 
 A prompt line `READ-FILE: <path>` (what a prompt planted in a transcript would ask for) makes the fake
 behave like an agent that obeys it with whatever file access its process has: the file's first line
@@ -148,29 +148,25 @@ class _McpClient:
         self._proc.wait(timeout=10)
 
 
-def _use_tools(cli: str, argv: list[str], server: tuple[str, list[str]], spec: dict[str, Any]) -> list[str]:
-    """Call the session tools like an agent would (a spec's `tool_calls`, else the summary and then the first
-    truncated output it names); claude only calls what `--allowedTools` allows. Returns each answer."""
+def _use_tools(cli: str, argv: list[str], server: tuple[str, list[str]], spec: dict[str, Any],
+               prompt: str) -> list[str]:
+    """Call the session tools like an agent would (a spec's `tool_calls`, else the first output the trace shows
+    truncated, or the outline); claude only calls what `--allowedTools` allows. Returns each answer."""
     allowed = (_arg(argv, "--allowedTools") or "").split(",") if cli == "claude" else None
     client = _McpClient(*server)
     answers: list[str] = []
     calls = spec.get("tool_calls")
-    if calls is None:
-        calls = [{"name": "get_session_summary", "arguments": {}}]
-    index = 0
-    while index < len(calls):  # the default's second call is only known from the first answer
-        call = calls[index]
+    if calls is None:  # like the fake vendor's judge: the first output the trace shows truncated, else the outline
+        truncated = re.search(r'"call_id":\s*"([^"]{1,200})",\s*"output":\s*"<truncated:', prompt)
+        calls = [{"name": "get_tool_result", "arguments": {"call_id": truncated.group(1)}} if truncated
+                 else {"name": "get_session_summary", "arguments": {}}]
+    for call in calls:
         name = str(call["name"])
-        index += 1
         if allowed is not None and f"mcp__session__{name}" not in allowed:
             answers.append(json.dumps({"error": f"claude refused {name}: not in --allowedTools"}))
             continue
-        text, is_error = client.call(name, call.get("arguments") or {})
+        text, _is_error = client.call(name, call.get("arguments") or {})
         answers.append(text)
-        if spec.get("tool_calls") is None and index == 1:
-            truncated = (json.loads(text).get("truncated_results") or []) if not is_error else []
-            if truncated:
-                calls.append({"name": "get_tool_result", "arguments": {"call_id": truncated[0]["call_id"]}})
     client.close()
     return answers
 
@@ -253,7 +249,7 @@ def main(cli: str) -> None:
         _fail("fatal: simulated crash (segmentation fault)", 1)
 
     server = None if retrospective else _mcp_server(cli, argv)
-    answers = _use_tools(cli, argv, server, spec) if server is not None else []
+    answers = _use_tools(cli, argv, server, spec, prompt) if server is not None else []
     if server is not None:
         _log(script, {"cli": cli, "question_id": question_id, "tool_answers": answers})
     if retrospective:

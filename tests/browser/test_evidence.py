@@ -63,15 +63,13 @@ def test_a_finding_links_to_the_cited_entry_which_opens_in_full(open_console: An
     member = token(tenant, "bob", "member")
     run = _run(local_stack, member, "login-build", ["tests_written"])
     verdict = run["result"]["categories"][0]["questions"][0]
-    assert verdict["evidence_entries"] == [2] and [u["tool"] for u in verdict["tools_used"]] == [
-        "get_session_summary", "get_tool_result"]
+    assert verdict["evidence_entries"] == [2] and [u["tool"] for u in verdict["tools_used"]] == ["get_tool_result"]
 
     console = open_console()
     page = console.page
     console.sign_in(member, f"#/sessions/login-build/runs/{run['eval_run_id']}")
     finding = page.locator('article.finding[data-question="tests_written"]')
-    expect(finding.locator('[data-field="tools-used"] li')).to_have_text(
-        ["get_session_summary()", "get_tool_result(build-1)"])
+    expect(finding.locator('[data-field="tools-used"] li')).to_have_text(["get_tool_result(build-1)"])
     link = finding.locator('[data-field="evidence-entries"]').get_by_role("link", name="pos 2")
     expect(link).to_have_attribute("href", "#/sessions/login-build/trace/2")
     console.assert_accessible("result with evidence links")

@@ -102,8 +102,8 @@ def _run_judge(name: JudgeName, sandbox: Any, tmp_path: Path, python: str) -> An
 def test_a_judge_call_gets_the_tools_and_its_calls_come_from_the_server_log(name: JudgeName, tmp_path: Path) -> None:
     result = _run_judge(name, Unsandboxed(), tmp_path, mcp_python(False))
     assert result.text is not None, result.failure
-    assert [c["tool"] for c in result.tool_calls] == ["get_session_summary", "get_tool_result"]
-    assert json.loads(result.text)["evidence_entries"] == [2]
+    assert [c["tool"] for c in result.tool_calls] == ["get_session_summary"]  # the prompt shows no marker
+    assert json.loads(result.text)["evidence_entries"] == [0, 1, 2]  # what the outline named
     (invocation,) = [r for r in read_log(tmp_path / "log.jsonl") if "argv" in r]
     argv = invocation["argv"]
     if name == "claude":
@@ -123,8 +123,8 @@ def test_the_mcp_server_works_inside_the_bubblewrap_sandbox(name: JudgeName, tmp
     assert python.startswith("/usr/")  # only the system's directories are visible in the sandbox
     result = _run_judge(name, sandbox, tmp_path, python)
     assert result.text is not None, result.failure
-    assert [c["tool"] for c in result.tool_calls] == ["get_session_summary", "get_tool_result"]
-    assert json.loads(result.text)["evidence_entries"] == [2]
+    assert [c["tool"] for c in result.tool_calls] == ["get_session_summary"]
+    assert json.loads(result.text)["evidence_entries"] == [0, 1, 2]  # what the outline named
 
 
 def test_a_daemon_run_gives_tool_questions_the_truncated_output_redacted(
@@ -143,14 +143,14 @@ def test_a_daemon_run_gives_tool_questions_the_truncated_output_redacted(
     assert outcome.status == "succeeded", outcome.detail
 
     verdicts = {v["question_id"]: v for c in get_run(api, run_id)["result"]["categories"] for v in c["questions"]}
+    # The judge fetched the output the trace shows truncated, by the call_id on its marker.
     assert verdicts["tests_written"]["tools_used"] == [
-        {"tool": "get_session_summary", "arguments": {}, "is_error": False},
         {"tool": "get_tool_result", "arguments": {"call_id": "m1"}, "is_error": False}]
     assert verdicts["tests_written"]["evidence_entries"] == [2]
     assert verdicts["sensitive_files"]["tools_used"] is None  # a question without tools gets none
     answers = next(r["tool_answers"] for r in read_log(log) if r.get("question_id") == "tests_written"
                    and "tool_answers" in r)
-    output = json.loads(answers[1])["output"]
+    output = json.loads(answers[0])["output"]
     assert output.endswith("error: link failed in src/net.c") and "<redacted:github_token>" in output
     assert all(SECRET not in a for a in answers)
     facts = api.get("/judge-facts?repository=github.com%2Facme%2Fnet")["items"]
