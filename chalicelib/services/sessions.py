@@ -446,7 +446,7 @@ class SessionService:
     def trace_length(self, tenant: str, session_id: str, chain: bool) -> int:
         """How many entries an eval context of `session_id` has (the chain's, with `chain`): the positions
         judges may cite are 0 to this minus one."""
-        records, _, _ = self._chain_records(tenant, session_id, chain)
+        records, _, _ = self._contexts.chain_records(tenant, session_id, chain)
         return sum(r.entries for r in records)
 
     def stored_entries(self, tenant: str, session_chain: Sequence[str], *,
