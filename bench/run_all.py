@@ -30,6 +30,7 @@ BENCHES: dict[str, list[str]] = {
     "ctxlimit": ["bench/ctxlimit/bench_ctxlimit.py"],
     "ratelimit": ["bench/ratelimit/bench_ratelimit.py"],
     "load": ["bench/load/bench_load.py"],
+    "spend": ["bench/spend/bench_spend.py"],
     "memory": ["bench/memory/bench_memory.py"],
     "automation": ["bench/automation/bench_automation.py"],
 }

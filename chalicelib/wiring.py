@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.run_store import DynamoRunStore
     from chalicelib.adapters.secret_store import SecretStore
     from chalicelib.adapters.settings_store import SettingsStore
+    from chalicelib.adapters.spend_store import DynamoSpendStore
     from chalicelib.adapters.ws_push import WebSocketPush
     from chalicelib.domain.base_url import BaseUrlPolicy
     from chalicelib.domain.evaluation import VendorName
@@ -59,6 +60,9 @@ if TYPE_CHECKING:
     from chalicelib.services.session_entries import SessionEntryService
     from chalicelib.services.sessions import SessionService
     from chalicelib.services.spend import SpendService
+    from chalicelib.services.spend_admin import SpendAdminService
+    from chalicelib.services.spend_admission import RunBudgeting
+    from chalicelib.services.spend_estimates import SpendEstimator
     from chalicelib.services.vendor_batch_runs import VendorBatchRuns
 
 
@@ -261,7 +265,7 @@ class Container:
         return EvalRunService(runs=self.run_store, queue=self.job_queue, settings=self.admin_settings,
                               catalog=self.catalog, daemons=self._daemon_directory, clock=self.clock,
                               max_run_timeout_seconds=self.config.max_run_timeout_seconds,
-                              lifecycle=self.run_lifecycle, spend=self.spend,
+                              lifecycle=self.run_lifecycle, budgeting=self.run_budgeting,
                               session_exists=self._session_exists)
 
     def _daemon_directory(self) -> DaemonDirectory:
@@ -275,10 +279,38 @@ class Container:
         return DynamoBudgetLedger(self.dynamodb, self.config.table_name)
 
     @cached_property
+    def spend_store(self) -> DynamoSpendStore:
+        from chalicelib.adapters.spend_store import DynamoSpendStore
+
+        return DynamoSpendStore(self.dynamodb, self.config.table_name,
+                                cache_seconds=self.config.settings_cache_seconds, monotonic=self.clock.monotonic)
+
+    @cached_property
     def spend(self) -> SpendService:
         from chalicelib.services.spend import SpendService
 
-        return SpendService(ledger=self.budget_ledger, clock=self.clock)
+        return SpendService(ledger=self.budget_ledger, settings=self.spend_store, clock=self.clock)
+
+    @cached_property
+    def spend_estimator(self) -> SpendEstimator:
+        from chalicelib.services.spend_estimates import SpendEstimator
+
+        return SpendEstimator(sessions=self.sessions, quotes=self.spend_store, clock=self.clock,
+                              tuning=lambda: self.judge_tuning)
+
+    @cached_property
+    def run_budgeting(self) -> RunBudgeting:
+        from chalicelib.services.spend_admission import RunBudgeting
+
+        return RunBudgeting(spend=self.spend, estimator=self.spend_estimator, clock=self.clock,
+                            questions_for_run=self.catalog.questions_for_run)
+
+    @cached_property
+    def spend_admin(self) -> SpendAdminService:
+        from chalicelib.services.spend_admin import SpendAdminService
+
+        return SpendAdminService(store=self.spend_store, ledger=self.budget_ledger, settings=self.admin_settings,
+                                 clock=self.clock)
 
     @cached_property
     def run_lifecycle(self) -> RunLifecycle:
@@ -289,9 +321,11 @@ class Container:
         from chalicelib.services.run_lifecycle import RunLifecycle
         from chalicelib.services.spend import SpendSettlement
 
+        settlement = SpendSettlement(ledger=self.budget_ledger, settings=self.spend_store, clock=self.clock,
+                                     events=lambda: self.event_publisher)
         return RunLifecycle(runs=self.run_store, clock=self.clock,
                             worker_grace_seconds=self.config.worker_grace_seconds,
-                            participants=[SpendSettlement(self.budget_ledger), ScoreAggregation(self.score_analytics),
+                            participants=[settlement, ScoreAggregation(self.score_analytics),
                                           self.judge_fact_retention,
                                           AutomationParticipant(lambda: self.automated_dispatch,
                                                                 self._record_batch_entries)],
@@ -312,7 +346,7 @@ class Container:
         from chalicelib.services.automation_dispatch import AutomatedDispatch
 
         return AutomatedDispatch(runs=self.run_store, store=self.automation_store, queue=self.job_queue,
-                                 settings=self.admin_settings, catalog=self.catalog, spend=self.spend,
+                                 settings=self.admin_settings, catalog=self.catalog, budgeting=self.run_budgeting,
                                  lifecycle=self.run_lifecycle, clock=self.clock,
                                  max_run_timeout_seconds=self.config.max_run_timeout_seconds,
                                  on_batch_entries=self._record_batch_entries,

@@ -39,8 +39,9 @@ DEV_SECRET = "bench-roundtrips-dev-secret-0123456789abcdef"
 
 # Targets from issue 7 (item 2).
 SETTINGS_READ_COLD = 1  # a request's settings read: at most one GetItem, none from a warm cache
-# Cold: the settings and the judge catalog head (one GetItem each), the run transaction, the SQS send.
-DISPATCH_BUDGET = 4
+# Cold: the settings, the judge catalog head, the spend limits and the price overrides (one GetItem each),
+# the run transaction (with the spend ledger's admission), the SQS send. Warm: the last two only.
+DISPATCH_BUDGET = 6
 SECRET_READS_PER_KEY_VERSION = 1  # per warm container
 RUN_WRITES_BUDGET = 20  # DynamoDB writes of a 13-question run
 
@@ -168,10 +169,12 @@ class Harness:
         return json.loads(text) if text.startswith("{") else None
 
     def cold_caches(self) -> None:
-        """What a fresh container has: no cached settings, catalog or keys (clients stay built)."""
+        """What a fresh container has: no cached settings, catalog, spend limits/prices or keys (clients
+        stay built)."""
         self.container.settings_store.reset()
         self.container.catalog_store.reset()
         self.container.secret_store.reset()
+        self.container.spend_store.reset()
 
     def settings_body(self, key: str | None = None) -> dict[str, Any]:
         block: dict[str, Any] = {"model": MODEL, "base_url": self.fake.anthropic_base_url}
@@ -269,15 +272,18 @@ def api_requests(h: Harness) -> dict[str, Measured]:
     h.request("PUT", f"/sessions/{SESSION}", MEMBER, {"trace": sample_trace()}, expect=(200, 201))
     measure("GET /eval/runners, cold settings cache", "GET", "/eval/runners", MEMBER, cold=True)
     measure("GET /eval/runners, warm", "GET", "/eval/runners", MEMBER, cold=False)
+    # Dispatches carry their estimate's quote, as the console's eval dialog sends them.
+    quote = h.request("POST", f"/sessions/{SESSION}/eval-runs/estimate", MEMBER, {"threshold": 2000})["quote"]
+    body = {"threshold": 2000, "quote": quote}
     measure("dispatch, the tenant's first (creates its spend ledger)", "POST", f"/sessions/{SESSION}/eval-runs",
-            MEMBER, {"threshold": 2000}, headers={"Idempotency-Key": "rt-0"}, cold=True, expect=202,
+            MEMBER, body, headers={"Idempotency-Key": "rt-0"}, cold=True, expect=202,
             note="once per tenant: the ledger's maps and the sweep marker, then the dispatch transaction again")
     accepted = measure("dispatch, cold settings cache", "POST", f"/sessions/{SESSION}/eval-runs", MEMBER,
-                       {"threshold": 2000}, headers={"Idempotency-Key": "rt-1"}, cold=True, expect=202)
-    measure("dispatch, warm", "POST", f"/sessions/{SESSION}/eval-runs", MEMBER, {"threshold": 2000},
+                       body, headers={"Idempotency-Key": "rt-1"}, cold=True, expect=202)
+    measure("dispatch, warm", "POST", f"/sessions/{SESSION}/eval-runs", MEMBER, body,
             headers={"Idempotency-Key": "rt-2"}, cold=False, expect=202)
     measure("dispatch, repeated Idempotency-Key", "POST", f"/sessions/{SESSION}/eval-runs", MEMBER,
-            {"threshold": 2000}, headers={"Idempotency-Key": "rt-2"}, cold=False, expect=(200, 202))
+            body, headers={"Idempotency-Key": "rt-2"}, cold=False, expect=(200, 202))
     measure("GET run", "GET", f"/eval-runs/{accepted['eval_run_id']}", MEMBER, cold=False)
     h.drain_queue_event()  # these runs are not judged here
     return out

@@ -67,6 +67,12 @@ class ExtraWriteRefused(Exception):
         self.item = item
 
 
+class SessionChanged(Conflict):
+    """The session was replaced (a new revision) after the estimate the dispatch relied on."""
+
+    code = "session_changed"
+
+
 class AlreadyFinalized(Exception):
     """The run was finalized already (or left the terminal state it was finalized for): nothing to do."""
 
@@ -236,15 +242,22 @@ class DynamoRunStore:
         return item
 
     def create(self, run: EvalRun, *, session_key: dict[str, str] | None = None,
-               extra_writes: Sequence[TransactItem] = ()) -> None:
+               session_revision: int | None = None, extra_writes: Sequence[TransactItem] = ()) -> None:
         """Store a new run in one transaction with its idempotency record and, when given, a
-        check that the session exists, so dispatch costs a single DynamoDB round trip."""
+        check that the session exists (at `session_revision`, when given: the revision the run's
+        cost was estimated on), so dispatch costs a single DynamoDB round trip."""
         item = self._run_item(run)
         items: list[dict[str, Any]] = []
         if session_key is not None:
-            items.append({"ConditionCheck": {
+            check: dict[str, Any] = {
                 "TableName": self._table, "ConditionExpression": "attribute_exists(pk)",
-                "Key": {"pk": {"S": session_key["pk"]}, "sk": {"S": session_key["sk"]}}}})
+                "Key": {"pk": {"S": session_key["pk"]}, "sk": {"S": session_key["sk"]}}}
+            if session_revision is not None:
+                check.update({"ConditionExpression": "attribute_exists(pk) AND #rev = :rev",
+                              "ExpressionAttributeNames": {"#rev": "revision"},
+                              "ExpressionAttributeValues": {":rev": {"N": str(session_revision)}},
+                              "ReturnValuesOnConditionCheckFailure": "ALL_OLD"})
+            items.append({"ConditionCheck": check})
         items.append({"Put": {"TableName": self._table, "Item": to_item(item),
                               "ConditionExpression": "attribute_not_exists(pk)"}})
         if run.idempotency_key:
@@ -267,6 +280,10 @@ class DynamoRunStore:
             offset = 0
             if session_key is not None:
                 if reasons and reasons[0] == "ConditionalCheckFailed":
+                    first: Any = (exc.response.get("CancellationReasons") or [{}])[0]
+                    if session_revision is not None and first.get("Item"):
+                        raise SessionChanged("The session was replaced after this estimate; estimate again.",
+                                             details={"session_id": run.session_id}) from exc
                     raise NotFound(f"No session '{run.session_id}' in this tenant; upload it first.",
                                    code="session_not_found") from exc
                 offset = 1

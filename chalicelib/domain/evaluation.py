@@ -27,7 +27,8 @@ TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timed
 # Why a question produced no verdict. A superset of `chalicelib.domain.judging.VendorErrorKind`
 # (the first five are the contract's test-connection kinds), so a vendor error's kind can be
 # recorded as-is, plus the run-level reasons: `timed_out` (the run deadline passed, as opposed to
-# one vendor call's `timeout`), `cancelled` and `internal`.
+# one vendor call's `timeout`), `cancelled`, `internal` and `budget_exhausted` (the spend guard stopped
+# the run before this judge: its next call could have passed what the run reserved).
 FailureKind = Literal[
     "auth",
     "model_not_found",
@@ -46,6 +47,7 @@ FailureKind = Literal[
     # an error (chalicelib/domain/vendor_batches.py).
     "batch_expired",
     "batch_errored",
+    "budget_exhausted",
 ]
 
 MIN_SCORE = 1
@@ -199,6 +201,9 @@ class QuestionOutcome(_Wire):
     judge_verdict: JudgeVerdict | None = None
     failure_reason: FailureReason | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
+    # False when the runner reported no token counts (a daemon whose CLI gives none): the run's cost is
+    # then unknown (null), never a made-up zero.
+    usage_reported: bool = True
     latency_ms: NonNegativeInt | None = None
     attempts: NonNegativeInt = 0
     # A scored judge's `retain_fact` (never part of the verdict): kept until the run lifecycle's

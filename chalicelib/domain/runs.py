@@ -21,7 +21,8 @@ from chalicelib.domain.evaluation import (
     TokenUsage,
     VendorName,
 )
-from chalicelib.domain.spend import RunAdmission
+from chalicelib.domain.spend import RunAdmission, RunCost, run_cost
+from chalicelib.domain.spend_prices import ModelPrice, PriceTable, cost_micros
 from chalicelib.judges.catalog import Question
 
 # Allowed status transitions; anything else is a conflict (e.g. a result posted after cancel).
@@ -101,11 +102,20 @@ class EvalRun(BaseModel):
     mode: RunMode = "now"
     delayed: bool = False
     vendor_batch_id: str | None = None
+    # Stored by the finalizer (spend's participant); a run still in progress shows its live cost.
+    cost: RunCost | None = None
+    # Worst case of judge calls cut off before the vendor reported usage (the spend guard's count).
+    unreported_cost_micros: int = 0
     version: int = 0
     # Denormalised from the session at dispatch, so the tenant-wide list can filter on it (history).
     repository: str | None = None
     # DynamoDB TTL (epoch seconds): the session's retention end, stamped at dispatch (history).
     expires_at: int | None = None
+
+    @property
+    def batch(self) -> bool:
+        """Judged through the vendor's batch API: its cost takes the price's batch discount."""
+        return self.mode == "batch"
 
     @property
     def is_terminal(self) -> bool:
@@ -133,6 +143,7 @@ class QuestionProgress(BaseModel):
     usage: TokenUsage | None = None
     latency_ms: int | None = None
     attempts: int = 0
+    cost_usd: float | None = None
 
 
 class RunProgress(BaseModel):
@@ -176,6 +187,9 @@ class EvalRunView(BaseModel):
                                                      "within 24 h).")
     delayed: bool = Field(default=False, description="Queued and waiting for an active-run slot; it starts when "
                                                      "one frees.")
+    cost: RunCost = Field(default_factory=lambda: RunCost(usd=None, priced=False),
+                          description="USD from the vendor-reported usage at the run's price; null when the model "
+                                      "has no price or the runner reported no usage.")
 
 
 class EvalRunList(BaseModel):
@@ -183,9 +197,33 @@ class EvalRunList(BaseModel):
     next_cursor: str | None = None
 
 
+_DEFAULT_TABLE = PriceTable()
+
+
+def run_price(run: EvalRun) -> ModelPrice | None:
+    """The price a run is costed at: the one it was admitted with, else (runs stored before spend
+    governance) the shipped default for its model."""
+    if run.admission is not None:
+        return run.admission.price
+    return _DEFAULT_TABLE.price_for(run.model)
+
+
+def usage_known(run: EvalRun) -> bool:
+    return all(o.usage_reported for o in run.outcomes.values())
+
+
+def live_cost(run: EvalRun) -> RunCost:
+    """The run's cost from its vendor-reported usage so far (final once the run is finalized)."""
+    if run.cost is not None and run.finalized_at is not None:
+        return run.cost
+    return run_cost(run.usage, run_price(run), batch=run.batch, usage_known=usage_known(run),
+                    admission=run.admission, unreported_micros=run.unreported_cost_micros)
+
+
 def run_view(run: EvalRun) -> EvalRunView:
     from chalicelib.domain.clock import parse_iso
 
+    price = run_price(run)
     questions = []
     completed = failed = 0
     for ref in run.questions:
@@ -197,7 +235,9 @@ def run_view(run: EvalRun) -> EvalRunView:
         questions.append(QuestionProgress(
             question_id=o.question_id, category=o.category, status=o.status, score=o.score,
             verdict=o.verdict, failure_reason=o.failure_reason, usage=o.usage, latency_ms=o.latency_ms,
-            attempts=o.attempts))
+            attempts=o.attempts,
+            cost_usd=(cost_micros(o.usage, price, batch=run.batch) / 1_000_000
+                      if price is not None and o.usage_reported else None)))
     duration = None
     if run.started_at and run.finished_at:
         duration = int((parse_iso(run.finished_at) - parse_iso(run.started_at)).total_seconds() * 1000)
@@ -210,7 +250,8 @@ def run_view(run: EvalRun) -> EvalRunView:
         run_timeout_seconds=run.run_timeout_seconds, created_by=run.created_by, daemon_id=run.daemon_id,
         context=run.context, retrospective_status=run.retrospective_status, duration_ms=duration,
         catalog_version=run.catalog_version, trial=bool(run.trial_questions),
-        repository=run.repository, trigger=run.trigger, batch_id=run.batch_id, mode=run.mode, delayed=run.delayed)
+        repository=run.repository, trigger=run.trigger, batch_id=run.batch_id, mode=run.mode, delayed=run.delayed,
+        cost=live_cost(run))
 
 
 class EvalJobMessage(BaseModel):

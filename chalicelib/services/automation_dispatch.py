@@ -2,7 +2,8 @@
 
 A rule or batch run is created `queued` and `delayed` (waiting for an active-run slot) together with
 its place in the tenant's waiting line, and then *promoted*: it takes a slot through the spend ledger
-(`SpendService.admit`, the same seam dispatch uses) in one transaction with leaving the line, gets
+(`RunBudgeting.admit_existing`, the spend seam dispatch uses: its quota slot and the budget reservation
+of its upper bound) in one transaction with leaving the line, gets
 its deadline from that moment, and is handed to the worker. When the active-run quota is full the
 ledger refuses and the run simply keeps waiting (shown `queued`, `delayed: true`, like Langfuse's
 "Delayed"); it is promoted again when a run of the tenant is finalized (`AutomationParticipant`,
@@ -39,7 +40,7 @@ from chalicelib.services.eval_runs import (
     plan_dispatch,
 )
 from chalicelib.services.run_lifecycle import Contribution, Finalization, RunLifecycle
-from chalicelib.services.spend import AdmissionRequest, SpendService
+from chalicelib.services.spend_admission import RunBudgeting
 
 # A run that found no slot for this long gives up (the poller ends it `timed_out`).
 MAX_WAIT_SECONDS = 24 * 3600
@@ -64,7 +65,8 @@ class PromotionReport:
 
 class AutomatedDispatch:
     def __init__(self, *, runs: DynamoRunStore, store: DynamoAutomationStore, queue: JobQueue,
-                 settings: RunnerSettingsSource, catalog: CatalogSource, spend: SpendService, lifecycle: RunLifecycle,
+                 settings: RunnerSettingsSource, catalog: CatalogSource, budgeting: RunBudgeting,
+                 lifecycle: RunLifecycle,
                  clock: Clock, max_run_timeout_seconds: int,
                  on_batch_entries: Callable[[str, str, Mapping[str, BatchRunEntry]], None] | None = None,
                  on_refused: Callable[[EvalRun, str], None] | None = None) -> None:
@@ -73,7 +75,7 @@ class AutomatedDispatch:
         self._queue = queue
         self._settings = settings
         self._catalog = catalog
-        self._spend = spend
+        self._budgeting = budgeting
         self._lifecycle = lifecycle
         self._clock = clock
         self._max_timeout = max_run_timeout_seconds
@@ -194,14 +196,13 @@ class AutomatedDispatch:
     def _take_slot(self, run: EvalRun, waiting: WaitingRun) -> EvalRun:
         now = self._clock.now()
         deadline = now + timedelta(seconds=run.run_timeout_seconds)
-        request = AdmissionRequest(eval_run_id=run.eval_run_id, deadline_epoch=int(deadline.timestamp()))
 
-        def commit(admissions: list[RunAdmission], writes: list[TransactItem]) -> EvalRun:
-            fields: dict[str, Any] = {"admission": admissions[0].model_dump(mode="json")}
+        def commit(admission: RunAdmission, writes: list[TransactItem]) -> EvalRun:
+            fields: dict[str, Any] = {"admission": admission.model_dump(mode="json")}
             return self._runs.promote_delayed(run.tenant, run.eval_run_id, deadline_at=iso(deadline), fields=fields,
                                               extra_writes=[*writes, self._store.unwait_write(waiting)])
 
-        return self._spend.admit(run.tenant, run.created_by, [request], commit)
+        return self._budgeting.admit_existing(run, deadline_epoch=int(deadline.timestamp()), commit=commit)
 
     def _refuse(self, run: EvalRun, waiting: WaitingRun, exc: DomainError) -> None:
         """The ledger will not take this run (a budget): it fails with that code and leaves the line."""

@@ -74,7 +74,7 @@ def _usage_total(outcomes: Mapping[str, QuestionOutcome]) -> TokenUsage:
 def _failed(o: QuestionOutcome, status: str, kind: str, message: str) -> QuestionOutcome:
     return QuestionOutcome(question_id=o.question_id, category=o.category, status=status,
                            failure_reason=FailureReason(kind=kind, message=message),
-                           usage=o.usage, latency_ms=o.latency_ms, attempts=o.attempts)
+                           usage=o.usage, usage_reported=o.usage_reported, latency_ms=o.latency_ms, attempts=o.attempts)
 
 
 def close_open_questions(run: EvalRun, status: str, kind: str, message: str) -> list[QuestionOutcome]:
@@ -248,14 +248,18 @@ class DaemonRunReporter:
                            details={"question_id": question.id, "status": current.status})
         if isinstance(event, EvalQuestionStarted):
             outcome = QuestionOutcome(question_id=question.id, category=question.category, status="running",
-                                      usage=current.usage, attempts=current.attempts + 1)
+                                      usage=current.usage,
+                                      usage_reported=current.usage_reported, attempts=current.attempts + 1)
             self._store.record_question_started(run.tenant, job.daemon_id, run.eval_run_id, question.id,
                                                 now=iso(now))
         elif isinstance(event, EvalQuestionCompleted):
             started = job.question_started_at.get(question.id)
             latency = int((now - parse_iso(started)).total_seconds() * 1000) if started else None
+            # A CLI that reports no token counts leaves the run's cost unknown (null), never zero.
+            reported = any(v is not None for v in (event.input_tokens, event.output_tokens,
+                                                   event.cache_read_input_tokens, event.cache_creation_input_tokens))
             outcome = QuestionOutcome(question_id=question.id, category=question.category, status="scored",
-                                      score=event.score, usage=current.usage + event.usage(),
+                                      score=event.score, usage=current.usage + event.usage(), usage_reported=reported,
                                       latency_ms=max(latency, 0) if latency is not None else None,
                                       attempts=max(current.attempts, 1), retain_fact=event.retain_fact)
         else:
@@ -263,7 +267,8 @@ class DaemonRunReporter:
             outcome = QuestionOutcome(question_id=question.id, category=question.category, status="failed",
                                       failure_reason=FailureReason(kind=failure_kind_for_reason(event.reason),
                                                                    message=reason),
-                                      usage=current.usage, attempts=max(current.attempts, 1))
+                                      usage=current.usage,
+                                      usage_reported=current.usage_reported, attempts=max(current.attempts, 1))
         merged = {**run.outcomes, question.id: outcome}
         self._runs.record_outcomes(run.tenant, run.eval_run_id, [outcome], _usage_total(merged))
         if outcome.is_terminal:
@@ -358,6 +363,7 @@ class DaemonRunReporter:
                 fact = current.retain_fact if current.status == "scored" else None
                 outcomes.append(QuestionOutcome(question_id=ref.question_id, category=ref.category, status="scored",
                                                 judge_verdict=verdict, usage=current.usage,
+                                                usage_reported=current.usage_reported,
                                                 latency_ms=current.latency_ms, attempts=max(current.attempts, 1),
                                                 retain_fact=fact))
             elif not current.is_terminal:

@@ -36,7 +36,8 @@ from chalicelib.domain.evaluation import (
 )
 from chalicelib.domain.judging import JudgeModel
 from chalicelib.domain.rate_limit import VendorCallGate
-from chalicelib.domain.runs import EvalJobMessage, EvalRun, QuestionRef, RunError
+from chalicelib.domain.runs import EvalJobMessage, EvalRun, QuestionRef, RunError, live_cost
+from chalicelib.domain.spend_prices import cost_micros
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.evidence import number_entries
@@ -54,6 +55,7 @@ from chalicelib.services.judge_runner import (
 from chalicelib.services.run_lifecycle import RunLifecycle
 from chalicelib.services.session_tools import FullOutputs, RunTools, truncated_positions
 from chalicelib.services.sessions import EvalContextDoc
+from chalicelib.services.spend_guard import GuardedJudgeModel, SpendGuard
 
 EVENT_DETAIL_TYPE = "SessionEvalCompleted"
 METRICS_NAMESPACE = "EvalRunner"
@@ -419,14 +421,26 @@ class EvalJobService:
         if res.stop == "cancelled":
             logger.info("eval run cancelled; in-flight judges aborted", extra={**fields, "calls": res.calls})
             self._emit_run_metric(run, "cancelled")
-            self._finalize_stopped(run, usage)
+            self._finalize_stopped(run, usage, ports)
             return JobOutcome("cancelled", "cancelled", writes=1 + ports.writes)
 
         by_id = {ref.question_id: ref for ref in run.questions}
         outcomes = [*ports.carry, *res.unflushed, *unknown]
         result: SessionEvalCompleted | None = None
         error: RunError | None = None
-        if res.abort is not None and res.abort.error is not None:
+        if res.abort is not None and res.abort.kind == "budget_exhausted":
+            # The spend guard stopped the run: what was judged is kept, the rest is not asked.
+            status = "failed"
+            outcomes += [_outcome_failed(by_id[q], run.outcome(q), "budget_exhausted",
+                                         "Not judged: the run's budget reservation would have been passed.")
+                         for q in res.unfinished]
+            result = self._partial_result(run, res)
+            error = RunError(code="budget_exhausted",
+                             message=f"The run stopped before passing the ${_usd(ports.reserved_micros)} it reserved "
+                                     f"of the budget, with {len(result.verdicts()) if result else 0} of "
+                                     f"{len(run.questions)} questions judged; rerun it to judge the rest.",
+                             details={"reserved_usd": _usd(ports.reserved_micros), "detail": res.abort.message})
+        elif res.abort is not None and res.abort.error is not None:
             # A vendor-stated context limit that cannot be met (context_too_small): every question fails alike.
             status = "failed"
             cause = res.abort.error
@@ -478,7 +492,7 @@ class EvalJobService:
         except Conflict:
             logger.info("eval run changed while judging (cancelled?); result discarded", extra=fields)
             self._emit_run_metric(run, "cancelled")
-            self._finalize_stopped(run, usage)
+            self._finalize_stopped(run, usage, ports)
             return JobOutcome("cancelled", "cancelled", writes=2 + ports.writes)
         logger.info(f"eval run {status}", extra={
             **fields, "status": status, "overall_score": result.overall_score if result else None,
@@ -489,15 +503,29 @@ class EvalJobService:
             **(ports.gate.summary() if ports.gate is not None else {})})
         self._emit_run_metric(run, status)
         self._announce(finished)
-        self._lifecycle.finalize(finished)
+        self._lifecycle.finalize(finished, facts=ports.spend_facts())
         return JobOutcome("finished", status, writes=2 + ports.writes)
 
-    def _finalize_stopped(self, run: EvalRun, usage: TokenUsage) -> None:
+    def _partial_result(self, run: EvalRun, res: JudgeRunResult) -> SessionEvalCompleted | None:
+        """The verdicts a stopped run did get (this attempt's and earlier ones), aggregated."""
+        known = self._questions.questions_for_run(run)
+        selected = [q for ref in run.questions if (q := known.get(ref.question_id)) is not None]
+        verdicts = []
+        for ref in run.questions:
+            new = res.outcomes.get(ref.question_id)
+            verdict = new.judge_verdict if new is not None else run.outcome(ref.question_id).judge_verdict
+            if verdict is not None:
+                verdicts.append(verdict)
+        if not verdicts:
+            return None
+        return aggregate(run.eval_run_id, run.model or "unknown", selected, verdicts, None)
+
+    def _finalize_stopped(self, run: EvalRun, usage: TokenUsage, ports: _RunPorts) -> None:
         """Someone else ended the run while its judges ran (a cancel): finalize it with everything
         this worker's judges billed, which the cancel could not know."""
         current = self._runs.get(run.tenant, run.eval_run_id)
         if current is not None and current.is_terminal and current.finalized_at is None:
-            self._lifecycle.finalize(current, usage=usage)
+            self._lifecycle.finalize(current, usage=usage, facts=ports.spend_facts())
 
     def _abort_error(self, run: EvalRun, res: JudgeRunResult, ports: _RunPorts) -> RunError:
         assert res.abort is not None and run.vendor is not None
@@ -568,6 +596,7 @@ class EvalJobService:
             "questions_scored": len(result.verdicts()) if result else 0,
             "categories": {c.name: c.score for c in result.categories} if result else {},
             "error_code": run.error.code if run.error else None, "usage": run.usage.model_dump(mode="json"),
+            "cost": live_cost(run).model_dump(mode="json"),
             "finished_at": run.finished_at,
         }
         try:
@@ -620,6 +649,21 @@ def _dedupe(outcomes: Sequence[QuestionOutcome]) -> list[QuestionOutcome]:
     return list(latest.values())
 
 
+def _usd(micros: int) -> str:
+    return f"{micros / 1_000_000:.4f}"
+
+
+def _spend_guard(run: EvalRun) -> SpendGuard | None:
+    """The attempt's reservation as a hard cap on its judge calls (priced server runs only). A
+    redelivery resumes with what the attempt already billed counted against it."""
+    admission = run.admission
+    if run.runner != "server" or admission is None or admission.price is None:
+        return None
+    billed = max(cost_micros(run.usage, admission.price, batch=admission.batch) - admission.base_cost_micros, 0)
+    return SpendGuard(limit_micros=admission.reserved_micros, price=admission.price, batch=admission.batch,
+                      billed_micros=billed)
+
+
 class _RunPorts:
     """`RunPorts` for one run: progress writes, the cancel poll and the key refresh."""
 
@@ -632,6 +676,14 @@ class _RunPorts:
         self.carry: list[QuestionOutcome] = []  # progress a failed write could not store: goes with finish
         self.gate: RunRateGate | None = None  # every model of the run (a rotated key too) shares it
         self._budget = 0.0
+        self.spend_guard = _spend_guard(run)  # every model of the run shares the attempt's reservation
+
+    @property
+    def reserved_micros(self) -> int:
+        return self._run.admission.reserved_micros if self._run.admission is not None else 0
+
+    def spend_facts(self) -> dict[str, Any]:
+        return {"unreported_cost_micros": self.spend_guard.unreported_micros} if self.spend_guard else {}
 
     async def remember_context_limit(self, stated: StatedLimit, source: LimitSource) -> None:
         memory = self._service._context_limits
@@ -649,9 +701,10 @@ class _RunPorts:
 
     def build_model(self, creds: VendorCredentials, budget: float) -> JudgeModel:
         self._budget = budget
-        return self._service._build(creds.vendor, api_key=creds.api_key, base_url=creds.base_url,
-                                    max_retries=sdk_max_retries(budget), timeout_seconds=max(budget, 1.0),
-                                    gate=self.gate)
+        model = self._service._build(creds.vendor, api_key=creds.api_key, base_url=creds.base_url,
+                                     max_retries=sdk_max_retries(budget), timeout_seconds=max(budget, 1.0),
+                                     gate=self.gate)
+        return GuardedJudgeModel(model, self.spend_guard) if self.spend_guard is not None else model
 
     async def flush(self, outcomes: Sequence[QuestionOutcome], usage: TokenUsage,
                     context: Mapping[str, Any] | None) -> bool:

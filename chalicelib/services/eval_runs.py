@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from chalicelib.adapters.run_store import DuplicateDispatch, DynamoRunStore, RunStateConflict, TransactItem
 from chalicelib.domain.catalog import QuestionCatalog, ResolvedCatalog, enabled_view
-from chalicelib.domain.clock import Clock, iso, parse_iso
+from chalicelib.domain.clock import Clock, iso
 from chalicelib.domain.errors import (
     Conflict,
     DependencyUnavailable,
@@ -43,7 +43,7 @@ from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, MAX_THRESHOLD_
 from chalicelib.judges.catalog import Question, select_questions
 from chalicelib.observability import emit_run_status, logger
 from chalicelib.services.run_lifecycle import RunLifecycle
-from chalicelib.services.spend import AdmissionRequest, SpendService
+from chalicelib.services.spend_admission import EvalRunEstimate, RunBudgeting
 
 # The same bounds as GET /sessions/{id}/eval-context (0 truncates every tool output to its marker).
 DEFAULT_THRESHOLD = DEFAULT_THRESHOLD_BYTES
@@ -142,6 +142,10 @@ class EvalRunRequest(BaseModel):
     threshold: StrictInt | None = Field(
         default=None, description=f"Tool-output truncation threshold in bytes, {MIN_THRESHOLD}-{MAX_THRESHOLD} "
                                   f"(default {DEFAULT_THRESHOLD}).")
+    quote: str | None = Field(
+        default=None, max_length=256,
+        description="The `quote` of an estimate of this same request (POST …/eval-runs/estimate, 15 minutes): "
+                    "the run reserves exactly that estimate without estimating again. Ignored when stale.")
 
 
 class ServerRunnerOptions(BaseModel):
@@ -393,11 +397,11 @@ class DispatchFailed(DependencyUnavailable):
 class EvalRunService:
     def __init__(self, *, runs: DynamoRunStore, queue: JobQueue, settings: RunnerSettingsSource,
                  catalog: CatalogSource, daemons: Callable[[], DaemonDirectory], clock: Clock,
-                 max_run_timeout_seconds: int, lifecycle: RunLifecycle, spend: SpendService,
+                 max_run_timeout_seconds: int, lifecycle: RunLifecycle, budgeting: RunBudgeting,
                  session_exists: SessionExists | None = None) -> None:
         self._runs = runs
         self._lifecycle = lifecycle
-        self._spend = spend
+        self._budgeting = budgeting
         self._queue = queue
         self._settings = settings
         self._catalog = catalog
@@ -460,7 +464,7 @@ class EvalRunService:
             daemon_id=plan.choice.daemon_id, idempotency_key=key, catalog_version=plan.catalog_version,
             trial_questions=plan.questions if plan.trial else None)
         try:
-            run = self._admit_new(run)
+            run = self._admit_new(run, plan, request.quote)
         except DuplicateDispatch as dup:
             return self._replay(principal, dup.eval_run_id)
         logger.info("eval run dispatched", extra={"eval_run_id": run.eval_run_id, "runner": run.runner,
@@ -470,18 +474,37 @@ class EvalRunService:
         self._hand_off(run, kind="run", now=now)
         return accepted(run)
 
-    def _admit_new(self, run: EvalRun) -> EvalRun:
-        """The spend seam of dispatch: the run, its idempotency record and its admission into the
-        tenant's spend ledger commit in one transaction, or nothing is stored."""
-        request = AdmissionRequest(eval_run_id=run.eval_run_id,
-                                   deadline_epoch=int(parse_iso(run.deadline_at).timestamp()))
+    def _admit_new(self, run: EvalRun, plan: DispatchPlan, quote: str | None) -> EvalRun:
+        """The spend seam of dispatch (`services/spend_admission.py`): the run, its idempotency record
+        and its admission into the tenant's spend ledger (quota slot, budget reservation) commit in one
+        transaction, or nothing is stored."""
 
-        def commit(admissions: list[RunAdmission], writes: list[TransactItem]) -> EvalRun:
-            admitted = run.model_copy(update={"admission": admissions[0]})
-            self._runs.create(admitted, session_key=session_key(run.tenant, run.session_id), extra_writes=writes)
-            return admitted
+        def create(admitted: EvalRun, session_revision: int | None, writes: list[TransactItem]) -> None:
+            self._runs.create(admitted, session_key=session_key(run.tenant, run.session_id),
+                              session_revision=session_revision, extra_writes=writes)
 
-        return self._spend.admit(run.tenant, run.created_by, [request], commit)
+        return self._budgeting.admit_new(run, plan.questions, quote=quote, retrospective=not plan.trial,
+                                         create=create)
+
+    def estimate_eval_run(self, principal: Principal, session_id: str, request: EvalRunRequest, *,
+                          trial: Question | None = None) -> EvalRunEstimate:
+        """POST /sessions/{id}/eval-runs/estimate: the same plan a dispatch would make, costed; nothing stored
+        but the quote."""
+        if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH:
+            raise NotFound(f"No session '{session_id[:64]}' in this tenant; upload it first.",
+                           code="session_not_found")
+        settings = self._settings.load_runner_settings(principal.tenant)
+        plan = self._plan(principal, request, settings, trial)
+        now = self._clock.now()
+        timeout = min(settings.run_timeout_seconds, self._max_timeout)
+        draft = EvalRun(
+            eval_run_id="evr_estimate", tenant=principal.tenant, session_id=session_id, created_by=principal.user,
+            runner=plan.choice.runner, vendor=plan.choice.vendor, model=plan.choice.model,
+            questions=[QuestionRef(question_id=q.id, category=q.category) for q in plan.questions],
+            threshold=plan.threshold, chain=plan.chain, created_at=iso(now),
+            deadline_at=iso(now + timedelta(seconds=timeout)), run_timeout_seconds=timeout,
+            catalog_version=plan.catalog_version)
+        return self._budgeting.estimate(draft, plan.questions, retrospective=not plan.trial)
 
     def _replay(self, principal: Principal, run_id: str) -> EvalRunAccepted:
         run = self._runs.require(principal.tenant, run_id)
@@ -565,7 +588,8 @@ class EvalRunService:
         if run.is_terminal:
             raise _already_finished(run.status)
         unfinished = [QuestionOutcome(question_id=o.question_id, category=o.category, status="cancelled",
-                                      usage=o.usage, attempts=o.attempts, latency_ms=o.latency_ms,
+                                      usage=o.usage,
+                                      usage_reported=o.usage_reported, attempts=o.attempts, latency_ms=o.latency_ms,
                                       failure_reason=FailureReason(kind="cancelled",
                                                                    message=f"Cancelled by {principal.user}."))
                       for o in (run.outcome(q.question_id) for q in run.questions) if not o.is_terminal]
@@ -640,15 +664,16 @@ class EvalRunService:
                                     usage=run.outcome(q.question_id).usage,
                                     attempts=run.outcome(q.question_id).attempts)
                     for q in pending]
-        request = AdmissionRequest(eval_run_id=run.eval_run_id, deadline_epoch=int(deadline.timestamp()))
 
-        def commit(admissions: list[RunAdmission], writes: list[TransactItem]) -> EvalRun:
+        def commit(admission: RunAdmission, writes: list[TransactItem]) -> EvalRun:
             return self._runs.reopen_for_rerun(
                 run.tenant, run.eval_run_id, deadline_at=iso(deadline), outcomes=outcomes,
-                expected_version=run.version, extra_fields={"admission": admissions[0].model_dump(mode="json")},
+                expected_version=run.version,
+                extra_fields={"admission": admission.model_dump(mode="json"), "unreported_cost_micros": 0},
                 extra_writes=writes)
 
-        reopened = self._spend.admit(run.tenant, run.created_by, [request], commit)
+        reopened = self._budgeting.admit_reopen(run, [q.question_id for q in pending],
+                                                deadline_epoch=int(deadline.timestamp()), reopen=commit)
         if daemon_id != reopened.daemon_id:
             reopened = self._runs.set_fields(run.tenant, run.eval_run_id, {"daemon_id": daemon_id},
                                              when_status=("queued",))

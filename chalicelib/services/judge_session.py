@@ -91,13 +91,19 @@ class Deadline:
         return self.remaining() <= 0
 
 
+# Why a run stops early: a vendor error that would fail every question alike, or the spend guard's
+# `budget_exhausted` (services/spend_guard.py: the next call could pass what the run reserved).
+AbortKind = VendorErrorKind | Literal["budget_exhausted"]
+
+
 class RunAborted(Exception):
     """A failure that fails every question the same way (the key was refused, no such model, a context
-    limit that cannot be met); `error` is the run's error when it is not the vendor's own answer."""
+    limit that cannot be met, no budget left); `error` is the run's error when it is not the vendor's
+    own answer."""
 
-    def __init__(self, kind: VendorErrorKind, message: str, error: DomainError | None = None) -> None:
+    def __init__(self, kind: AbortKind, message: str, error: DomainError | None = None) -> None:
         super().__init__(message)
-        self.kind: VendorErrorKind = kind
+        self.kind: AbortKind = kind
         self.message = message
         self.error = error
 

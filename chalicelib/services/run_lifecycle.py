@@ -76,6 +76,9 @@ class Finalization:
     run: EvalRun
     finalized_at: str
     usage: TokenUsage
+    # What only the finalizing process knows, for the participants (the worker's spend guard:
+    # `unreported_cost_micros`, the worst case of calls cut off before their usage came back).
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
 
 class FinalizationParticipant(Protocol):
@@ -145,7 +148,8 @@ class RunLifecycle:
         return tuple(self._participants)
 
     # -- the finalizer ---------------------------------------------------------------------------
-    def finalize(self, run: EvalRun, *, usage: TokenUsage | None = None) -> EvalRun:
+    def finalize(self, run: EvalRun, *, usage: TokenUsage | None = None,
+                 facts: Mapping[str, Any] | None = None) -> EvalRun:
         """Finalize a terminal run once. `usage` replaces the stored usage in the same write (a worker
         that noticed a cancel reports what its judges billed after the cancel was recorded).
 
@@ -159,7 +163,7 @@ class RunLifecycle:
             return run
         now = iso(self._clock.now())
         final = Finalization(run=run if usage is None else run.model_copy(update={"usage": usage}),
-                             finalized_at=now, usage=usage if usage is not None else run.usage)
+                             finalized_at=now, usage=usage if usage is not None else run.usage, facts=dict(facts or {}))
         refused: dict[int, Mapping[str, Any] | None] = {}
         for attempt in range(MAX_FINALIZE_ATTEMPTS):
             contributions = [(p, p.contribute(final, attempt=attempt, refused=refused.get(i)))
@@ -188,7 +192,7 @@ class RunLifecycle:
                 continue
             finalized = EvalRun.model_validate({**final.run.model_dump(mode="json"), **fields,
                                                 "finalized_at": now, "version": final.run.version + 1})
-            done = Finalization(run=finalized, finalized_at=now, usage=final.usage)
+            done = Finalization(run=finalized, finalized_at=now, usage=final.usage, facts=final.facts)
             logger.info("eval run finalized", extra={"eval_run_id": run.eval_run_id, "status": run.status,
                                                     "runner": run.runner})
             for participant in self._participants:
@@ -202,11 +206,12 @@ class RunLifecycle:
         raise DependencyUnavailable("The run could not be finalized right now; it is retried later.",
                                     code="finalization_pending")
 
-    def finalize_quietly(self, run: EvalRun, *, usage: TokenUsage | None = None) -> EvalRun:
+    def finalize_quietly(self, run: EvalRun, *, usage: TokenUsage | None = None,
+                         facts: Mapping[str, Any] | None = None) -> EvalRun:
         """`finalize` for call sites whose own write already succeeded (the response must not fail):
         a failure is logged and left to the next reader or the sweep."""
         try:
-            return self.finalize(run, usage=usage)
+            return self.finalize(run, usage=usage, facts=facts)
         except DomainError as exc:
             logger.warning("eval run finalization deferred", extra={
                 "eval_run_id": run.eval_run_id, "error_code": exc.code})
@@ -247,7 +252,7 @@ class RunLifecycle:
     def _expire_server_run(self, run: EvalRun, now: datetime) -> EvalRun:
         """The worker vanished (crash, lost message): the run ends `timed_out` and is finalized."""
         marked = [QuestionOutcome(question_id=o.question_id, category=o.category, status="timed_out",
-                                  usage=o.usage, attempts=o.attempts,
+                                  usage=o.usage, usage_reported=o.usage_reported, attempts=o.attempts,
                                   failure_reason=FailureReason(kind="timed_out",
                                                                message="The run's deadline passed."))
                   for o in (run.outcome(q.question_id) for q in run.questions) if not o.is_terminal]

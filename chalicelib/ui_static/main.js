@@ -7,6 +7,8 @@
 //   #/sessions/<id>/trace/<pos>[?chain=1]  the trace viewer at a cited position
 //   #/facts[?repository=<repo>]         judge facts of a repository (admins delete, and choose whether judges get them)
 //   #/automation                        admin online evaluation rules (matches, skips) and recent eval batches
+//   #/limits                            admin settings → Limits and prices
+//   #/usage                             spend per day, per user (admins) and per model
 
 import { configureApi } from "./api.js";
 import {
@@ -18,9 +20,11 @@ import { renderCatalog } from "./view-catalog.js";
 import { renderFacts } from "./view-facts.js";
 import { renderSession } from "./view-session.js";
 import { renderSessions } from "./view-sessions.js";
+import { renderLimits } from "./view-limits.js";
 import { renderSettings } from "./view-settings.js";
 import { renderSignIn } from "./view-signin.js";
 import { renderTrace } from "./view-trace.js";
+import { renderUsage } from "./view-usage.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -46,6 +50,8 @@ function parseRoute() {
     const pos = /^[0-9]{1,8}$/.test(parts[3] || "") ? Number(parts[3]) : null;
     return { name: "trace", sessionId: parts[1], pos, chain: query.get("chain") === "1" };
   }
+  if (parts[0] === "limits") return { name: "limits" };
+  if (parts[0] === "usage") return { name: "usage" };
   if (parts[0] === "sessions" && parts[1]) {
     return { name: "session", sessionId: parts[1], runId: parts[2] === "runs" ? parts[3] || null : null };
   }
@@ -76,6 +82,8 @@ function markNav(route) {
       || (link.dataset.nav === "catalog" && route.name === "catalog")
       || (link.dataset.nav === "automation" && route.name === "automation")
       || (link.dataset.nav === "facts" && route.name === "facts")
+      || (link.dataset.nav === "limits" && route.name === "limits")
+      || (link.dataset.nav === "usage" && route.name === "usage")
       || (link.dataset.nav === "sessions" && ["sessions", "session", "trace"].includes(route.name));
     if (active) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -109,6 +117,8 @@ async function render({ focus = true } = {}) {
       await renderTrace(main, { ...ctx, sessionId: route.sessionId, pos: route.pos, chain: route.chain });
       return; // the trace viewer focuses the cited entry itself
     }
+    else if (route.name === "limits") await renderLimits(main, ctx);
+    else if (route.name === "usage") await renderUsage(main, ctx);
     else if (route.name === "session") await renderSession(main, { ...ctx, sessionId: route.sessionId, runId: route.runId });
     else if (route.name === "sessions") await renderSessions(main, ctx);
     else {

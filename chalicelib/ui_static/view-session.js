@@ -7,6 +7,7 @@ import {
 } from "./dom.js";
 import { loadQuestions } from "./questions.js";
 import { mountRun, runStatusBadge } from "./run-panel.js";
+import { CostPanel, refusalWords } from "./spend-estimate.js";
 import { KIND_LABELS, formatLabel } from "./view-sessions.js";
 
 const DEFAULT_THRESHOLD = 2000;
@@ -201,33 +202,50 @@ function openEvalDialog({ runners, catalog, session }) {
 
   const submit = h("button", { type: "submit", class: "primary" }, "Start evaluation");
   let dialog;
-  const form = h("form", {
+  let form;
+  // The request as the form stands, and what is wrong with it (the cost panel estimates the same one).
+  const buildRequest = () => {
+    const request = {};
+    const problems = [];
+    const chosenRunner = runner();
+    if (showRunnerChoice) request.runner = chosenRunner;
+    if (vendorSelect && chosenRunner === "server") {
+      if (!vendorSelect.value) problems.push("Choose a vendor.");
+      else request.vendor = vendorSelect.value;
+    }
+    const selection = selectedQuestions(groups);
+    if (selection === null) problems.push("Select at least one question.");
+    else if (selection.length) request.questions = selection;
+    const thresholdInput = form.querySelector("input[name=threshold]");
+    const threshold = Number(thresholdInput.value);
+    if (!Number.isInteger(threshold) || threshold < 1 || threshold > MAX_THRESHOLD) {
+      problems.push(`The threshold must be a whole number of bytes from 1 to ${formatNumber(MAX_THRESHOLD)}.`);
+    } else if (threshold !== DEFAULT_THRESHOLD) request.threshold = threshold;
+    const chain = form.querySelector("input[name=chain]");
+    if (chain && chain.checked) request.chain = true;
+    return { request, problems };
+  };
+  const cost = new CostPanel({
+    sessionId: session.session_id,
+    currentRequest: () => {
+      const { request, problems } = buildRequest();
+      return problems.length ? null : request;
+    },
+  });
+  form = h("form", {
     class: "stack", novalidate: true,
+    onchange: () => cost.schedule(),
+    oninput: () => cost.schedule(600),
     onsubmit: async (event) => {
       event.preventDefault();
-      const request = {};
-      const problems = [];
+      const { request, problems } = buildRequest();
       const chosenRunner = runner();
-      if (showRunnerChoice) request.runner = chosenRunner;
-      if (vendorSelect && chosenRunner === "server") {
-        if (!vendorSelect.value) problems.push("Choose a vendor.");
-        else request.vendor = vendorSelect.value;
-      }
-      const selection = selectedQuestions(groups);
-      if (selection === null) problems.push("Select at least one question.");
-      else if (selection.length) request.questions = selection;
-      const thresholdInput = form.querySelector("input[name=threshold]");
-      const threshold = Number(thresholdInput.value);
-      if (!Number.isInteger(threshold) || threshold < 1 || threshold > MAX_THRESHOLD) {
-        problems.push(`The threshold must be a whole number of bytes from 1 to ${formatNumber(MAX_THRESHOLD)}.`);
-      } else if (threshold !== DEFAULT_THRESHOLD) request.threshold = threshold;
-      const chain = form.querySelector("input[name=chain]");
-      if (chain && chain.checked) request.chain = true;
       if (problems.length) {
         replace(status, h("p", { class: "text-error" }, problems.join(" ")));
         if (vendorSelect && !vendorSelect.value && chosenRunner === "server") vendorSelect.focus();
         return;
       }
+      if (cost.quote) request.quote = cost.quote;
       submit.disabled = true;
       replace(status, loading("Starting the evaluation…"));
       try {
@@ -238,15 +256,24 @@ function openEvalDialog({ runners, catalog, session }) {
         window.location.hash = `#/sessions/${encodeURIComponent(session.session_id)}/runs/${encodeURIComponent(accepted.eval_run_id)}`;
       } catch (err) {
         submit.disabled = false;
-        replace(status, h("p", { class: "text-error" }, err.message));
+        if (err.code === "budget_exceeded" || err.code === "too_many_active_runs") {
+          replace(status, h("div", { class: "alert alert-error", "data-testid": "dispatch-refused" },
+            h("p", { class: "alert-title" }, err.code === "budget_exceeded" ? "Over budget" : "Too many runs at once"),
+            h("p", {}, refusalWords(err.code, err.message, err.details))));
+          cost.schedule(0);
+        } else {
+          replace(status, h("p", { class: "text-error" }, err.message));
+        }
       }
     },
   },
   parts,
+  cost.element,
   h("div", { class: "actions" }, submit, h("button", { type: "button", onclick: () => dialog.close() }, "Cancel")),
   status);
   dialog = openDialog({ title: "Run evaluation", content: form, className: "eval-dialog" });
   dialog.querySelector("input, select, button")?.focus();
+  cost.refresh();
 }
 
 function thresholdField() {

@@ -2,20 +2,16 @@
 progress counts, runs that wait for an active-run slot and start when one frees, cancel, idempotent
 repeats, and bad input (nothing stored).
 
-The active-run quota here is a thin stand-in over the real spend ledger (`QuotaSpend`): the quota
-itself is the spend service's; what is tested is that batch runs wait for it instead of failing.
+The active-run quota is the real spend ledger's (set through the limits API); what is tested is that
+batch runs wait for it instead of failing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import pytest
 
-from chalicelib.domain.errors import RateLimited
-from chalicelib.domain.spend import RunAdmission
-from chalicelib.services.spend import AdmissionRequest, SpendService
 from tests.api.test_eval_dispatch import configure_vendors, drain_queue
 from tests.api.test_eval_rules import upload
 from tests.conftest import mint
@@ -24,21 +20,6 @@ T = TypeVar("T")
 ADMIN = mint("acme", "alice", ["admin"])
 BOB = mint("acme", "bob", [])
 CAROL = mint("acme", "carol", [])
-
-
-class QuotaSpend(SpendService):
-    """The real spend service with an active-run cap per tenant, counted from the real ledger."""
-
-    def __init__(self, inner: SpendService, ledger: Any, limit: int) -> None:
-        self._inner = inner
-        self._ledger = ledger
-        self.limit = limit
-
-    def admit(self, tenant: str, user: str, requests: Sequence[AdmissionRequest],
-              commit: Callable[[list[RunAdmission], list[Any]], T]) -> T:
-        if len(self._ledger.open_runs(tenant)) + len(requests) > self.limit:
-            raise RateLimited("Too many active runs.", code="too_many_active_runs", details={"scope": "tenant"})
-        return self._inner.admit(tenant, user, requests, commit)
 
 
 @pytest.fixture
@@ -50,10 +31,11 @@ def sessions(client: Any) -> list[str]:
     return ids
 
 
-def quota(container: Any, limit: int) -> QuotaSpend:
-    spend = QuotaSpend(container.spend, container.budget_ledger, limit)
-    container.__dict__["spend"] = spend
-    return spend
+def quota(client: Any, limit: int) -> None:
+    """The tenant's active-run quota, set through the real limits (the spend ledger enforces it)."""
+    resp = client.put("/admin/settings/eval-runner/limits", token=ADMIN,
+                      json_body={"max_active_runs_per_tenant": limit, "max_active_runs_per_user": 1000})
+    assert resp.status_code == 200, resp.json
 
 
 def create(client: Any, body: dict[str, Any], token: str = BOB, key: str | None = None) -> Any:
@@ -128,7 +110,7 @@ def test_bad_batches_store_nothing(client: Any, container: Any, sessions: list[s
 
 def test_runs_over_the_quota_wait_and_start_when_a_slot_frees(client: Any, container: Any,
                                                               sessions: list[str]) -> None:
-    quota(container, limit=2)
+    quota(client, limit=2)
     accepted = create(client, {"session_ids": sessions, "mode": "now"}).json
     assert (accepted["runs"], accepted["started"]) == (5, 2)
     view = batch(client, accepted["batch_id"])
@@ -149,7 +131,7 @@ def test_runs_over_the_quota_wait_and_start_when_a_slot_frees(client: Any, conta
 
 
 def test_cancel_ends_every_run_of_the_batch(client: Any, container: Any, sessions: list[str]) -> None:
-    quota(container, limit=2)
+    quota(client, limit=2)
     accepted = create(client, {"session_ids": sessions, "mode": "now"}).json
     drain_queue(container)
     assert client.post(f"/eval-batches/{accepted['batch_id']}/cancel", token=CAROL).status_code == 403

@@ -68,7 +68,7 @@ def install_daemons(container: Any, daemons: FakeDaemons) -> None:
         runs=container.run_store, queue=container.job_queue, settings=container.admin_settings,
         catalog=container.catalog, daemons=lambda: daemons, clock=container.clock,
         max_run_timeout_seconds=container.config.max_run_timeout_seconds,
-        lifecycle=container.run_lifecycle, spend=container.spend,
+        lifecycle=container.run_lifecycle, budgeting=container.run_budgeting,
         session_exists=container._session_exists)
 
 
@@ -86,11 +86,23 @@ def suspend_vendor(container: Any, vendor: str, tenant: str = "acme") -> None:
     assert container.admin_settings.mark_vendor_suspended(tenant, vendor, "vendor answered 401")
 
 
+def set_limits(client: Any, tenant: str = "acme", **limits: Any) -> dict[str, Any]:
+    """PUT the tenant's spend limits (e.g. a larger active-run quota for a test that keeps runs queued)."""
+    resp = client.put("/admin/settings/eval-runner/limits", token=mint(tenant, "root", ["admin"]), json_body=limits)
+    assert resp.status_code == 200, resp.json
+    return dict(resp.json)
+
+
 def seed_session(container: Any, session_id: str = SESSION, tenant: str = "acme") -> None:
-    """The session metadata item the dispatch transaction checks (see adapters/session_store.py)."""
-    container.dynamodb.put_item(TableName=container.config.table_name, Item={
-        "pk": {"S": f"TENANT#{tenant}"}, "sk": {"S": f"SESSION#{session_id}"},
-        "session_id": {"S": session_id}, "entity": {"S": "session"}})
+    """A real (small) stored session: dispatch checks it exists, and a server run's cost bound is
+    estimated from its eval context."""
+    from chalicelib.domain.principal import Principal
+
+    body = json.dumps({"trace": [
+        {"kind": "user_message", "timestamp": "2026-11-29T10:00:00.000Z", "text": "Add a test for the parser."},
+        {"kind": "assistant_message", "timestamp": "2026-11-29T10:00:05.000Z", "text": "Added tests/test_parser.py."},
+    ]}).encode()
+    container.sessions.store_native(Principal(tenant=tenant, user="seeder", roles=("admin",)), session_id, body)
 
 
 def drain_queue(container: Any) -> list[dict[str, Any]]:

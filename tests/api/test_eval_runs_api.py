@@ -18,6 +18,7 @@ from tests.api.test_eval_dispatch import (
     drain_queue,
     install_daemons,
     seed_session,
+    set_limits,
     suspend_vendor,
 )
 from tests.conftest import mint
@@ -132,6 +133,7 @@ def test_get_run_view_and_tenant_isolation(client: Any, container: Any, daemons:
 def test_list_is_newest_first_and_pages(client: Any, container: Any, daemons: FakeDaemons, member_token: str,
                                         other_tenant_admin: str) -> None:
     configure_vendors(client, "anthropic")
+    set_limits(client, max_active_runs_per_user=10)  # four runs stay queued at once
     seed_session(container)
     seed_session(container, "sess-2")
     ids = [_new_run(client, member_token, {"questions": ["safety"]}) for _ in range(3)]

@@ -1,8 +1,10 @@
 """AWS round trips per API request, counted with botocore's `before-call` hook under moto.
 
-Dispatch must stay within a few calls (one settings read and one judge catalog read when their caches
-are cold, one DynamoDB transaction, one SQS send) and reading a run within one. A change that adds a
-call fails here.
+Dispatch must stay within a few calls (the settings, judge catalog, spend limits and price overrides
+when their caches are cold — one GetItem each —, one DynamoDB transaction, one SQS send) and reading
+a run within one. Spend governance adds no call to a warm dispatch that carries its estimate's quote
+(the console's path), and exactly one write item to its transaction (the spend ledger's admission).
+A change that adds a call fails here.
 """
 
 from __future__ import annotations
@@ -16,22 +18,26 @@ import pytest
 from tests.api.test_eval_dispatch import FakeDaemons, configure_vendors, install_daemons, seed_session
 from tests.conftest import GuardedClient, mint
 
-DISPATCH_BUDGET = 4
-DISPATCH_WARM_BUDGET = 2  # the settings and catalog caches are warm: neither is read
+DISPATCH_BUDGET = 6
+DISPATCH_WARM_BUDGET = 2  # settings, catalog, limits and prices cached: none is read
 GET_RUN_BUDGET = 1
 
 
 class CallCounter:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
+        self.transactions: list[list[dict[str, Any]]] = []
         self.active = False
 
-    def __call__(self, model: Any, **_: Any) -> None:
+    def __call__(self, model: Any, params: Any = None, **_: Any) -> None:
         if self.active:
             self.calls[f"{model.service_model.service_name}.{model.name}"] += 1
+            if model.name == "TransactWriteItems" and isinstance(params, dict):
+                self.transactions.append(list(params.get("TransactItems", [])))
 
     def measure(self) -> CallCounter:
         self.calls.clear()
+        self.transactions.clear()
         self.active = True
         return self
 
@@ -56,7 +62,7 @@ def _client(aws: Any, env: dict[str, str], cache_seconds: str) -> Iterator[tuple
     session, _ = aws
     counter = CallCounter()
     # Registered before the container builds its clients: each client copies the session's hooks.
-    session.events.register("before-call", counter)
+    session.events.register("before-parameter-build", counter)
     container = Container(runtime_config_from_env({**env, "SETTINGS_CACHE_SECONDS": cache_seconds}), session=session)
     use_container(container)
     install_daemons(container, FakeDaemons())
@@ -64,7 +70,7 @@ def _client(aws: Any, env: dict[str, str], cache_seconds: str) -> Iterator[tuple
         with Client(app, stage_name="dev") as inner:
             yield GuardedClient(inner), container, counter
     finally:
-        session.events.unregister("before-call", counter)
+        session.events.unregister("before-parameter-build", counter)
         reset_container()
 
 
@@ -78,12 +84,31 @@ def warm(aws: Any, runtime_env: dict[str, str]) -> Iterator[tuple[GuardedClient,
     yield from _client(aws, runtime_env, "300")
 
 
-def _dispatch(client: GuardedClient, token: str, key: str | None = None) -> Any:
+def _quote(client: GuardedClient, token: str) -> str:
+    estimate = client.post("/sessions/sess-1/eval-runs/estimate", token=token, json_body={"questions": ["safety"]})
+    assert estimate.status_code == 200, estimate.json
+    return str(estimate.json["quote"])
+
+
+def _dispatch(client: GuardedClient, token: str, key: str | None = None, quote: str | None = None) -> Any:
     headers = {"Idempotency-Key": key} if key else None
-    resp = client.post("/sessions/sess-1/eval-runs", token=token, json_body={"questions": ["safety"]},
-                       headers=headers)
+    body: dict[str, Any] = {"questions": ["safety"]}
+    if quote is not None:
+        body["quote"] = quote
+    resp = client.post("/sessions/sess-1/eval-runs", token=token, json_body=body, headers=headers)
     assert resp.status_code == 202, resp.json
     return resp
+
+
+def _write_items(transaction: list[dict[str, Any]]) -> list[str]:
+    """`<operation>:<sk prefix>` of each write item of a TransactWriteItems call."""
+    out = []
+    for item in transaction:
+        for op, body in item.items():
+            if op != "ConditionCheck":
+                sk = body["Key"]["sk"]["S"] if "Key" in body else body["Item"]["sk"]["S"]
+                out.append(f"{op}:{sk.split('#')[0]}")
+    return out
 
 
 def test_dispatch_and_read_budget_with_a_cold_settings_cache(cold: tuple[GuardedClient, Any, CallCounter]) -> None:
@@ -92,11 +117,13 @@ def test_dispatch_and_read_budget_with_a_cold_settings_cache(cold: tuple[Guarded
     seed_session(container)
     token = mint("acme", "bob", [])
     _dispatch(client, token, key="creates-the-ledger")  # a tenant's very first dispatch, see below
+    quote = _quote(client, token)
 
     with counter.measure() as calls:
-        resp = _dispatch(client, token, key="budget-1")
+        resp = _dispatch(client, token, key="budget-1", quote=quote)
     assert counter.total <= DISPATCH_BUDGET, dict(calls)
-    assert calls == Counter({"dynamodb.GetItem": 2, "dynamodb.TransactWriteItems": 1, "sqs.SendMessage": 1})
+    # settings, catalog, spend limits, price overrides (cold caches), then one transaction and one send
+    assert calls == Counter({"dynamodb.GetItem": 4, "dynamodb.TransactWriteItems": 1, "sqs.SendMessage": 1})
 
     with counter.measure() as calls:
         assert client.get(f"/eval-runs/{resp.json['eval_run_id']}", token=token).status_code == 200
@@ -109,12 +136,30 @@ def test_dispatch_budget_with_a_warm_settings_cache(warm: tuple[GuardedClient, A
     seed_session(container)
     token = mint("acme", "bob", [])
     _dispatch(client, token)  # fills the settings cache
+    quote = _quote(client, token)
 
     with counter.measure() as calls:
-        _dispatch(client, token, key="budget-2")
+        _dispatch(client, token, key="budget-2", quote=quote)
     assert counter.total <= DISPATCH_WARM_BUDGET, dict(calls)
-    assert "dynamodb.GetItem" not in calls, "settings or the catalog were read despite a warm cache"
+    assert "dynamodb.GetItem" not in calls, "settings, catalog, limits or prices were read despite a warm cache"
     assert calls == Counter({"dynamodb.TransactWriteItems": 1, "sqs.SendMessage": 1})
+    # The transaction's write items: the run, its idempotency record, and the ONE the spend ledger adds
+    # (condition checks, the session's and the quote's, are not writes).
+    [transaction] = counter.transactions
+    assert sorted(_write_items(transaction)) == ["Put:IDEMPOTENCY", "Put:RUN", "Update:BUDGET"]
+
+
+def test_a_dispatch_without_a_quote_estimates_for_itself(warm: tuple[GuardedClient, Any, CallCounter]) -> None:
+    """An API client that skips the estimate pays for one: the session record and its trace are read."""
+    client, container, counter = warm
+    configure_vendors(client, "anthropic")
+    seed_session(container)
+    token = mint("acme", "bob", [])
+    _dispatch(client, token)  # warms the caches and creates the ledger
+    with counter.measure() as calls:
+        _dispatch(client, token, key="no-quote")
+    assert calls == Counter({"dynamodb.GetItem": 1, "s3.GetObject": 1, "dynamodb.TransactWriteItems": 1,
+                             "sqs.SendMessage": 1})
 
 
 def test_runners_dialog_reads_settings_at_most_once(cold: tuple[GuardedClient, Any, CallCounter]) -> None:
@@ -133,7 +178,10 @@ def test_a_tenants_first_dispatch_creates_its_spend_ledger_once(cold: tuple[Guar
     configure_vendors(client, "anthropic")
     seed_session(container)
     token = mint("acme", "bob", [])
+    quote = _quote(client, token)
     with counter.measure() as calls:
-        _dispatch(client, token)
-    assert calls == Counter({"dynamodb.GetItem": 2, "dynamodb.TransactWriteItems": 2, "dynamodb.UpdateItem": 1,
+        _dispatch(client, token, quote=quote)
+    # settings, catalog, limits, prices; the refused transaction; limits and prices read fresh for the
+    # new ledger; the ledger's maps and its sweep marker; the transaction again; the send.
+    assert calls == Counter({"dynamodb.GetItem": 6, "dynamodb.TransactWriteItems": 2, "dynamodb.UpdateItem": 1,
                              "dynamodb.PutItem": 1, "sqs.SendMessage": 1})

@@ -159,11 +159,12 @@ def test_both_runners_store_the_same_output(runs: dict[str, dict[str, Any]]) -> 
     assert server["usage"] == daemon["usage"]
     assert shape(strip(server["result"])) == shape(strip(daemon["result"]))
     # Same progress entries per question (latency is measured, so only its type is compared).
+    # Cost follows each run's model price (the daemon's "sonnet" alias has none), so it is left out.
     for s, d in zip(server["progress"]["questions"], daemon["progress"]["questions"], strict=True):
-        assert {**s, "latency_ms": 0} == {**d, "latency_ms": 0}
+        assert {**s, "latency_ms": 0, "cost_usd": 0} == {**d, "latency_ms": 0, "cost_usd": 0}
     # The whole view has the same keys; only values that name the runner or depend on it differ.
     runner_specific = {"vendor", "model", "daemon_id", "duration_ms", "created_at", "started_at", "finished_at",
-                       "deadline_at", "eval_run_id", "runner", "retrospective_status", "context"}
+                       "deadline_at", "eval_run_id", "runner", "retrospective_status", "context", "cost"}
     assert set(server) == set(daemon)
     assert {k: v for k, v in server.items() if k not in runner_specific | {"result", "progress"}} == \
            {k: v for k, v in daemon.items() if k not in runner_specific | {"result", "progress"}}
