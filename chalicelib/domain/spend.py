@@ -22,9 +22,12 @@ from chalicelib.domain.spend_prices import ModelPrice, cost_micros
 MICROS_PER_USD = 1_000_000
 DEFAULT_MAX_ACTIVE_RUNS_PER_USER = 3
 DEFAULT_MAX_ACTIVE_RUNS_PER_TENANT = 20
-# Safe caps a new tenant starts with (an admin raises them or sets null for no cap).
-DEFAULT_TENANT_MONTHLY_USD = 1000.0
-DEFAULT_USER_DAILY_USD = 50.0
+# Safe caps a new tenant starts with (an admin changes them, or sets null for no cap). A run reserves its
+# upper bound while it runs, and a full 13-question run with tool-using judges on a Sonnet-class model can
+# be bounded at ~$70 (though it typically costs well under $1): a user's day must hold a few such
+# reservations at once (the active-run quota is 3), the tenant's month those of its 20 active runs many times.
+DEFAULT_TENANT_MONTHLY_USD = 5000.0
+DEFAULT_USER_DAILY_USD = 250.0
 DEFAULT_ALERT_AT_FRACTION = 0.8
 MAX_ACTIVE_RUNS_CEILING = 1000  # the ledger item holds one entry per active run
 MAX_BUDGET_USD = 10_000_000.0

@@ -5,7 +5,10 @@ send for a run, each at its worst:
 
 - judge calls: one per question (the warm-up judge is one of them; the fan-out are the others), plus
   at most one repair re-ask per question, each carrying the whole shared context again:
-  `2 x questions` context calls;
+  `2 x questions` context calls; a tool-using question (`needs_tools`) instead makes at most
+  `REQUESTS_PER_TOOL_QUESTION_MAX` requests (the ask, its tool rounds, one repair), each also carrying
+  the tool rounds so far (at most `tool_rounds_bytes_max()` bytes, `chalicelib/judges/tools.py`), and
+  when a run has any tool question every call carries the tool definitions;
 - the retrospective: one call and at most one repair re-ask, without the trace: `2` calls;
 - not billed, so not counted: token counting for the context fit (free), a refit after the vendor
   refused an oversized prompt (a rejected request is not billed; the retry is smaller), 429/5xx/529
@@ -21,7 +24,8 @@ send for a run, each at its worst:
 - the retrospective's prompt: its fixed text plus every verdict, each at most what a judge could
   answer (`max_output_tokens` tokens, at most 4 bytes a character).
 
-  usd_high = 2 x questions x (T_ctx x p_in_max + O x p_out) + 2 x (T_retro x p_in_max + O x p_out)
+  usd_high = 2 x text_questions x (T_ctx x p_in_max + O x p_out)
+           + R_tool x tool_questions x (T_tool x p_in_max + O x p_out) + 2 x (T_retro x p_in_max + O x p_out)
 
 The runner's spend guard (`services/spend_guard.py`) enforces the bound at run time: a call whose
 worst case no longer fits in what is left of the reservation is not sent (the run stops
@@ -43,6 +47,8 @@ from chalicelib.domain.spend import micros_to_usd
 from chalicelib.domain.spend_prices import ModelPrice, worst_case_call_micros
 
 FRAMING_TOKENS = 1_000
+# Message framing of one tool round, call or result block (role and block markers), counted as bytes.
+TOOL_BLOCK_FRAMING_BYTES = 256
 TYPICAL_VERDICT_OUTPUT_TOKENS = 400
 TYPICAL_RETROSPECTIVE_PROMPT_TOKENS_PER_VERDICT = 300
 CHARS_PER_TOKEN = 4.0
@@ -92,6 +98,10 @@ class EstimateInputs:
     fitted_context_chars: int  # the shared context the run is expected to send, after the fit
     mean_prompt_chars: int
     retrospective: bool = True
+    tool_questions: int = 0  # of `questions`, the tool-using ones
+    tool_specs_bytes: int = 0  # the tool definitions every call of a run with tool questions carries
+    tool_request_bytes: int = 0  # the most a tool question's rounds add to one of its requests
+    requests_per_tool_question: int = 0
     price: ModelPrice | None = None
     batch: bool = False
 
@@ -109,10 +119,14 @@ class RunEstimate:
 
 
 def estimate_run(e: EstimateInputs) -> RunEstimate:
-    ctx_calls = CALLS_PER_QUESTION * e.questions
+    text_questions = e.questions - e.tool_questions
+    tool_calls = e.tool_questions * e.requests_per_tool_question
+    ctx_calls = CALLS_PER_QUESTION * text_questions + tool_calls
     retro_calls = RETROSPECTIVE_CALLS if e.retrospective and e.questions else 0
-    t_ctx = call_prompt_tokens_high(prompt_bytes=e.shared_context_bytes + e.longest_prompt_bytes + e.schema_bytes,
-                                    model=e.model)
+    base_bytes = e.shared_context_bytes + e.longest_prompt_bytes + e.schema_bytes + \
+        (e.tool_specs_bytes if e.tool_questions else 0)
+    t_ctx = call_prompt_tokens_high(prompt_bytes=base_bytes, model=e.model)
+    t_tool = call_prompt_tokens_high(prompt_bytes=base_bytes + e.tool_request_bytes, model=e.model)
     retro_bytes = e.retrospective_fixed_bytes + e.questions * e.max_output_tokens * BYTES_PER_CHAR_MAX
     t_retro = call_prompt_tokens_high(prompt_bytes=retro_bytes, model=e.model)
     max_calls = ctx_calls + retro_calls
@@ -123,7 +137,8 @@ def estimate_run(e: EstimateInputs) -> RunEstimate:
     retro_tokens = e.questions * TYPICAL_RETROSPECTIVE_PROMPT_TOKENS_PER_VERDICT if retro_calls else 0
     expected_input = e.questions * (shared_tokens + prompt_tokens) + retro_tokens
     breakdown: dict[str, Any] = {
-        "context_calls_max": ctx_calls, "retrospective_calls_max": retro_calls,
+        "context_calls_max": ctx_calls, "retrospective_calls_max": retro_calls, "tool_questions": e.tool_questions,
+        "tool_call_prompt_tokens_max": t_tool if e.tool_questions else None,
         "context_call_prompt_tokens_max": t_ctx, "retrospective_prompt_tokens_max": t_retro,
         "max_output_tokens_per_call": e.max_output_tokens, "framing_tokens_per_call": FRAMING_TOKENS,
         "expected_shared_context_tokens": shared_tokens,
@@ -132,8 +147,10 @@ def estimate_run(e: EstimateInputs) -> RunEstimate:
         return RunEstimate(input_tokens=expected_input, max_output_tokens=max_output, max_calls=max_calls,
                            usd_low=None, usd_high=None, high_micros=0, low_micros=0, breakdown=breakdown)
     p = e.price
-    high = ctx_calls * worst_case_call_micros(input_tokens=t_ctx, output_tokens=e.max_output_tokens, price=p,
-                                              batch=e.batch)
+    high = CALLS_PER_QUESTION * text_questions * worst_case_call_micros(
+        input_tokens=t_ctx, output_tokens=e.max_output_tokens, price=p, batch=e.batch)
+    high += tool_calls * worst_case_call_micros(input_tokens=t_tool, output_tokens=e.max_output_tokens, price=p,
+                                                batch=e.batch)
     high += retro_calls * worst_case_call_micros(input_tokens=t_retro, output_tokens=e.max_output_tokens, price=p,
                                                  batch=e.batch)
     # Expected: the first judge writes the shared prefix to the cache, the rest read it.

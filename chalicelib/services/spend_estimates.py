@@ -25,7 +25,13 @@ from chalicelib.adapters.run_store import TransactItem
 from chalicelib.domain.clock import Clock
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.judging import known_context_window
-from chalicelib.domain.spend_estimate import EstimateInputs, RunEstimate, estimate_run, utf8_len
+from chalicelib.domain.spend_estimate import (
+    TOOL_BLOCK_FRAMING_BYTES,
+    EstimateInputs,
+    RunEstimate,
+    estimate_run,
+    utf8_len,
+)
 from chalicelib.domain.spend_prices import ModelPrice
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.prompts import (
@@ -37,6 +43,13 @@ from chalicelib.judges.prompts import (
     build_shared_context,
 )
 from chalicelib.judges.schema import retrospective_json_schema, verdict_json_schema
+from chalicelib.judges.tools import (
+    CALLS_PER_ROUND_ECHOED,
+    MAX_TOOL_ROUNDS,
+    REQUESTS_PER_TOOL_QUESTION_MAX,
+    TOOL_SPECS,
+    tool_rounds_bytes_max,
+)
 from chalicelib.services.context_fit import TokenMeter, context_json, fit_context
 from chalicelib.services.judge_runner import RunnerTuning
 
@@ -155,7 +168,12 @@ class SpendEstimator:
                 "x" * 2100, "e" * 600, "retrospective")) + utf8_len(json.dumps(retrospective_json_schema())),
             fitted_context_chars=fitted_chars,
             mean_prompt_chars=sum(len(p) for p in prompts) // max(len(prompts), 1),
-            retrospective=shape.retrospective and tuning.retrospective, price=price, batch=shape.batch)
+            retrospective=shape.retrospective and tuning.retrospective, price=price, batch=shape.batch,
+            tool_questions=sum(1 for q in shape.questions if q.needs_tools),
+            tool_specs_bytes=utf8_len(json.dumps(TOOL_SPECS)),
+            tool_request_bytes=tool_rounds_bytes_max()
+            + TOOL_BLOCK_FRAMING_BYTES * MAX_TOOL_ROUNDS * (1 + 2 * CALLS_PER_ROUND_ECHOED),
+            requests_per_tool_question=REQUESTS_PER_TOOL_QUESTION_MAX)
         estimate = estimate_run(inputs)
         quote: str | None = None
         if issue_quote and revision is not None and price is not None and shape.runner == "server":

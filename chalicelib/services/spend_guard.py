@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from chalicelib.domain.evaluation import TokenUsage
 from chalicelib.domain.judging import FirstToken, JudgeCall, JudgeModel, JudgeReply, VendorCallError
-from chalicelib.domain.spend_estimate import call_prompt_tokens_high, utf8_len
+from chalicelib.domain.spend_estimate import TOOL_BLOCK_FRAMING_BYTES, call_prompt_tokens_high, utf8_len
 from chalicelib.domain.spend_prices import ModelPrice, cost_micros, worst_case_call_micros
 from chalicelib.observability import logger
 from chalicelib.services.judge_session import RunAborted
@@ -48,7 +48,7 @@ class SpendGuard:
 
     def worst_case(self, call: JudgeCall) -> int:
         prompt_bytes = (utf8_len(call.shared_context) + utf8_len(call.prompt)
-                        + utf8_len(json.dumps(call.response_schema, separators=(",", ":"))))
+                        + utf8_len(json.dumps(call.response_schema, separators=(",", ":"))) + _tool_bytes(call))
         tokens = call_prompt_tokens_high(prompt_bytes=prompt_bytes, model=call.model)
         return worst_case_call_micros(input_tokens=tokens, output_tokens=call.max_output_tokens, price=self.price,
                                       batch=self.batch)
@@ -71,6 +71,19 @@ class SpendGuard:
             self.billed_micros += cost_micros(usage, self.price, batch=self.batch)
         elif maybe_billed:
             self.unreported_micros += worst
+
+
+def _tool_bytes(call: JudgeCall) -> int:
+    """What tool use adds to a request: the tool definitions and every earlier round (the judge's text and
+    calls, echoed, and our results), each counted by its UTF-8 bytes plus message framing."""
+    total = sum(utf8_len(t.name) + utf8_len(t.description) + utf8_len(json.dumps(t.parameters)) for t in call.tools)
+    for r in call.rounds:
+        total += TOOL_BLOCK_FRAMING_BYTES * (1 + len(r.calls) + len(r.results))
+        total += utf8_len(r.text)
+        total += sum(utf8_len(c.call_id) + utf8_len(c.name) + utf8_len(c.raw_arguments or json.dumps(c.arguments))
+                     for c in r.calls)
+        total += sum(utf8_len(b.call_id) + utf8_len(b.content) for b in r.results)
+    return total
 
 
 class GuardedJudgeModel:

@@ -140,7 +140,9 @@ def test_estimate_then_dispatch_reserves_the_upper_bound_and_settles_the_actual_
     est = estimate(client).json
     assert est["within_limits"] is True and est["blocked_by"] is None and est["priced"] is True
     assert 0 < est["usd_low"] < est["usd_high"] and est["quote"]
-    assert est["questions"] == 13 and est["max_output_tokens"] == (2 * 13 + 2) * 2048
+    formula = est["formula"]
+    assert est["questions"] == 13
+    assert est["max_output_tokens"] == (formula["context_calls_max"] + formula["retrospective_calls_max"]) * 2048
 
     accepted = dispatch(client, {"quote": est["quote"]})
     assert accepted.status_code == 202, accepted.json
