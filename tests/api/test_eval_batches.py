@@ -164,11 +164,11 @@ def test_batches_are_per_tenant(client: Any, container: Any, sessions: list[str]
 def test_the_poller_starts_waiting_runs_once_slots_allow(client: Any, container: Any, sessions: list[str]) -> None:
     from chalicelib.worker.automation_poller import poll_automation
 
-    spend = quota(container, limit=2)
+    quota(client, limit=2)
     accepted = create(client, {"session_ids": sessions[:3], "mode": "now"}).json
     assert accepted["started"] == 2
     drain_queue(container)
-    spend.limit = 3  # e.g. an admin raised the quota: no run ended, the poller notices
+    quota(client, limit=3)  # an admin raised the quota: no run ended, the poller notices
     report = poll_automation()
     assert report["waiting"]["started"] == 1
     assert len(drain_queue(container)) == 1
@@ -178,7 +178,10 @@ def test_the_poller_starts_waiting_runs_once_slots_allow(client: Any, container:
 def test_a_run_that_never_gets_a_slot_ends_after_24_hours(client: Any, container: Any, sessions: list[str]) -> None:
     from chalicelib.worker.automation_poller import poll_automation
 
-    quota(container, limit=0)
+    quota(client, limit=1)
+    # A manual run holds the tenant's only slot (it stays queued: nothing works the queue here).
+    held = client.post(f"/sessions/{sessions[1]}/eval-runs", token=CAROL, json_body={})
+    assert held.status_code == 202, held.json
     accepted = create(client, {"session_ids": sessions[:1], "mode": "now"}).json
     (run_id,) = batch(client, accepted["batch_id"])["run_ids"]
     container.run_store.set_fields("acme", run_id, {"deadline_at": "2026-01-01T00:00:00.000Z"},
