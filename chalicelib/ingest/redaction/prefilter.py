@@ -63,6 +63,8 @@ _GATES: tuple[tuple[str, bool, _GateUse], ...] = (
       for index, scan in enumerate(PASSES) for gate in scan.gates),
     (KEY_OPERATOR, True, _GateUse(_ASSIGNMENT, 1, None)),
 )
+# By gate id, as plain tuples (read once per gate match).
+_USES = tuple((use.index, use.width, use.line_literal) for _, _, use in _GATES)
 
 
 @functools.cache
@@ -133,33 +135,21 @@ def _scan(joined: str, limit: int) -> _Hits | None:
     return hits
 
 
-def _candidates(text: str, hits: list[tuple[_GateUse, int]], limit: int) -> Candidates | None:
-    """Candidates from the gate matches in `text` (each with its end in `text`), or None when they
-    are more than `limit`."""
-    starts: dict[int, list[int]] = {}
-    operators: list[int] = []
-    lines: list[tuple[int, str, int]] = []
-    count = 0
-    for use, end in hits:
-        if use.index == _ASSIGNMENT:
-            operators.append(end - 1)
-        elif use.line_literal is None:
-            starts.setdefault(use.index, []).append(end - use.width)
-        else:
-            lines.append((end, use.line_literal, use.index))
+def _add_line_starts(text: str, lines: list[tuple[int, str, int]], candidates: Candidates) -> int:
+    """For line gates (end, literal, pass index): every `literal` on the gate's line before its end is a
+    candidate start; returns how many were added."""
     lines.sort()
+    count = 0
     read_to = 0  # line gates on one line share its literals: each character is looked at once
     for end, literal, index in lines:
         position = max(text.rfind("\n", 0, end) + 1, read_to)
-        found = starts.setdefault(index, [])
+        found = candidates.starts.setdefault(index, [])
         while (position := text.find(literal, position, end)) >= 0:
             found.append(position)
             position += 1
             count += 1
         read_to = max(read_to, end)
-    if count + len(hits) > limit:
-        return None
-    return Candidates(starts, operators)
+    return count
 
 
 def _limit(text: str) -> int:
@@ -171,28 +161,19 @@ def find_candidates(text: str) -> Candidates | None:
     matching too densely for candidates to pay)."""
     if _database() is None:
         return None
-    limit = _limit(text)
-    hits = _scan("\n" + text, limit)
-    if hits is None:
-        return None
-    if not hits:
-        return NO_CANDIDATES
-    uses = [(_GATES[hit & 0xFF][2], (hit >> 8) - 1) for hit in hits]
-    return _candidates(text, uses, limit)
+    return find_candidates_many([text])[0]
 
 
 def find_candidates_many(texts: list[str]) -> list[Candidates | None]:
     """`find_candidates` of each text, from one scan of them all (a scan has a fixed cost of about a
     microsecond, more than the gates spend on a short string).
 
-    The texts are scanned joined by line breaks; a line break is as good a boundary as the start of
-    the text to every gate, and a gate match is attributed to the text holding its candidate start
-    (the anchor, never a line break) or, for the other gates, its last character.
+    The texts are scanned joined by line breaks, after one: a line break is as good a boundary as the
+    start of a text to every gate. A gate match belongs to the text holding its candidate start (the
+    anchor, never a line break) or, for the other gates, its last character.
     """
     if _database() is None:
         return [None] * len(texts)
-    if len(texts) < 2:
-        return [find_candidates(text) for text in texts]
     offsets: list[int] = []
     limits: list[int] = []
     offset = 1
@@ -202,14 +183,34 @@ def find_candidates_many(texts: list[str]) -> list[Candidates | None]:
         offset += len(text) + 1
     hits = _scan("\n" + "\n".join(texts), sum(limits))
     if hits is None:
-        return [find_candidates(text) for text in texts]
-    per_text: dict[int, list[tuple[_GateUse, int]]] = {}
-    for hit in hits:
-        end = hit >> 8
-        use = _GATES[hit & 0xFF][2]
-        text_index = bisect_right(offsets, end - (use.width or 1)) - 1
-        per_text.setdefault(text_index, []).append((use, end - offsets[text_index]))
+        return [None] * len(texts) if len(texts) == 1 else [find_candidates(text) for text in texts]
     found: list[Candidates | None] = [NO_CANDIDATES] * len(texts)
-    for text_index, uses in per_text.items():
-        found[text_index] = _candidates(texts[text_index], uses, limits[text_index])
+    if not hits:
+        return found
+    counts = [0] * len(texts)
+    lines: dict[int, list[tuple[int, str, int]]] = {}
+    single = len(texts) == 1
+    for hit in hits:
+        index, width, literal = _USES[hit & 0xFF]
+        end = hit >> 8
+        text_index = 0 if single else bisect_right(offsets, end - (width or 1)) - 1
+        end -= offsets[text_index]
+        candidates = found[text_index]
+        if candidates is NO_CANDIDATES:
+            candidates = found[text_index] = Candidates({}, [])
+        assert candidates is not None
+        counts[text_index] += 1
+        if index == _ASSIGNMENT:
+            candidates.operators.append(end - 1)
+        elif literal is None:
+            candidates.starts.setdefault(index, []).append(end - width)
+        else:
+            lines.setdefault(text_index, []).append((end, literal, index))
+    for text_index, line_hits in lines.items():
+        candidates = found[text_index]
+        assert candidates is not None
+        counts[text_index] += _add_line_starts(texts[text_index], line_hits, candidates)
+    for text_index, count in enumerate(counts):
+        if count > limits[text_index]:
+            found[text_index] = None  # too dense: that text gets the full scan
     return found
