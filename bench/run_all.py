@@ -28,6 +28,7 @@ BENCHES: dict[str, list[str]] = {
     "sessions": ["bench/sessions/bench_sessions.py"],
     "runner": ["bench/runner/bench_runner.py"],
     "ctxlimit": ["bench/ctxlimit/bench_ctxlimit.py"],
+    "tools": ["bench/tools/bench_tools.py"],
     "ratelimit": ["bench/ratelimit/bench_ratelimit.py"],
     "load": ["bench/load/bench_load.py"],
     "spend": ["bench/spend/bench_spend.py"],

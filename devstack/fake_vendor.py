@@ -1389,6 +1389,10 @@ class FakeVendorProcess:
     def configure(self, **options: Any) -> None:
         self._call("POST", "/_fake/options", options)
 
+    def script(self, *rules: Mapping[str, Any]) -> list[str]:
+        """Add rules (see `Rule`); their ids."""
+        return list(self._call("POST", "/_fake/script", {"rules": list(rules)})["rule_ids"])
+
     @property
     def requests(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/_fake/requests")["requests"])

@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -53,7 +53,7 @@ from chalicelib.services.judge_runner import (
     run_guarded,
 )
 from chalicelib.services.run_lifecycle import RunLifecycle
-from chalicelib.services.session_tools import FullOutputs, RunTools, truncated_positions
+from chalicelib.services.session_tools import StoredEntrySource, start_run_tools
 from chalicelib.services.sessions import EvalContextDoc
 from chalicelib.services.spend_guard import GuardedJudgeModel, SpendGuard
 
@@ -96,14 +96,6 @@ class VendorCredentialSource(Protocol):
 class EvalContextSource(Protocol):
     def load_eval_context_doc(self, tenant: str, session_id: str, threshold: int | str | None = ...,
                               chain: bool = ..., *, stop: Callable[[], bool] | None = ...) -> EvalContextDoc: ...
-
-
-class StoredEntrySource(Protocol):
-    """The stored (redacted, uncompacted) entries of an eval context's sessions: what the judges' tools read
-    the whole outputs of truncated results from (`SessionService.stored_entries`)."""
-
-    def stored_entries(self, tenant: str, session_chain: Sequence[str], *,
-                       stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]: ...
 
 
 class KnownPatternSource(Protocol):
@@ -345,7 +337,9 @@ class EvalJobService:
                 await model.aclose()
                 return loaded
             number_entries(loaded.doc)  # judges see and cite each entry's `pos` (reload keeps it)
-            outputs, tools = self._run_tools(plan, ports.run, loaded.doc, deadline)
+            stored = self._stored if any(j.question.needs_tools for j in plan.jobs) else None
+            outputs, tools = (start_run_tools(stored, ports.run, loaded.doc, deadline.remaining)
+                              if stored is not None else (None, None))
             try:
                 run_input = JudgeRunInput(
                     eval_run_id=run.eval_run_id, session_id=run.session_id, model_name=plan.model_name,
@@ -369,25 +363,6 @@ class EvalJobService:
         finally:
             if ports.gate is not None:
                 await ports.gate.aclose()
-
-    def _run_tools(self, plan: _RunPlan, run: EvalRun, doc: Mapping[str, Any], deadline: Deadline
-                   ) -> tuple[FullOutputs | None, RunTools | None]:
-        """The session tools for the run's `needs_tools` questions, with the whole outputs of the truncated
-        results read from the stored trace in a thread while the judges start."""
-        if self._stored is None or not any(j.question.needs_tools for j in plan.jobs):
-            return None, None
-        trace: list[dict[str, Any]] = list(doc.get("trace") or [])
-        chain = [str(s) for s in doc.get("session_chain") or [run.session_id]]
-        outputs = FullOutputs(truncated_positions(trace))
-        outputs.wait_with(deadline.remaining)
-        if outputs.wanted:
-            stored = self._stored
-            stop = outputs.stopped
-            threading.Thread(target=lambda: outputs.load(stored.stored_entries(run.tenant, chain, stop=stop)),
-                             name=f"tool-outputs-{run.eval_run_id[-6:]}", daemon=True).start()
-        else:
-            outputs.load(())
-        return outputs, RunTools(trace, session_id=run.session_id, session_chain=chain, outputs=outputs)
 
     def _known_patterns(self, run: EvalRun, fields: Mapping[str, Any]) -> list[str] | None:
         """The repository's judge facts for this run's prompts, when the tenant gives them to judges."""

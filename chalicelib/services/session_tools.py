@@ -15,11 +15,12 @@ import asyncio
 import dataclasses
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from chalicelib.domain.evaluation import ToolUse
 from chalicelib.domain.judging import JudgeReply, ToolCallRequest, ToolResultBlock, ToolSpec
+from chalicelib.domain.runs import EvalRun
 from chalicelib.judges.tools import (
     ANSWER_BUDGET_CHARS,
     CALL_ARGUMENTS_MAX_BYTES,
@@ -168,6 +169,32 @@ def answer_budget_for(window_tokens: int) -> int:
     """One question's tool-answer budget for a model's window: the default, or 15% of a small window (at
     ~4 characters per token), so tools never crowd out the trace."""
     return max(2_000, min(ANSWER_BUDGET_CHARS, int(window_tokens * 4 * WINDOW_SHARE)))
+
+
+class StoredEntrySource(Protocol):
+    """The stored (redacted, uncompacted) entries of an eval context's sessions, by position
+    (`SessionService.stored_entries`): where the whole outputs of truncated results are read from."""
+
+    def stored_entries(self, tenant: str, session_chain: Sequence[str], *,
+                       stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]: ...
+
+
+def start_run_tools(stored: StoredEntrySource, run: EvalRun, doc: Mapping[str, Any],
+                    seconds_left: Callable[[], float]) -> tuple[FullOutputs, RunTools]:
+    """The session tools of a server run over its eval context `doc`, with the whole outputs of the truncated
+    results read from the stored trace in a thread while the judges start (close the outputs when the run
+    ends: that stops the read)."""
+    trace: list[dict[str, Any]] = list(doc.get("trace") or [])
+    chain = [str(s) for s in doc.get("session_chain") or [run.session_id]]
+    outputs = FullOutputs(truncated_positions(trace))
+    outputs.wait_with(seconds_left)
+    if outputs.wanted:
+        stop = outputs.stopped
+        threading.Thread(target=lambda: outputs.load(stored.stored_entries(run.tenant, chain, stop=stop)),
+                         name=f"tool-outputs-{run.eval_run_id[-6:]}", daemon=True).start()
+    else:
+        outputs.load(())
+    return outputs, RunTools(trace, session_id=run.session_id, session_chain=chain, outputs=outputs)
 
 
 def tools_used(conversation: ToolConversation) -> list[ToolUse]:
