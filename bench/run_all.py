@@ -34,6 +34,7 @@ BENCHES: dict[str, list[str]] = {
     "spend": ["bench/spend/bench_spend.py"],
     "memory": ["bench/memory/bench_memory.py"],
     "automation": ["bench/automation/bench_automation.py"],
+    "history": ["bench/history/bench_history.py"],
 }
 
 # A bench's stdout is its markdown section: keep the service's INFO log lines and EMF metric blobs

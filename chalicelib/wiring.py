@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from chalicelib.services.eval_batches import EvalBatchService
     from chalicelib.services.eval_jobs import EvalJobService
     from chalicelib.services.eval_rules import EvalRuleService, RulePresence
-    from chalicelib.services.eval_runs import DaemonDirectory, EvalRunService
+    from chalicelib.services.eval_runs import DaemonDirectory, EvalRunService, SessionFacts
     from chalicelib.services.export import RunExportService
     from chalicelib.services.history import RunHistoryService
     from chalicelib.services.judge_facts import IndexedRepositories, JudgeFactRetention, JudgeFactService
@@ -217,7 +217,12 @@ class Container:
         return SessionService(objects=S3SessionObjects(self.s3, bucket=cfg.bucket_name, kms_key_id=cfg.kms_key_id),
                               index=DynamoSessionIndex(self.dynamodb, table_name=cfg.table_name), clock=self.clock,
                               upload_rate=rate.check, enqueue_upload=self.job_queue.send_session_upload,
-                              on_stored=self._announce_stored_session)
+                              on_stored=self._announce_stored_session,
+                              retention_days=self._retention_days)
+
+    def _retention_days(self, tenant: str) -> int | None:
+        """The tenant's retention (spend's limits, cached with them): history's TTLs and lifecycle tag."""
+        return self.spend_store.limits(tenant).retention_days
 
     def _announce_stored_session(self, tenant: str, record: Any) -> None:
         """One job message per stored revision of a tenant with enabled rules: the online evaluation rules
@@ -266,7 +271,7 @@ class Container:
                               catalog=self.catalog, daemons=self._daemon_directory, clock=self.clock,
                               max_run_timeout_seconds=self.config.max_run_timeout_seconds,
                               lifecycle=self.run_lifecycle, budgeting=self.run_budgeting,
-                              session_exists=self._session_exists)
+                              session_exists=self._session_exists, session_facts=self._session_facts)
 
     def _daemon_directory(self) -> DaemonDirectory:
         return self.daemon_service
@@ -445,6 +450,19 @@ class Container:
                                      trace_length=lambda t, s, c: self.sessions.trace_length(t, s, c))
         return DaemonService(store=self.daemon_store, runs=self.run_store, push=self.ws_push, clock=self.clock,
                              reporter=reporter, questions=self.catalog, authenticate_token=self.authenticate_token)
+
+    def _session_facts(self, tenant: str, session_id: str) -> SessionFacts | None:
+        """One consistent GetItem of the session record at dispatch (history's denormalisation)."""
+        from chalicelib.adapters.session_store import DynamoSessionIndex
+        from chalicelib.services.eval_runs import SessionFacts
+
+        record = DynamoSessionIndex(self.dynamodb, table_name=self.config.table_name).get_session(
+            tenant, session_id, keep=("expires_at",))
+        if record is None:
+            return None
+        repository, expires = record.get("repository"), record.get("expires_at")
+        return SessionFacts(repository=repository if isinstance(repository, str) else None,
+                            expires_at=int(expires) if isinstance(expires, int | float) else None)
 
     def _session_exists(self, tenant: str, session_id: str) -> bool:
         from chalicelib.adapters.session_store import DynamoSessionIndex

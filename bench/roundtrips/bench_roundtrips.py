@@ -40,8 +40,9 @@ DEV_SECRET = "bench-roundtrips-dev-secret-0123456789abcdef"
 # Targets from issue 7 (item 2).
 SETTINGS_READ_COLD = 1  # a request's settings read: at most one GetItem, none from a warm cache
 # Cold: the settings, the judge catalog head, the spend limits and the price overrides (one GetItem each),
-# the run transaction (with the spend ledger's admission), the SQS send. Warm: the last two only.
-DISPATCH_BUDGET = 6
+# the session record (the repository and retention end a run copies from it, for history), the run
+# transaction (with the spend ledger's admission), the SQS send. Warm: the session record and the last two.
+DISPATCH_BUDGET = 7
 SECRET_READS_PER_KEY_VERSION = 1  # per warm container
 RUN_WRITES_BUDGET = 20  # DynamoDB writes of a 13-question run
 

@@ -81,6 +81,20 @@ def run_sk(run_id: str) -> str:
     return f"RUN#{run_id}"
 
 
+def run_item(run: EvalRun) -> dict[str, Any]:
+    """A run as stored: its fields, keys, the per-session list key and the history index attributes
+    (a run stored with a result also gets its score attributes, as `finish` would set them)."""
+    item = run.model_dump(mode="json")
+    item.update({"pk": tenant_pk(run.tenant), "sk": run_sk(run.eval_run_id),
+                 "gsi1pk": f"SESSIONRUNS#{run.tenant}#{run.session_id}",
+                 "gsi1sk": f"{run.created_at}#{run.eval_run_id}", "entity": "eval_run"})
+    item.update(index_attributes(item))
+    if run.result is not None:
+        item.update(score_attributes(run.tenant, run.result.overall_score,
+                                     {c.name: c.score for c in run.result.categories}))
+    return item
+
+
 def _dump_outcome(outcome: QuestionOutcome) -> dict[str, Any]:
     return outcome.model_dump(mode="json")
 
@@ -232,21 +246,12 @@ class DynamoRunStore:
         return runs, next_cursor
 
     # -- dispatch ----------------------------------------------------------------------------
-    @staticmethod
-    def _run_item(run: EvalRun) -> dict[str, Any]:
-        item = run.model_dump(mode="json")
-        item.update({"pk": tenant_pk(run.tenant), "sk": run_sk(run.eval_run_id),
-                     "gsi1pk": f"SESSIONRUNS#{run.tenant}#{run.session_id}",
-                     "gsi1sk": f"{run.created_at}#{run.eval_run_id}", "entity": "eval_run"})
-        item.update(index_attributes(item))
-        return item
-
     def create(self, run: EvalRun, *, session_key: dict[str, str] | None = None,
                session_revision: int | None = None, extra_writes: Sequence[TransactItem] = ()) -> None:
         """Store a new run in one transaction with its idempotency record and, when given, a
         check that the session exists (at `session_revision`, when given: the revision the run's
         cost was estimated on), so dispatch costs a single DynamoDB round trip."""
-        item = self._run_item(run)
+        item = run_item(run)
         items: list[dict[str, Any]] = []
         if session_key is not None:
             check: dict[str, Any] = {
@@ -306,7 +311,7 @@ class DynamoRunStore:
         items: list[TransactItem] = []
         owner: list[int] = []
         for index, run in enumerate(runs):
-            items.append({"Put": {"TableName": self._table, "Item": to_item(self._run_item(run)),
+            items.append({"Put": {"TableName": self._table, "Item": to_item(run_item(run)),
                                   "ConditionExpression": "attribute_not_exists(pk)"}})
             items.extend(companions.get(run.eval_run_id, ()))
             owner.extend([index] * (1 + len(companions.get(run.eval_run_id, ()))))

@@ -20,8 +20,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any
+from urllib.parse import urlencode
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -96,12 +98,15 @@ class S3SessionObjects:
     def _sse(self) -> dict[str, str]:
         return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self._kms_key_id}
 
-    def put_trace(self, key: str, body: IO[bytes], size: int) -> StoredObject:
-        """One PUT from a seekable file (a single request up to 5 GB; botocore streams it)."""
+    def put_trace(self, key: str, body: IO[bytes], size: int, *,
+                  tags: Mapping[str, str] | None = None) -> StoredObject:
+        """One PUT from a seekable file (a single request up to 5 GB; botocore streams it). `tags`
+        become the object's tags (the retention tag the bucket's lifecycle rules expire it by)."""
+        extra: dict[str, Any] = {"Tagging": urlencode(dict(tags))} if tags else {}
         try:
             resp = self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentLength=size,
                                        ContentType="application/x-ndjson", ContentEncoding="gzip",
-                                       **self._sse())
+                                       **self._sse(), **extra)
         except (ClientError, BotoCoreError) as exc:
             raise _unavailable("put_trace", exc) from None
         return StoredObject(key=key, etag=str(resp.get("ETag", "")).strip('"'),
@@ -198,8 +203,9 @@ class DynamoSessionIndex:
         self._table = table_name
 
     # -- sessions --------------------------------------------------------------------------
-    def get_session(self, tenant: str, session_id: str) -> dict[str, Any] | None:
-        return self._get(tenant, _session_sk(session_id))
+    def get_session(self, tenant: str, session_id: str, *, keep: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """The record; `keep` names key attributes to return too (`expires_at`, the retention TTL)."""
+        return self._get(tenant, _session_sk(session_id), keep=keep)
 
     def get_sessions(self, tenant: str, session_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Many session records at once (BatchGetItem, 100 per call): id → record, missing ids absent."""

@@ -101,7 +101,7 @@ def parse_instant(field: str, raw: str, *, end_of_day: bool) -> datetime:
             if moment.tzinfo is None:
                 raise ValueError("no time zone")
             moment = moment.astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
         raise _invalid(field, f"'{field}' must be a day (YYYY-MM-DD) or an ISO-8601 instant with a time zone "
                               "(2026-12-04T10:00:00Z).", code="invalid_date", value=value[:40]) from None
     if not _EARLIEST <= moment <= _LATEST:

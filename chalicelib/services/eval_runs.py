@@ -116,6 +116,19 @@ class CatalogSource(Protocol):
 SessionExists = Callable[[str, str], bool]
 
 
+@dataclass(frozen=True)
+class SessionFacts:
+    """What a run copies from its session at dispatch (history): the repository, so the tenant-wide
+    list and the analytics can filter and group by it, and the session's retention end (TTL)."""
+
+    repository: str | None
+    expires_at: int | None
+
+
+# (tenant, session_id) → the session's facts, or None when there is no such session.
+SessionFactsLookup = Callable[[str, str], SessionFacts | None]
+
+
 # ---------------------------------------------------------------------------------------- models
 
 SelectionToken = Annotated[str, Field(min_length=1, max_length=200)]
@@ -398,8 +411,10 @@ class EvalRunService:
     def __init__(self, *, runs: DynamoRunStore, queue: JobQueue, settings: RunnerSettingsSource,
                  catalog: CatalogSource, daemons: Callable[[], DaemonDirectory], clock: Clock,
                  max_run_timeout_seconds: int, lifecycle: RunLifecycle, budgeting: RunBudgeting,
-                 session_exists: SessionExists | None = None) -> None:
+                 session_exists: SessionExists | None = None,
+                 session_facts: SessionFactsLookup | None = None) -> None:
         self._runs = runs
+        self._session_facts = session_facts
         self._lifecycle = lifecycle
         self._budgeting = budgeting
         self._queue = queue
@@ -453,6 +468,10 @@ class EvalRunService:
                 raise
             return self._replay(principal, existing)
 
+        facts = self._session_facts(principal.tenant, session_id) if self._session_facts else None
+        if self._session_facts is not None and facts is None:
+            raise NotFound(f"No session '{session_id[:64]}' in this tenant; upload it first.",
+                           code="session_not_found")
         now = self._clock.now()
         timeout = min(settings.run_timeout_seconds, self._max_timeout)
         run = EvalRun(
@@ -462,7 +481,8 @@ class EvalRunService:
             threshold=plan.threshold, chain=plan.chain, created_at=iso(now),
             deadline_at=iso(now + timedelta(seconds=timeout)), run_timeout_seconds=timeout,
             daemon_id=plan.choice.daemon_id, idempotency_key=key, catalog_version=plan.catalog_version,
-            trial_questions=plan.questions if plan.trial else None)
+            trial_questions=plan.questions if plan.trial else None,
+            repository=facts.repository if facts else None, expires_at=facts.expires_at if facts else None)
         try:
             run = self._admit_new(run, plan, request.quote)
         except DuplicateDispatch as dup:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import IO, Any, Protocol
 
 
@@ -45,7 +46,8 @@ class SessionObjects(Protocol):
 
     def upload_key(self, tenant: str, upload_id: str) -> str: ...
 
-    def put_trace(self, key: str, body: IO[bytes], size: int) -> StoredObjectInfo: ...
+    def put_trace(self, key: str, body: IO[bytes], size: int, *,
+                  tags: Mapping[str, str] | None = None) -> StoredObjectInfo: ...
 
     def open(self, key: str) -> SizedStream | None: ...
 

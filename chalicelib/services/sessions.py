@@ -47,6 +47,7 @@ from chalicelib.domain.errors import (
     PayloadTooLarge,
 )
 from chalicelib.domain.principal import Principal
+from chalicelib.domain.retention import retention_stamp
 from chalicelib.domain.session_uploads import SessionUploadJob, UploadError, UploadState
 from chalicelib.domain.trace import SessionUpload, TraceEntry
 from chalicelib.ingest import (
@@ -180,8 +181,11 @@ class SessionService:
                  upload_rate: Callable[[Principal], None] | None = None,
                  enqueue_upload: Callable[[SessionUploadJob], None] | None = None,
                  sync_complete_max_bytes: int = SYNC_COMPLETE_MAX_BYTES,
-                 on_stored: Callable[[str, SessionRecord], None] | None = None) -> None:
+                 on_stored: Callable[[str, SessionRecord], None] | None = None,
+                 retention_days: Callable[[str], int | None] | None = None) -> None:
         self._objects = objects
+        # The tenant's retention (history): the trace gets its lifecycle tag, the record its TTL.
+        self._retention_days = retention_days
         # Told about every stored revision (one job message: online evaluation rules match it in the
         # worker, never inside the upload request); best effort, the upload has succeeded by then.
         self._on_stored = on_stored
@@ -511,7 +515,9 @@ class SessionService:
             parent_id, parent_source = self._resolve_parent(tenant, session_id, details, stats)
             previous = self._index.get_session(tenant, session_id)
             self._check_owner(principal, session_id, previous)
-            stored = self._objects.put_trace(key, spool, spooled.size)
+            stamp = (retention_stamp(self._retention_days(tenant), self._clock.now())
+                     if self._retention_days is not None else None)
+            stored = self._objects.put_trace(key, spool, spooled.size, tags=stamp.object_tags if stamp else None)
         now = iso(self._clock.now())
         meta = stats.metadata if stats else None
         record = SessionStored(
@@ -539,7 +545,8 @@ class SessionService:
             redaction_version=REDACTION_VERSION, redactions=redactor.counts,
         )
         try:
-            self._index.put_session(tenant, session_id, record.model_dump(mode="json", exclude={"created"}))
+            self._index.put_session(tenant, session_id, {**record.model_dump(mode="json", exclude={"created"}),
+                                                         "expires_at": stamp.expires_at if stamp else None})
         except DependencyUnavailable:
             if previous is None:
                 self._best_effort(lambda: self._objects.delete(key), "delete orphaned trace")

@@ -9,6 +9,9 @@
 //   #/automation                        admin online evaluation rules (matches, skips) and recent eval batches
 //   #/limits                            admin settings → Limits and prices
 //   #/usage                             spend per day, per user (admins) and per model
+//   #/history?status=…&user=…           every run of the organisation, filtered; export; pick two
+//   #/compare/<a>/<b>                   two runs side by side
+//   #/trends?by=…&interval=…&days=…     score trends (a chart per category)
 
 import { configureApi } from "./api.js";
 import {
@@ -18,6 +21,8 @@ import { h, errorPanel, replace } from "./dom.js";
 import { renderAutomation } from "./view-automation.js";
 import { renderCatalog } from "./view-catalog.js";
 import { renderFacts } from "./view-facts.js";
+import { renderCompare } from "./view-compare.js";
+import { renderHistory } from "./view-history.js";
 import { renderSession } from "./view-session.js";
 import { renderSessions } from "./view-sessions.js";
 import { renderLimits } from "./view-limits.js";
@@ -25,6 +30,7 @@ import { renderSettings } from "./view-settings.js";
 import { renderSignIn } from "./view-signin.js";
 import { renderTrace } from "./view-trace.js";
 import { renderUsage } from "./view-usage.js";
+import { renderTrends } from "./view-trends.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -52,6 +58,9 @@ function parseRoute() {
   }
   if (parts[0] === "limits") return { name: "limits" };
   if (parts[0] === "usage") return { name: "usage" };
+  if (parts[0] === "history") return { name: "history", query };
+  if (parts[0] === "trends") return { name: "trends", query };
+  if (parts[0] === "compare" && parts[1] && parts[2]) return { name: "compare", a: parts[1], b: parts[2] };
   if (parts[0] === "sessions" && parts[1]) {
     return { name: "session", sessionId: parts[1], runId: parts[2] === "runs" ? parts[3] || null : null };
   }
@@ -84,6 +93,8 @@ function markNav(route) {
       || (link.dataset.nav === "facts" && route.name === "facts")
       || (link.dataset.nav === "limits" && route.name === "limits")
       || (link.dataset.nav === "usage" && route.name === "usage")
+      || (link.dataset.nav === "history" && (route.name === "history" || route.name === "compare"))
+      || (link.dataset.nav === "trends" && route.name === "trends")
       || (link.dataset.nav === "sessions" && ["sessions", "session", "trace"].includes(route.name));
     if (active) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -119,6 +130,9 @@ async function render({ focus = true } = {}) {
     }
     else if (route.name === "limits") await renderLimits(main, ctx);
     else if (route.name === "usage") await renderUsage(main, ctx);
+    else if (route.name === "history") await renderHistory(main, { ...ctx, query: route.query });
+    else if (route.name === "trends") await renderTrends(main, { ...ctx, query: route.query });
+    else if (route.name === "compare") await renderCompare(main, { ...ctx, a: route.a, b: route.b });
     else if (route.name === "session") await renderSession(main, { ...ctx, sessionId: route.sessionId, runId: route.runId });
     else if (route.name === "sessions") await renderSessions(main, ctx);
     else {

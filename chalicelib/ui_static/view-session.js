@@ -8,6 +8,7 @@ import {
 import { loadQuestions } from "./questions.js";
 import { mountRun, runStatusBadge } from "./run-panel.js";
 import { CostPanel, refusalWords } from "./spend-estimate.js";
+import { confirmDeleteSession } from "./view-history.js";
 import { KIND_LABELS, formatLabel } from "./view-sessions.js";
 
 const DEFAULT_THRESHOLD = 2000;
@@ -54,7 +55,8 @@ export async function renderSession(main, ctx) {
     sessionSummary(session),
     evalActions(runnersResult, catalog, catalogResult, session),
     runSlot,
-    runsSlot);
+    runsSlot,
+    deleteSection(session, ctx.user));
   if (runId) {
     mountRun(runSlot, runId, { signal, catalog: catalogMap, onChange: refreshRuns });
   }
@@ -345,3 +347,17 @@ async function loadRuns(slot, sessionId, currentRunId, signal) {
   })));
 }
 
+
+// ------------------------------------------------------------------------------------ delete
+
+function deleteSection(session, user) {
+  if (!user || !(user.isAdmin || user.user === session.uploaded_by)) return null;
+  return h("section", { class: "card danger-zone", "aria-labelledby": "delete-session-title" },
+    h("h2", { id: "delete-session-title" }, "Delete this session"),
+    h("p", { class: "hint" }, "Removes the transcript, its metadata, every evaluation of it and their scores in the "
+      + "trends. The deletion is recorded (who and when), the content is not."),
+    h("button", {
+      type: "button", class: "danger", "aria-haspopup": "dialog",
+      onclick: () => confirmDeleteSession(session, () => { window.location.hash = "#/sessions"; }),
+    }, "Delete session"));
+}

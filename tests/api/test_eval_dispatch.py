@@ -69,7 +69,7 @@ def install_daemons(container: Any, daemons: FakeDaemons) -> None:
         catalog=container.catalog, daemons=lambda: daemons, clock=container.clock,
         max_run_timeout_seconds=container.config.max_run_timeout_seconds,
         lifecycle=container.run_lifecycle, budgeting=container.run_budgeting,
-        session_exists=container._session_exists)
+        session_exists=container._session_exists, session_facts=container._session_facts)
 
 
 def configure_vendors(client: Any, *vendors: str, run_timeout_seconds: int | None = None,

@@ -7,7 +7,7 @@ import base64
 import csv
 import io
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -119,6 +119,7 @@ def test_filters_combine(client: Any, frozen: Any) -> None:
     ({"batch_id": "a/b"}, "invalid_filter", "batch_id"),
     ({"from": "yesterday"}, "invalid_date", "from"),
     ({"to": "2026-11-01T10:00:00"}, "invalid_date", "to"),
+    ({"to": "9999-12-31"}, "invalid_date", "to"),
 ])
 def test_bad_filters_are_400_with_the_contract_body(client: Any, params: dict[str, str], code: str,
                                                     field: str) -> None:
@@ -402,3 +403,65 @@ def test_the_download_url_is_usable_over_http_shape(client: Any, frozen: Any) ->
     link = client.get("/eval-runs/export?delivery=link", token=MEMBER).json["download_url"]
     assert link.startswith("https://") and "X-Amz-Signature=" in link
     assert "response-content-disposition=attachment" in requests.utils.unquote(link)
+
+
+def test_a_dispatched_run_copies_its_sessions_repository(client: Any, container: Any) -> None:
+    from tests.api.test_eval_dispatch import FakeDaemons, configure_vendors, install_daemons
+
+    install_daemons(container, FakeDaemons())
+    configure_vendors(client, "anthropic")
+    _upload(client, "sess-r", repository="github.com/acme/mobile")
+    resp = client.post("/sessions/sess-r/eval-runs", token=MEMBER, json_body={})
+    assert resp.status_code == 202, resp.json
+    run_id = resp.json["eval_run_id"]
+    assert client.get(f"/eval-runs/{run_id}", token=MEMBER).json["repository"] == "github.com/acme/mobile"
+    listed = _list(client, repository="github.com/acme/mobile", status="queued").json["items"]
+    assert [(r["eval_run_id"], r["repository"]) for r in listed] == [(run_id, "github.com/acme/mobile")]
+    missing = client.post("/sessions/no-such-session/eval-runs", token=MEMBER, json_body={})
+    assert (missing.status_code, missing.json["error"]["code"]) == (404, "session_not_found")
+
+
+# -- retention -------------------------------------------------------------------------------------
+
+def _set_retention(client: Any, days: int | None) -> None:
+    resp = client.put("/admin/settings/eval-runner/limits", token=ADMIN, json_body={"retention_days": days})
+    assert resp.status_code == 200, resp.json
+
+
+def _session_expiry(container: Any, session_id: str) -> int | None:
+    item = container.dynamodb.get_item(TableName=container.config.table_name, Key={
+        "pk": {"S": "TENANT#acme"}, "sk": {"S": f"SESSION#{session_id}"}})["Item"]
+    return int(item["expires_at"]["N"]) if "expires_at" in item else None
+
+
+def test_retention_tags_the_trace_and_stamps_the_session_and_its_runs(client: Any, container: Any) -> None:
+    from tests.api.test_eval_dispatch import FakeDaemons, configure_vendors, install_daemons
+
+    install_daemons(container, FakeDaemons())
+    configure_vendors(client, "anthropic")
+    _set_retention(client, 100)          # rounds down to the ladder's 90 days
+    _upload(client, "sess-kept")
+    record = container.sessions.get_session("acme", "sess-kept")
+    tags = container.s3.get_object_tagging(Bucket=container.config.bucket_name, Key=record.storage.key)["TagSet"]
+    assert tags == [{"Key": "retention-days", "Value": "90"}]
+    expires = _session_expiry(container, "sess-kept")
+    uploaded = int(datetime.fromisoformat(record.uploaded_at.replace("Z", "+00:00")).timestamp())
+    assert expires == uploaded + 90 * 86400
+    run_id = client.post("/sessions/sess-kept/eval-runs", token=MEMBER, json_body={}).json["eval_run_id"]
+    assert container.run_store.require("acme", run_id).expires_at == expires
+    assert "expires_at" not in client.get("/sessions/sess-kept", token=MEMBER).json
+
+    _set_retention(client, None)          # no retention: nothing expires
+    _upload(client, "sess-forever")
+    key = container.sessions.get_session("acme", "sess-forever").storage.key
+    assert container.s3.get_object_tagging(Bucket=container.config.bucket_name, Key=key)["TagSet"] == []
+    assert _session_expiry(container, "sess-forever") is None
+
+
+def test_an_expired_run_leaves_the_list_before_dynamodb_deletes_it(client: Any, frozen: Any) -> None:
+    past = int((BASE + timedelta(days=2)).timestamp())   # the frozen clock is BASE + 3 days
+    _finished(frozen, new_run("evr_gone", expires_at=past), scores=4)
+    _finished(frozen, new_run("evr_kept", created_at=BASE + timedelta(hours=1)), scores=4)
+    assert [r["eval_run_id"] for r in _list(client).json["items"]] == ["evr_kept"]
+    # Aggregates stay: they hold no content.
+    assert _aggregate_runs(client) == 2

@@ -67,7 +67,7 @@ class FakeObjects:
     def upload_key(self, tenant: str, upload_id: str) -> str:
         return f"uploads/{tenant}/{upload_id}"
 
-    def put_trace(self, key: str, body: IO[bytes], size: int) -> _Stored:
+    def put_trace(self, key: str, body: IO[bytes], size: int, *, tags: Any = None) -> _Stored:
         self.puts += 1
         self.data[key] = body.read()
         assert len(self.data[key]) == size
