@@ -449,7 +449,8 @@ class Container:
                                      lifecycle=self.run_lifecycle,
                                      trace_length=lambda t, s, c: self.sessions.trace_length(t, s, c))
         return DaemonService(store=self.daemon_store, runs=self.run_store, push=self.ws_push, clock=self.clock,
-                             reporter=reporter, questions=self.catalog, authenticate_token=self.authenticate_token)
+                             reporter=reporter, questions=self.catalog, authenticate_token=self.authenticate_token,
+                             known_patterns=lambda tenant, sid: self.judge_facts.known_patterns(tenant, sid))
 
     def _session_facts(self, tenant: str, session_id: str) -> SessionFacts | None:
         """One consistent GetItem of the session record at dispatch (history's denormalisation)."""

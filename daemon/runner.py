@@ -78,6 +78,8 @@ class JobRunner:
         self._deadline_timer: threading.Timer | None = None
         self._trace_entries: int | None = None
         self._tools: JobTools | None = None
+        patterns = job.get("known_patterns")  # the tenant gives judges the repository's facts
+        self._known_patterns: list[str] | None = [str(p) for p in patterns] if isinstance(patterns, list) else None
         self._context_failure: ContextTooSmall | None = None
 
     # -- control -------------------------------------------------------------------------------
@@ -165,7 +167,8 @@ class JobRunner:
             context, session_id=self.session_id, run_id=self.run_id, model=judge_model,
             requested_threshold=threshold_of(path), questions=self.questions,
             fetch=lambda threshold: number_entries(self._api.get(with_threshold(path, threshold))),
-            render=lambda context_json: build_shared_context(self.session_id, self.run_id, context_json))
+            render=lambda context_json: build_shared_context(self.session_id, self.run_id, context_json,
+                                                             self._known_patterns))
         total = len(self.questions)
         self._post({"type": "eval_started", "judge_model": judge_model, "total_questions": total})
 
@@ -240,7 +243,7 @@ class JobRunner:
             self._post({"type": "eval_question_started", **common})
             while True:
                 generation = shared.generation
-                prompt = build_full_prompt(self.session_id, self.run_id, shared.json, question)
+                prompt = build_full_prompt(self.session_id, self.run_id, shared.json, question, self._known_patterns)
                 result = self.judge.run(prompt, verdict_json_schema(), group=self._group,
                                         timeout=self._seconds_left(),
                                         tools=self._tools if question.needs_tools else None)

@@ -149,6 +149,8 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     cancel_delivered_at: str | None = None
     question_started_at: dict[str, str] = Field(default_factory=dict)
+    # The repository's judge facts for the prompts when the tenant gives them to judges (None: it does not).
+    known_patterns: list[str] | None = None
 
 
 class DaemonJob(BaseModel):
@@ -166,6 +168,10 @@ class DaemonJob(BaseModel):
     eval_context_path: str = Field(description="GET this (with the same bearer token) for the trace.")
     events_path: str
     result_path: str
+    # Left out when the tenant does not give judges retained facts, so such jobs look as they always did.
+    known_patterns: list[str] | None = Field(
+        default=None, exclude_if=lambda value: value is None,
+        description="The repository's retained judge facts for the shared prompt's known-patterns section.")
 
 
 class CancelNotice(BaseModel):
@@ -196,7 +202,7 @@ def job_message(job: JobRecord) -> DaemonJob:
         eval_context_path=f"/sessions/{sid}/eval-context?threshold={job.threshold}"
                           f"&chain={'true' if job.chain else 'false'}",
         events_path=f"/eval-runs/{job.eval_run_id}/events",
-        result_path=f"/eval-runs/{job.eval_run_id}/result")
+        result_path=f"/eval-runs/{job.eval_run_id}/result", known_patterns=job.known_patterns)
 
 
 class ConnectionRecord(BaseModel):

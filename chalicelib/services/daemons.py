@@ -83,8 +83,10 @@ class DaemonService:
     def __init__(self, *, store: DynamoDaemonStore, runs: DynamoRunStore, push: WebSocketPush, clock: Clock,
                  reporter: DaemonRunReporter, questions: RunQuestionSource,
                  authenticate_token: TokenAuthenticator | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 known_patterns: Callable[[str, str], list[str] | None] | None = None) -> None:
         self._store = store
+        self._known_patterns = known_patterns
         self._runs = runs
         self._push = push
         self._clock = clock
@@ -175,10 +177,13 @@ class DaemonService:
         questions = [known[q.question_id] for q in run.questions
                      if q.question_id in known and run.outcome(q.question_id).judge_verdict is None]
         previous = self._store.get_job(run.tenant, daemon_id, run.eval_run_id)
+        # Read once per job, like the server runner reads them once per run: every question gets the same list.
+        patterns = (self._known_patterns(run.tenant, run.session_id)
+                    if self._known_patterns is not None and not run.trial_questions else None)
         job = JobRecord(eval_run_id=run.eval_run_id, tenant=run.tenant, daemon_id=daemon_id, owner=daemon.user,
                         session_id=run.session_id, questions=questions, threshold=run.threshold, chain=run.chain,
                         model=run.model, deadline_at=run.deadline_at, created_at=iso(now),
-                        attempt=(previous.attempt + 1) if previous is not None else 1)
+                        attempt=(previous.attempt + 1) if previous is not None else 1, known_patterns=patterns)
         self._store.put_job(job, expires_at=_epoch(parse_iso(run.deadline_at)) + JOB_RETENTION_SECONDS)
         pushed = self._push_to_daemon(run.tenant, daemon_id,
                                       JobOfferNotice(eval_run_id=run.eval_run_id, daemon_id=daemon_id,

@@ -233,7 +233,7 @@ def main(cli: str) -> None:
     refused = isinstance(limit, dict) and not retrospective and len(prompt) // 4 > int(limit["tokens"])
     _log(script, {"cli": cli, "question_id": question_id, "mode": "too_long" if refused else mode,
                   "pid": os.getpid(), "argv": argv, "cwd": os.getcwd(), "model": model, "started": started,
-                  "prompt_chars": len(prompt)})
+                  "prompt_chars": len(prompt), "prompt_has_facts": "Facts earlier evaluations retained" in prompt})
     if refused:
         assert isinstance(limit, dict)
         _refuse_too_long(cli, len(prompt) // 4, int(limit["tokens"]), bool(limit.get("numbers", True)))

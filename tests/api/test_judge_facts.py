@@ -179,6 +179,15 @@ def test_known_patterns_only_when_the_tenant_turns_them_on(client: Any, containe
     assert service.known_patterns("acme", "sess-1") == [FACT]
     upload(client, alice, "no-repo", repository=None)
     assert service.known_patterns("acme", "no-repo") == []
+    # A daemon's job carries them too (read once, for every question of the run); none when the setting is off.
+    dispatch(client, alice, "sess-1", questions=QUESTIONS)
+    job = claim(client, alice, daemon).json
+    assert job["known_patterns"] == [FACT]
+    assert client.put("/admin/settings/eval-runner", token=admin,
+                      json_body={"judge_facts_in_prompts": False}).status_code == 200
+    container.settings_store.invalidate("acme")
+    dispatch(client, alice, "sess-1", questions=QUESTIONS)
+    assert "known_patterns" not in claim(client, alice, daemon).json
 
 
 class StaleFirstRead:

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from daemon.agent import Daemon
-from daemon.client import ApiClient
+from daemon.client import ApiClient, UrllibTransport
 from daemon.judges import CliJudge, JudgeName, ProcessGroup, isolated_env
 from daemon.mcp_server import Server, load_tools, serve
 from daemon.sandbox import Bubblewrap, SandboxUnavailable, Unsandboxed, choose_sandbox
 from daemon.session_tools import ALLOWED_TOOLS, JobTools, mcp_python
+from tests.conftest import mint
 from tests.daemon.conftest import FAKE_CLI_DIR, read_log
 from tests.daemon.test_reference_daemon import dispatch, finished, get_run
 
@@ -127,8 +128,9 @@ def test_the_mcp_server_works_inside_the_bubblewrap_sandbox(name: JudgeName, tmp
     assert json.loads(result.text)["evidence_entries"] == [0, 1, 2]  # what the outline named
 
 
-def test_a_daemon_run_gives_tool_questions_the_truncated_output_redacted(
-        api: ApiClient, make_daemon: Callable[..., Daemon], fake_cli: Callable[[dict[str, Any]], Path]) -> None:
+def test_a_daemon_run_gives_tool_questions_the_truncated_output_redacted_and_facts_when_asked(
+        api: ApiClient, make_daemon: Callable[..., Daemon], fake_cli: Callable[[dict[str, Any]], Path],
+        container: Any, api_url: str) -> None:
     trace = [{"kind": "user_message", "timestamp": "2026-11-29T10:00:00.000Z", "text": "Build the client."},
              {"kind": "tool_invocation", "timestamp": "2026-11-29T10:00:01.000Z", "tool": "Bash", "call_id": "m1",
               "arguments": {"command": "make"}},
@@ -155,3 +157,13 @@ def test_a_daemon_run_gives_tool_questions_the_truncated_output_redacted(
     assert all(SECRET not in a for a in answers)
     facts = api.get("/judge-facts?repository=github.com%2Facme%2Fnet")["items"]
     assert [f["text"] for f in facts] == ["The build needs libssl-dev."]
+    assert not any(r.get("prompt_has_facts") for r in read_log(log))
+
+    # With the tenant's setting on, the next job carries the facts and every judge's prompt has them.
+    admin = ApiClient(UrllibTransport(api_url), mint("acme", "root", ["admin"]))
+    admin.call("PUT", "/admin/settings/eval-runner", {"judge_facts_in_prompts": True})
+    container.settings_store.invalidate("acme")
+    second = dispatch(api, ["sensitive_files"])
+    assert finished(daemon, second).status == "succeeded"
+    (asked,) = [r for r in read_log(log) if "argv" in r and r["question_id"] == "sensitive_files"][-1:]
+    assert asked["prompt_has_facts"] is True
