@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from chalicelib.domain.rate_limit import VendorCallGate
     from chalicelib.services.admin_settings import AdminSettingsService
     from chalicelib.services.analytics import ScoreAnalyticsService
+    from chalicelib.services.automation_budget import AutomationBudget
     from chalicelib.services.automation_dispatch import AutomatedDispatch
     from chalicelib.services.catalog import CatalogService
     from chalicelib.services.connection_test import ConnectionTestService
@@ -371,7 +372,8 @@ class Container:
 
         return EvalRuleService(store=self.automation_store, settings=self.admin_settings, catalog=self.catalog,
                                dispatch=self.automated_dispatch, clock=self.clock, presence=self.rule_presence,
-                               sessions=DynamoSessionIndex(self.dynamodb, table_name=self.config.table_name))
+                               sessions=DynamoSessionIndex(self.dynamodb, table_name=self.config.table_name),
+                               budget=self.automation_budget)
 
     @cached_property
     def eval_batches(self) -> EvalBatchService:
@@ -380,7 +382,14 @@ class Container:
 
         return EvalBatchService(store=self.automation_store, runs=self.run_store, dispatch=self.automated_dispatch,
                                 sessions=DynamoSessionIndex(self.dynamodb, table_name=self.config.table_name),
-                                cancel=self.eval_runs, clock=self.clock)
+                                cancel=self.eval_runs, clock=self.clock, budget=self.automation_budget)
+
+    @cached_property
+    def automation_budget(self) -> AutomationBudget:
+        from chalicelib.services.automation_budget import AutomationBudget
+
+        return AutomationBudget(budgeting=self.run_budgeting, estimator=self.spend_estimator, spend=self.spend,
+                                questions_for_run=self.catalog.questions_for_run, clock=self.clock)
 
     # -- session entries (trace viewer, daemon tool data) ------------------------------------
     @cached_property

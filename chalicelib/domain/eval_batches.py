@@ -124,7 +124,12 @@ class BatchEstimate(BaseModel):
     questions: int
     estimate_usd_high: float | None = Field(description="Upper bound of what the whole batch can cost (the "
                                                         "budget reservation); null when the model has no price.")
+    estimate_usd_low: float | None = Field(default=None, description="What the batch will most likely cost.")
     priced: bool
+    within_limits: bool = Field(default=True, description="Whether the budgets have room for the whole batch now "
+                                                          "(quotas do not refuse a batch: its runs wait for slots).")
+    blocked_by: str | None = Field(default=None, description="budget_exceeded when a budget refuses it")
+    reason: str | None = Field(default=None, description="Why, in words, when blocked.")
 
 
 class BatchRunEntry(BaseModel):

@@ -31,6 +31,7 @@ from chalicelib.domain.settings import EvalRunnerSettings
 from chalicelib.domain.spend import RunAdmission
 from chalicelib.domain.vendor_batches import VENDOR_BATCH_WINDOW_SECONDS
 from chalicelib.observability import emit_run_status, logger
+from chalicelib.services.automation_budget import waits_for_reservations
 from chalicelib.services.eval_runs import (
     CatalogSource,
     DispatchPlan,
@@ -173,7 +174,14 @@ class AutomatedDispatch:
                         blocked_users.add(waiting.user)
                         continue
                     break
-                if exc.status == 402:  # over a budget: this run will not get in
+                if exc.status == 402 and waits_for_reservations(exc):
+                    # Other runs' reservations fill the budget; they settle (mostly returned) as they end.
+                    blocked += 1
+                    if str((exc.details or {}).get("budget")) == "user_daily":
+                        blocked_users.add(waiting.user)
+                        continue
+                    break
+                if exc.status == 402:  # the budget is spent: this run will not get in
                     refused += 1
                     self._refuse(run, waiting, exc)
                     continue
@@ -291,14 +299,10 @@ class AutomationParticipant:
 
 
 def batch_entry_of(run: EvalRun) -> BatchRunEntry:
-    """Where a run is, as its batch records it (cost from the spend ledger's `cost` when it has one)."""
-    cost = getattr(run, "cost", None)
-    usd = getattr(cost, "usd", None) if cost is not None else None
-    micros = None
-    if isinstance(usd, int | float):
-        from chalicelib.domain.spend import usd_to_micros
+    """Where a run is, as its batch records it (its settled cost from the spend participant)."""
+    from chalicelib.domain.spend import usd_to_micros
 
-        micros = usd_to_micros(float(usd))
-    priced = bool(getattr(cost, "priced", True)) if cost is not None else True
+    cost = run.cost
+    micros = usd_to_micros(cost.usd) if cost is not None and cost.usd is not None else None
     status = "delayed" if run.delayed and run.status == "queued" else run.status
-    return BatchRunEntry(s=status, c=micros, f=run.finished_at, priced=priced)
+    return BatchRunEntry(s=status, c=micros, f=run.finished_at, priced=cost.priced if cost is not None else True)

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 from chalicelib.adapters.automation_store import DynamoAutomationStore, WaitingRun
 from chalicelib.adapters.run_store import DynamoRunStore
-from chalicelib.domain.automation import BatchTrigger, RunMode, SessionFacts
+from chalicelib.domain.automation import BatchTrigger, SessionFacts
 from chalicelib.domain.clock import Clock, iso, parse_iso
-from chalicelib.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from chalicelib.domain.errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
 from chalicelib.domain.eval_batches import (
     MAX_BATCH_RUNS,
     MAX_BATCH_SCAN,
@@ -37,9 +37,10 @@ from chalicelib.domain.eval_batches import (
 )
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.principal import Principal
-from chalicelib.domain.runs import EvalRunView
+from chalicelib.domain.runs import EvalRun, EvalRunView
 from chalicelib.observability import logger
-from chalicelib.services.automation_dispatch import AutomatedDispatch, AutomatedPlan
+from chalicelib.services.automation_budget import Bounds
+from chalicelib.services.automation_dispatch import AutomatedDispatch
 from chalicelib.services.eval_runs import EvalRunRequest, check_idempotency_key
 from chalicelib.services.sessions import validate_session_id
 
@@ -61,11 +62,13 @@ class SessionDirectory(Protocol):
                       ) -> tuple[list[dict[str, Any]], str | None]: ...
 
 
-class BatchEstimator(Protocol):
-    """What a batch can cost at most (micro-USD), from its sessions and plan; None when unpriced."""
+class BatchBudget(Protocol):
+    """What the batch's runs can cost, and whether the budgets can take it now
+    (`chalicelib.services.automation_budget.AutomationBudget`)."""
 
-    def usd_high_micros(self, tenant: str, sessions: Sequence[Mapping[str, Any]], planned: AutomatedPlan, *,
-                        mode: RunMode) -> int | None: ...
+    def bounds(self, runs: Sequence[EvalRun]) -> Bounds | None: ...
+
+    def check(self, tenant: str, user: str, bounds: Bounds) -> None: ...
 
 
 class RunCanceller(Protocol):
@@ -88,14 +91,14 @@ def _facts(record: Mapping[str, Any]) -> SessionFacts:
 class EvalBatchService:
     def __init__(self, *, store: DynamoAutomationStore, runs: DynamoRunStore, sessions: SessionDirectory,
                  dispatch: AutomatedDispatch, cancel: RunCanceller, clock: Clock,
-                 estimator: BatchEstimator | None = None) -> None:
+                 budget: BatchBudget | None = None) -> None:
         self._store = store
         self._runs = runs
         self._sessions = sessions
         self._dispatch = dispatch
         self._cancel = cancel
         self._clock = clock
-        self._estimator = estimator
+        self._budget = budget
 
     # -- create --------------------------------------------------------------------------------------
     def create_batch(self, principal: Principal, request: EvalBatchRequest, *,
@@ -109,12 +112,15 @@ class EvalBatchService:
         planned = self._dispatch.plan(tenant, _run_request(request), mode=request.mode)
         records = self._resolve_sessions(tenant, request)
         now = self._clock.now()
-        estimate = (self._estimator.usd_high_micros(tenant, records, planned, mode=request.mode)
-                    if self._estimator is not None else None)
         batch_id = new_id("ebt")
         trigger = BatchTrigger(batch_id=batch_id)
         runs = [self._dispatch.new_run(tenant, str(r["session_id"]), principal.user, planned.shape, trigger=trigger,
                                        batch_id=batch_id, now=now) for r in records]
+        # Budgets apply to the whole batch up front (services/automation_budget.py), or nothing is stored.
+        bounds = self._budget.bounds(runs) if self._budget is not None else None
+        if self._budget is not None and bounds is not None:
+            self._budget.check(tenant, principal.user, bounds)
+        estimate = bounds.high_micros if bounds is not None else None
         batch = EvalBatch(
             batch_id=batch_id, tenant=tenant, created_by=principal.user, created_at=iso(now), mode=request.mode,
             status="creating", shape=planned.shape, source="filter" if request.filter is not None else "session_ids",
@@ -139,15 +145,27 @@ class EvalBatchService:
 
     def estimate_batch(self, principal: Principal, request: EvalBatchRequest) -> BatchEstimate:
         """What `create_batch` would create and cost, resolved exactly the same way; nothing is stored."""
-        planned = self._dispatch.plan(principal.tenant, _run_request(request), mode=request.mode)
-        records = self._resolve_sessions(principal.tenant, request)
-        estimate = (self._estimator.usd_high_micros(principal.tenant, records, planned, mode=request.mode)
-                    if self._estimator is not None else None)
+        tenant = principal.tenant
+        planned = self._dispatch.plan(tenant, _run_request(request), mode=request.mode)
+        records = self._resolve_sessions(tenant, request)
         shape = planned.shape
+        runs = [self._dispatch.new_run(tenant, str(r["session_id"]), principal.user, shape,
+                                       trigger=BatchTrigger(batch_id="ebt_estimate")) for r in records]
+        bounds = self._budget.bounds(runs) if self._budget is not None else None
+        blocked: DomainError | None = None
+        if self._budget is not None and bounds is not None:
+            try:
+                self._budget.check(tenant, principal.user, bounds)
+            except DomainError as exc:
+                blocked = exc
         return BatchEstimate(runs=len(records), session_ids=[str(r["session_id"]) for r in records],
                              mode=request.mode, vendor=shape.vendor, model=shape.model,
-                             questions=len(shape.questions), estimate_usd_high=_usd(estimate),
-                             priced=estimate is not None)
+                             questions=len(shape.questions),
+                             estimate_usd_high=_usd(bounds.high_micros) if bounds is not None else None,
+                             estimate_usd_low=_usd(bounds.low_micros) if bounds is not None else None,
+                             priced=bounds is not None, within_limits=blocked is None,
+                             blocked_by=blocked.code if blocked else None,
+                             reason=blocked.message if blocked else None)
 
     def _create_runs(self, batch: EvalBatch, runs: Sequence[Any]) -> int:
         for start in range(0, len(runs), CREATE_CHUNK):

@@ -11,7 +11,7 @@ sampled out) is counted on the rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -39,10 +39,19 @@ from chalicelib.domain.runs import EvalRun
 from chalicelib.domain.settings import EvalRunnerSettings
 from chalicelib.judges.catalog import select_questions
 from chalicelib.observability import logger
+from chalicelib.services.automation_budget import Bounds
 from chalicelib.services.automation_dispatch import AutomatedDispatch, AutomatedPlan
 from chalicelib.services.eval_runs import CatalogSource, EvalRunRequest, RunnerSettingsSource
 
 _RULE_ID_CHARS = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghijklmnopqrstuvwxyz_")
+
+
+class RuleBudget(Protocol):
+    """A run's bounds and the budgets' room for it (`services/automation_budget.AutomationBudget`)."""
+
+    def bounds(self, runs: Sequence[EvalRun]) -> Bounds | None: ...
+
+    def check(self, tenant: str, user: str, bounds: Bounds) -> None: ...
 
 
 class SessionLookup(Protocol):
@@ -92,8 +101,9 @@ class RulePresence:
 class EvalRuleService:
     def __init__(self, *, store: DynamoAutomationStore, settings: RunnerSettingsSource, catalog: CatalogSource,
                  dispatch: AutomatedDispatch, sessions: SessionLookup, clock: Clock,
-                 presence: RulePresence | None = None) -> None:
+                 presence: RulePresence | None = None, budget: RuleBudget | None = None) -> None:
         self._presence = presence
+        self._budget = budget
         self._store = store
         self._settings = settings
         self._catalog = catalog
@@ -234,6 +244,12 @@ class EvalRuleService:
             return self._skip(rule, facts, exc.code, at=at, expires=expires)
         run = self._dispatch.new_run(tenant, facts.session_id, rule.run_user, planned.shape,
                                      trigger=RuleTrigger(rule_id=rule.rule_id), now=now)
+        try:
+            context.check_budget(rule, run)
+        except DomainError as exc:
+            if exc.status != 402:
+                raise
+            return self._skip(rule, facts, exc.code, at=at, expires=expires)  # a run that would not fit: none
         marker = self._store.marker_write(tenant, rule.rule_id, facts.session_id, facts.sha256,
                                           outcome={"outcome": "run", "eval_run_id": run.eval_run_id, "at": at},
                                           expires_at=expires)
@@ -279,6 +295,20 @@ class _MatchContext:
         self.tenant = tenant
         self._settings: EvalRunnerSettings | None = None
         self._plans: dict[tuple[Any, ...], AutomatedPlan | DomainError] = {}
+        self._bounds: dict[tuple[Any, ...], Bounds | None] = {}
+
+    def check_budget(self, rule: EvalRule, run: EvalRun) -> None:
+        """402 when the run's upper bound does not fit what the rule's budgets have left (the bound is
+        estimated once per plan shape: every rule with the same shape reserves the same)."""
+        budget = self._service._budget
+        if budget is None:
+            return
+        key = (rule.vendor, tuple(rule.questions or ()), rule.mode)
+        if key not in self._bounds:
+            self._bounds[key] = budget.bounds([run])
+        bound = self._bounds[key]
+        if bound is not None:
+            budget.check(self.tenant, run.created_by, bound)
 
     def plan(self, rule: EvalRule) -> AutomatedPlan:
         key = (rule.vendor, tuple(rule.questions or ()), rule.mode)

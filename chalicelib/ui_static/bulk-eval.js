@@ -124,10 +124,14 @@ class BulkForm {
     replace(this.summary, h("p", {},
       h("strong", {}, `${formatNumber(estimate.runs)} run${estimate.runs === 1 ? "" : "s"}`),
       ` of ${estimate.questions} question${estimate.questions === 1 ? "" : "s"} each with ${vendorLabel(estimate.vendor)} (${estimate.model}). `,
-      estimate.priced ? ["At most ", h("strong", { "data-testid": "bulk-usd-high" }, formatUsd(estimate.estimate_usd_high)),
+      estimate.priced ? ["Most likely ", h("strong", { "data-testid": "bulk-usd-low" }, formatUsd(estimate.estimate_usd_low)),
+        ", at most ", h("strong", { "data-testid": "bulk-usd-high" }, formatUsd(estimate.estimate_usd_high)),
         estimate.mode === "batch" ? " at the vendor's batch price." : "."]
-        : "This model has no price in the price table, so no cost can be estimated."));
-    this.start.disabled = false;
+        : "This model has no price in the price table, so no cost can be estimated."),
+    estimate.within_limits ? null
+      : h("p", { class: "alert alert-warn", role: "alert", "data-testid": "bulk-blocked" },
+        "Your budget cannot take this batch: ", estimate.reason || "a budget would be exceeded."));
+    this.start.disabled = !estimate.within_limits;
   }
 
   async submit() {

@@ -43,6 +43,12 @@ def create(client: Any, body: dict[str, Any], token: str = BOB, key: str | None 
     return client.post("/eval-batches", token=token, json_body=body, headers=headers)
 
 
+def accept(client: Any, body: dict[str, Any]) -> dict[str, Any]:
+    resp = create(client, body)
+    assert resp.status_code == 202, resp.json
+    return dict(resp.json)
+
+
 def batch(client: Any, batch_id: str, token: str = BOB) -> dict[str, Any]:
     resp = client.get(f"/eval-batches/{batch_id}", token=token)
     assert resp.status_code == 200, resp.json
@@ -111,7 +117,7 @@ def test_bad_batches_store_nothing(client: Any, container: Any, sessions: list[s
 def test_runs_over_the_quota_wait_and_start_when_a_slot_frees(client: Any, container: Any,
                                                               sessions: list[str]) -> None:
     quota(client, limit=2)
-    accepted = create(client, {"session_ids": sessions, "mode": "now"}).json
+    accepted = accept(client, {"session_ids": sessions, "mode": "now"})
     assert (accepted["runs"], accepted["started"]) == (5, 2)
     view = batch(client, accepted["batch_id"])
     assert view["counts"] == {"queued": 5} and view["delayed"] == 3
@@ -132,7 +138,7 @@ def test_runs_over_the_quota_wait_and_start_when_a_slot_frees(client: Any, conta
 
 def test_cancel_ends_every_run_of_the_batch(client: Any, container: Any, sessions: list[str]) -> None:
     quota(client, limit=2)
-    accepted = create(client, {"session_ids": sessions, "mode": "now"}).json
+    accepted = accept(client, {"session_ids": sessions, "mode": "now"})
     drain_queue(container)
     assert client.post(f"/eval-batches/{accepted['batch_id']}/cancel", token=CAROL).status_code == 403
     resp = client.post(f"/eval-batches/{accepted['batch_id']}/cancel", token=BOB)
@@ -165,7 +171,7 @@ def test_the_poller_starts_waiting_runs_once_slots_allow(client: Any, container:
     from chalicelib.worker.automation_poller import poll_automation
 
     quota(client, limit=2)
-    accepted = create(client, {"session_ids": sessions[:3], "mode": "now"}).json
+    accepted = accept(client, {"session_ids": sessions[:3], "mode": "now"})
     assert accepted["started"] == 2
     drain_queue(container)
     quota(client, limit=3)  # an admin raised the quota: no run ended, the poller notices
@@ -182,7 +188,7 @@ def test_a_run_that_never_gets_a_slot_ends_after_24_hours(client: Any, container
     # A manual run holds the tenant's only slot (it stays queued: nothing works the queue here).
     held = client.post(f"/sessions/{sessions[1]}/eval-runs", token=CAROL, json_body={})
     assert held.status_code == 202, held.json
-    accepted = create(client, {"session_ids": sessions[:1], "mode": "now"}).json
+    accepted = accept(client, {"session_ids": sessions[:1], "mode": "now"})
     (run_id,) = batch(client, accepted["batch_id"])["run_ids"]
     container.run_store.set_fields("acme", run_id, {"deadline_at": "2026-01-01T00:00:00.000Z"},
                                    when_status=("queued",))
@@ -204,3 +210,55 @@ def test_the_estimate_says_what_a_batch_would_create_and_stores_nothing(client: 
     assert drain_queue(container) == []
     bad = client.post("/eval-batches/estimate", token=BOB, json_body={"mode": "now"})
     assert bad.status_code == 400
+
+
+def limits(client: Any, **body: Any) -> None:
+    resp = client.put("/admin/settings/eval-runner/limits", token=ADMIN, json_body=body)
+    assert resp.status_code == 200, resp.json
+
+
+def test_a_batch_the_budget_cannot_take_is_refused_whole(client: Any, container: Any, sessions: list[str]) -> None:
+    estimate = client.post("/eval-batches/estimate", token=BOB, json_body={"session_ids": sessions, "mode": "now"})
+    assert estimate.status_code == 200 and estimate.json["within_limits"] is True
+    low, high = estimate.json["estimate_usd_low"], estimate.json["estimate_usd_high"]
+    assert 0 < low < high
+    limits(client, user_daily_usd=round(high / 10, 4), tenant_monthly_usd=None)  # not even one run's bound
+    blocked = client.post("/eval-batches/estimate", token=BOB, json_body={"session_ids": sessions, "mode": "now"})
+    assert (blocked.json["within_limits"], blocked.json["blocked_by"]) == (False, "budget_exceeded")
+    resp = create(client, {"session_ids": sessions, "mode": "now"})
+    assert resp.status_code == 402, resp.json
+    assert resp.json["error"]["code"] == "budget_exceeded" and resp.json["error"]["details"]["budget"] == "user_daily"
+    assert "One evaluation can cost up to" in resp.json["error"]["message"]
+    assert client.get("/eval-batches", token=BOB).json["items"] == []
+    assert drain_queue(container) == []
+
+
+def test_runs_wait_for_reservations_to_settle_instead_of_failing(client: Any, container: Any,
+                                                                 sessions: list[str]) -> None:
+    one = client.post("/eval-batches/estimate", token=BOB,
+                      json_body={"session_ids": sessions[:1], "mode": "now"}).json["estimate_usd_high"]
+    # The budget holds one run's reservation at a time: the others wait for it, they do not fail.
+    limits(client, user_daily_usd=round(one * 1.5, 4), tenant_monthly_usd=None, max_active_runs_per_user=10,
+           max_active_runs_per_tenant=10)
+    accepted = accept(client, {"session_ids": sessions[:3], "mode": "now"})
+    assert accepted["started"] == 1
+    (first,) = drain_queue(container)
+    assert batch(client, accepted["batch_id"])["delayed"] == 2
+    assert client.post(f"/eval-runs/{first['eval_run_id']}/cancel", token=BOB).status_code == 200
+    (second,) = drain_queue(container)
+    assert second["eval_run_id"] != first["eval_run_id"]
+    view = batch(client, accepted["batch_id"])
+    assert view["delayed"] == 1 and view["counts"].get("failed", 0) == 0
+
+
+def test_a_rule_does_not_create_a_run_its_budget_cannot_take(client: Any, container: Any,
+                                                            sessions: list[str]) -> None:
+    from tests.api.test_eval_rules import create_rule, process_uploads, runs_of
+
+    rule = create_rule(client)
+    limits(client, user_daily_usd=0.0001, tenant_monthly_usd=None)
+    upload(client, "over-budget")
+    process_uploads(container)
+    assert runs_of(client, "over-budget") == []
+    stats = client.get(f"/admin/eval-rules/{rule['rule_id']}", token=ADMIN).json["stats"]
+    assert stats["skipped"] == {"budget_exceeded": 1} and stats["runs"] == 0
