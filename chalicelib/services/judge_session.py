@@ -44,10 +44,11 @@ Refit = Callable[[StatedLimit | None, int], Awaitable[str]]
 class RunnerTuning:
     """Knobs of the judge phase. Defaults come from bench/runner (see bench/RESULTS.md)."""
 
-    # 13 = the warm-up judge, still streaming its answer, + the other 12 questions in a single wave:
-    # TTFT + L wall time for a full 13-question run; the vendor's per-key rate limit, not this bound,
-    # is the real ceiling.
-    concurrency: int = 13
+    # A run's judges in flight at most. Every pending question goes out in one wave at the warm-up's
+    # first token (a tenant catalog has up to 53 questions), so a run takes about TTFT + L whatever its
+    # size; the vendor's per-key rate limit (the fleet's gate) is the real ceiling, and this cap only
+    # bounds one worker's open connections.
+    concurrency: int = 64
     # "first": one judge alone writes the prompt cache (streamed), and the rest fan out as soon as its
     # answer begins, when the vendor's cache holds the prefix; "whole": they wait for its whole answer
     # (the earlier schedule, TTFT + 2 L; kept as bench/runner's baseline); "none": everything at once

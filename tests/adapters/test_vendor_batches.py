@@ -14,8 +14,8 @@ import pytest
 from chalicelib.adapters.vendor_batches import BatchRequest, build_batch_client
 from chalicelib.domain.judging import JudgeCall, VendorCallError
 from chalicelib.domain.vendor_batches import RequestOutcome, custom_id
-from devstack import fake_vendor_batches
 from devstack.fake_vendor import FakeVendor
+from devstack.fake_vendor import batches as fake_vendor_batches
 from tests.fakevendor import GOOD_KEYS, LOCAL_OUTBOUND, MODELS, TRACE, VERDICT_SCHEMA, base_url_for, running_fake_vendor
 
 VENDORS = ["anthropic", "openai"]

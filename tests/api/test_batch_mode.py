@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from chalicelib.worker.automation_poller import poll_automation
-from devstack import fake_vendor_batches
 from devstack.fake_vendor import FakeVendor
+from devstack.fake_vendor import batches as fake_vendor_batches
 from tests.api.test_eval_dispatch import drain_queue
 from tests.api.test_eval_rules import deliver, upload
 from tests.api.test_worker_end_to_end import KEYS, MODELS

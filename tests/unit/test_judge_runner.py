@@ -16,7 +16,7 @@ import pytest
 from chalicelib.domain.context_limits import StatedLimit
 from chalicelib.domain.evaluation import QuestionOutcome, TokenUsage
 from chalicelib.domain.judging import FirstToken, JudgeCall, JudgeReply, VendorCallError
-from chalicelib.judges.catalog import QUESTIONS
+from chalicelib.judges.catalog import QUESTIONS, Question
 from chalicelib.services.eval_jobs import run_budget_seconds, sdk_max_retries
 from chalicelib.services.judge_runner import (
     Deadline,
@@ -119,10 +119,15 @@ class ScriptedModel:
         self.closed = True
 
 
+# A tenant's own questions, on top of the 13 built-ins (a catalog can have up to 53).
+TEAM = [Question(category="team", id=f"team_standard_{i}", text=f"Team standard {i}",
+                 prompt=f"Did the change meet team standard {i}?") for i in range(7)]
+
+
 def _verdict(qid: str, score: int = 4) -> str:
     if qid == "retrospective":
         return json.dumps({"overall": "Fine.", "strengths": ["a"], "issues": [], "suggestions": []})
-    q = next(q for q in QUESTIONS if q.id == qid)
+    q = next(q for q in [*QUESTIONS, *TEAM] if q.id == qid)
     return json.dumps({"category": q.category, "question_id": q.id, "score": score, "verdict": "pass",
                        "finding": f"finding for {qid}", "evidence": "src/app.py", "recommendation": None,
                        "retain_fact": None})
@@ -211,6 +216,15 @@ def test_the_others_fan_out_at_the_warm_up_judges_first_token_and_read_its_prefi
     usage = [o.usage for o in result.outcomes.values()]
     assert sum(u.cache_creation_input_tokens > 0 for u in usage) == 1
     assert sum(u.cache_read_input_tokens > 0 for u in usage) == 12
+
+
+def test_a_twenty_question_catalog_fans_out_in_one_wave_by_default() -> None:
+    model = ScriptedModel(default_latency=0.3, ttft=0.05)
+    questions = [*QUESTIONS, *TEAM]
+    result, _ = run(model, questions=questions, tuning=RunnerTuning(cancel_poll_seconds=0.02, retrospective=False))
+    assert result.result is not None and len(result.result.verdicts()) == 20
+    assert model.max_inflight == 20  # the warm-up still answering + the other 19 at once
+    assert sum(o.usage.cache_read_input_tokens > 0 for o in result.outcomes.values()) == 19
 
 
 def test_without_warm_up_every_judge_pays_the_cache_write() -> None:

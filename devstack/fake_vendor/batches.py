@@ -1,5 +1,5 @@
 """FAKE vendor batch APIs (dev/test only): Anthropic Message Batches and the OpenAI Files + Batch APIs,
-served by the dev fake vendor (`devstack/fake_vendor.py`) so the real SDKs' batch calls run offline.
+served by the dev fake vendor (`devstack.fake_vendor`) so the real SDKs' batch calls run offline.
 
 Endpoints (vendor wire formats, shapes taken from the SDKs' types):
   POST /v1/messages/batches                 create ({"requests": [{"custom_id", "params"}]})
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from http.server import BaseHTTPRequestHandler
 
-    from devstack.fake_vendor import FakeVendor
+    from devstack.fake_vendor.vendor import FakeVendor
 
 Vendor = Literal["anthropic", "openai"]
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
