@@ -577,9 +577,11 @@ class Container:
                                                         kms_key_id=cfg.kms_key_id))
 
     def derived_data_cleaners(self) -> list[DerivedDataCleaner]:
-        """What other features derive from a run or session and must delete with it (judge facts
-        register here); each is told about every deleted run and session."""
-        return [self.judge_facts]
+        """What other features derive from a run or session and must delete with it (judge facts, the
+        rules' decisions); each is told about every deleted run and session."""
+        from chalicelib.services.eval_rules import RuleHitCleaner
+
+        return [self.judge_facts, RuleHitCleaner(self.automation_store)]
 
     @cached_property
     def deletions(self) -> DeletionService:

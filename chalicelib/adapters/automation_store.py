@@ -237,6 +237,42 @@ class DynamoAutomationStore:
             with contextlib.suppress(DependencyUnavailable):
                 self._update(tenant, stats_sk(rule_id), f"REMOVE {drop}", {"#lm": "last_matches"}, {})
 
+    def delete_markers(self, tenant: str, rule_id: str, session_id: str) -> int:
+        """Forget every decision of a rule on a session (all its contents): the session was deleted."""
+        items = self._query_all("delete_markers", KeyConditionExpression="pk = :p AND begins_with(sk, :m)",
+                                ProjectionExpression="pk, sk",
+                                ExpressionAttributeValues={":p": {"S": tenant_pk(tenant)},
+                                                           ":m": {"S": f"{RULEHIT_PREFIX}{rule_id}#{session_id}#"}})
+        for start in range(0, len(items), 25):
+            requests = [{"DeleteRequest": {"Key": {"pk": {"S": str(i["pk"])}, "sk": {"S": str(i["sk"])}}}}
+                        for i in items[start:start + 25]]
+            try:
+                pending: dict[str, Any] = {self._table: requests}
+                for _ in range(5):
+                    resp = self._ddb.batch_write_item(RequestItems=pending)
+                    pending = resp.get("UnprocessedItems") or {}
+                    if not pending:
+                        break
+            except (ClientError, BotoCoreError) as exc:
+                raise _unavailable("delete_markers", exc) from exc
+        return len(items)
+
+    def replace_last_matches(self, tenant: str, rule_id: str, matches: list[RuleMatch], *,
+                             seen_at: str | None) -> bool:
+        """Write a rule's recent matches (a deletion dropped some), unless a new match came in since
+        `seen_at` was read (the caller reads and tries again)."""
+        values: dict[str, Any] = {":l": to_value([m.model_dump(mode="json") for m in matches])}
+        condition = "attribute_not_exists(#at)"
+        if seen_at is not None:
+            values[":seen"] = {"S": seen_at}
+            condition = "#at = :seen"
+        try:
+            self._update(tenant, stats_sk(rule_id), "SET #lm = :l", {"#lm": "last_matches", "#at": "last_matched_at"},
+                         values, condition=f"attribute_exists(pk) AND {condition}")
+        except ClientError:
+            return False
+        return True
+
     def _update(self, tenant: str, sk: str, expression: str, names: Mapping[str, str], values: Mapping[str, Any],
                 *, returns: str = "NONE", condition: str | None = None) -> dict[str, Any] | None:
         kwargs: dict[str, Any] = {"TableName": self._table, "Key": self._key(tenant, sk),

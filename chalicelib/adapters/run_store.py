@@ -302,33 +302,33 @@ class DynamoRunStore:
 
     def create_many(self, runs: Sequence[EvalRun], *,
                     companions: Mapping[str, Sequence[TransactItem]] | None = None) -> list[str]:
-        """Store runs (an eval batch's chunk) in one transaction, each only if it does not exist yet,
-        each with its `companions` (items that belong to it, e.g. its place in the waiting line).
+        """Store an eval batch's runs, each only if it does not exist yet, each right after its
+        `companions` (unconditional puts of items that belong to it, e.g. its place in the waiting line).
 
-        Idempotent for a retried chunk: runs that exist already are left alone (with their companions),
-        the others are stored. Returns the ids stored by this call."""
+        Single writes, not one transaction: a batch's runs are independent, and a large transaction
+        costs far more than the writes it holds. Idempotent for a retried batch: a run that exists is
+        left alone; a companion written before a crash is written again (harmless: it only ever points
+        at its run). Returns the ids stored by this call."""
+        from concurrent.futures import ThreadPoolExecutor
+
         companions = companions or {}
-        items: list[TransactItem] = []
-        owner: list[int] = []
-        for index, run in enumerate(runs):
-            items.append({"Put": {"TableName": self._table, "Item": to_item(run_item(run)),
-                                  "ConditionExpression": "attribute_not_exists(pk)"}})
-            items.extend(companions.get(run.eval_run_id, ()))
-            owner.extend([index] * (1 + len(companions.get(run.eval_run_id, ()))))
-        if not items:
-            return []
-        try:
-            self._transact(items)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+
+        def store(run: EvalRun) -> str | None:
+            try:
+                for item in companions.get(run.eval_run_id, ()):
+                    self._ddb.put_item(**item["Put"])
+                self._ddb.put_item(TableName=self._table, Item=to_item(run_item(run)),
+                                   ConditionExpression="attribute_not_exists(pk)")
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                    return None  # stored by an earlier attempt
                 raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
-            reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
-            existing = {owner[i] for i, code in enumerate(reasons) if code == "ConditionalCheckFailed"}
-            if not existing:
-                raise DependencyUnavailable("The run store is unavailable; retry shortly.") from exc
-            rest = [run for i, run in enumerate(runs) if i not in existing]
-            return self.create_many(rest, companions=companions) if rest else []
-        return [run.eval_run_id for run in runs]
+            return run.eval_run_id
+
+        if len(runs) <= 1:
+            return [r for r in map(store, runs) if r is not None]
+        with ThreadPoolExecutor(max_workers=min(8, len(runs))) as pool:
+            return [r for r in pool.map(store, runs) if r is not None]
 
     def promote_delayed(self, tenant: str, run_id: str, *, deadline_at: str, fields: Mapping[str, Any],
                         extra_writes: Sequence[TransactItem] = ()) -> EvalRun:

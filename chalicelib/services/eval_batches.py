@@ -44,9 +44,8 @@ from chalicelib.services.automation_dispatch import AutomatedDispatch
 from chalicelib.services.eval_runs import EvalRunRequest, check_idempotency_key
 from chalicelib.services.sessions import validate_session_id
 
-# Runs stored per transaction: each run goes with its place in the waiting line (2 items), well
-# under DynamoDB's 100 items per transaction.
-CREATE_CHUNK = 25
+# Runs stored per step (the batch record's entries are updated between steps, nothing else).
+CREATE_CHUNK = 50
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 _BATCH_ID_CHARS = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ_ebt")
 # A batch still `creating` this long after it was stored was interrupted: the poller resumes it.

@@ -287,6 +287,38 @@ class EvalRuleService:
             logger.warning("rule stats not updated", extra={"rule_id": rule_id, "error_code": exc.code})
 
 
+class RuleHitCleaner:
+    """The deletion use case's cleaner (`services/deletion.DerivedDataCleaner`): a deleted session is
+    forgotten by every rule — its markers go (so an upload under that id later is judged afresh) and so
+    do its entries among the rules' last matches; a deleted run leaves the last matches too."""
+
+    def __init__(self, store: DynamoAutomationStore) -> None:
+        self._store = store
+
+    def forget_session(self, tenant: str, session_id: str) -> None:
+        for rule, stats in self._store.list_rules(tenant):
+            self._store.delete_markers(tenant, rule.rule_id, session_id)
+            if stats is not None and any(m.session_id == session_id for m in stats.last_matches):
+                self._drop(tenant, rule.rule_id, lambda m: m.session_id != session_id)
+
+    def forget_run(self, tenant: str, run: EvalRun) -> None:
+        rule_id = rule_of(run.trigger)
+        if rule_id is not None:
+            self._drop(tenant, rule_id, lambda m: m.eval_run_id != run.eval_run_id)
+
+    def _drop(self, tenant: str, rule_id: str, keep: Callable[[RuleMatch], bool]) -> None:
+        for _ in range(5):  # a new match racing the rewrite: read again
+            found = self._store.get_rule(tenant, rule_id)
+            stats = found[1] if found is not None else None
+            if stats is None:
+                return
+            kept = [m for m in stats.last_matches if keep(m)]
+            if len(kept) == len(stats.last_matches):
+                return
+            if self._store.replace_last_matches(tenant, rule_id, kept, seen_at=stats.last_matched_at):
+                return
+
+
 class _MatchContext:
     """What one notice reads at most once however many rules match: settings, and a plan per rule shape."""
 

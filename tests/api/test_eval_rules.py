@@ -243,3 +243,19 @@ def test_batch_mode_rules_queue_batch_mode_runs(client: Any, container: Any, ven
     (run,) = runs_of(client, "s1")
     assert job["mode"] == "batch" and run["mode"] == "batch"
     assert run["run_timeout_seconds"] == 24 * 3600
+
+
+def test_a_deleted_session_is_forgotten_by_the_rules(client: Any, container: Any, vendor: None) -> None:
+    rule = create_rule(client)
+    upload(client, "gone")
+    process_uploads(container)
+    (run,) = runs_of(client, "gone")
+    client.post(f"/eval-runs/{run['eval_run_id']}/cancel", token=ADMIN)
+    resp = client.delete("/sessions/gone", token=ADMIN)
+    assert resp.status_code in (200, 204), resp.json
+    stats = client.get(f"/admin/eval-rules/{rule['rule_id']}", token=ADMIN).json["stats"]
+    assert stats["last_matches"] == []
+    # The same bytes under the same id later are a new session: judged afresh.
+    upload(client, "gone")
+    assert len(process_uploads(container)) == 1
+    assert len(runs_of(client, "gone")) == 1
