@@ -419,11 +419,15 @@ class DynamoRunStore:
         return self.require(tenant, run_id)
 
     def start(self, tenant: str, run_id: str, *, now: str, outcomes: list[QuestionOutcome],
-              context: dict[str, Any] | None = None, lease_seconds: float | None = None) -> EvalRun:
+              context: dict[str, Any] | None = None, lease_seconds: float | None = None,
+              lease_id: str | None = None) -> EvalRun:
         """queued/running → running, marking the given questions running in the same write.
 
         With `lease_seconds` (the server worker) the write also takes a lease: SQS may deliver one
         message twice at once, and the second worker must not judge (and bill) the run again.
+        `lease_id` names this delivery's claim: the same claim sent again (the client retrying a write
+        whose answer timed out although DynamoDB applied it) still succeeds, instead of finding the
+        lease held and leaving the run `running` with nobody judging it until its deadline.
         """
         sets: dict[str, Any] = {"status": "running", "started_at": now}
         for o in outcomes:
@@ -437,7 +441,12 @@ class DynamoRunStore:
 
             now_epoch = int(parse_iso(now).timestamp())
             sets["lease_until"] = now_epoch + int(lease_seconds) + 1
-            condition += " AND (attribute_not_exists(lease_until) OR lease_until < :now_epoch)"
+            free = "attribute_not_exists(lease_until) OR lease_until < :now_epoch"
+            if lease_id is not None:
+                sets["lease_id"] = lease_id
+                free += " OR lease_id = :lease_id"
+                values[":lease_id"] = lease_id
+            condition += f" AND ({free})"
             values[":now_epoch"] = now_epoch
         return self._update(tenant, run_id, sets=sets, condition=condition, cond_values=values)
 

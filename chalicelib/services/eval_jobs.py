@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,7 +73,8 @@ class RunStore(Protocol):
     def status_of(self, tenant: str, run_id: str) -> str | None: ...
 
     def start(self, tenant: str, run_id: str, *, now: str, outcomes: list[QuestionOutcome],
-              context: dict[str, Any] | None = None, lease_seconds: float | None = None) -> EvalRun: ...
+              context: dict[str, Any] | None = None, lease_seconds: float | None = None,
+              lease_id: str | None = None) -> EvalRun: ...
 
     def record_outcomes(self, tenant: str, run_id: str, outcomes: list[QuestionOutcome], usage: TokenUsage, *,
                         extra: dict[str, Any] | None = None) -> EvalRun: ...
@@ -264,7 +266,7 @@ class EvalJobService:
         # of the run, under its deadline and its cancel like the judges, never before or outside them.
         try:
             started = self._runs.start(run.tenant, run.eval_run_id, now=now, outcomes=running,
-                                       lease_seconds=budget + self._grace)
+                                       lease_seconds=budget + self._grace, lease_id=uuid.uuid4().hex)
         except Conflict:
             logger.info("eval run changed before it started (cancelled, or another worker holds it); "
                         "job ignored", extra=fields)

@@ -93,6 +93,20 @@ def test_a_worker_lease_keeps_a_duplicate_delivery_out(store: DynamoRunStore, co
     store.start("acme", "evr_1", now="2026-11-29T10:05:03.000Z", outcomes=[], lease_seconds=300)
 
 
+def test_the_same_claim_sent_again_still_starts_the_run_and_another_does_not(store: DynamoRunStore,
+                                                                            container: Any) -> None:
+    """A client retry of a start whose answer timed out, although DynamoDB applied it, must not find the
+    run held by itself (it would be left `running` with nobody judging it until its deadline)."""
+    store.create(_run(), session_key=_put_session(container))
+    store.start("acme", "evr_1", now="2026-11-29T10:00:01.000Z", outcomes=[], lease_seconds=300, lease_id="claim-a")
+    again = store.start("acme", "evr_1", now="2026-11-29T10:00:11.000Z", outcomes=[], lease_seconds=300,
+                        lease_id="claim-a")
+    assert again.status == "running"
+    with pytest.raises(RunStateConflict):
+        store.start("acme", "evr_1", now="2026-11-29T10:00:12.000Z", outcomes=[], lease_seconds=300,
+                    lease_id="claim-b")
+
+
 def test_finishing_releases_the_lease_so_a_rerun_can_start_at_once(store: DynamoRunStore,
                                                                   container: Any) -> None:
     store.create(_run(), session_key=_put_session(container))
