@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from chalicelib.domain.context_limits import ContextTooSmall, parse_stated_limit
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.prompts import PROMPT_SEPARATOR, build_question_prompt, build_repair_prompt
+from chalicelib.judges.tools import TOOL_CONVERSATION_ALLOWANCE_CHARS
 from chalicelib.services.context_fit import ContextFitter, FittedContext, TokenMeter
 
 MAX_REFITS = 3
@@ -54,6 +55,9 @@ class SharedContext:
         self._refits = 0
         self._failure: ContextTooSmall | None = None
         longest = max((build_question_prompt(q) for q in questions), key=len, default="")
+        if any(q.needs_tools for q in questions):
+            # What up to six tool answers add to a tool question's conversation (the CLI's MCP tools).
+            longest += PROMPT_SEPARATOR + "t" * TOOL_CONVERSATION_ALLOWANCE_CHARS
 
         async def no_count_api(_shared: str, _prompt: str) -> int | None:
             return None  # the CLIs have none: the fit estimates (calibrated by what the CLI states)

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chalicelib.domain.clock import iso
 from daemon.agent import Daemon
 from daemon.client import ApiClient
@@ -218,12 +220,17 @@ def _dispatch_big(api: ApiClient, questions: list[str]) -> str:
     return str(body["eval_run_id"])
 
 
+# Questions judged without session tools: a tool question's conversation reserves room for its tool answers
+# (about 11K tokens), more than the small limits below leave.
+NO_TOOLS = ["sensitive_files", "security_vulnerabilities", "followed_plan", "redundant_calls"]
+
+
 def test_a_cli_that_states_its_context_limit_gets_one_refit_for_all_judges(
         api: ApiClient, make_daemon: Callable[..., Daemon], fake_cli: Callable[[dict[str, Any]], Path]) -> None:
     _big_session(api)
     log = fake_cli({"default": {"score": 4}, "context_limit": {"tokens": 8_000, "numbers": True}})
     daemon = make_daemon(concurrency=2, retrospective=False)
-    run_id = _dispatch_big(api, FOUR)
+    run_id = _dispatch_big(api, NO_TOOLS)
     assert finished(daemon, run_id).status == "succeeded"
 
     run = get_run(api, run_id)
@@ -232,7 +239,7 @@ def test_a_cli_that_states_its_context_limit_gets_one_refit_for_all_judges(
     refused = [r for r in calls if r["mode"] == "too_long"]
     # Only judges already running when the first refusal came back were refused (at most the 2 slots);
     # every later call carried the refit context, under the stated limit.
-    assert 1 <= len(refused) <= 2 and len(calls) == len(FOUR) + len(refused)
+    assert 1 <= len(refused) <= 2 and len(calls) == len(NO_TOOLS) + len(refused)
     assert all(r["prompt_chars"] // 4 <= 8_000 for r in calls if r["mode"] != "too_long")
 
 
@@ -241,7 +248,7 @@ def test_a_cli_that_states_no_number_gets_the_trace_shrunk_step_by_step(
     _big_session(api)
     log = fake_cli({"default": {"score": 4}, "context_limit": {"tokens": 17_000, "numbers": False}})
     daemon = make_daemon(["codex"], concurrency=1, retrospective=False)
-    run_id = _dispatch_big(api, ["sensitive_files", "tests_written"])
+    run_id = _dispatch_big(api, ["sensitive_files", "followed_plan"])
     assert finished(daemon, run_id).status == "succeeded"
     calls = [r for r in read_log(log) if "prompt_chars" in r]
     refused = [r["prompt_chars"] for r in calls if r["mode"] == "too_long"]
@@ -256,9 +263,35 @@ def test_a_limit_below_the_fixed_prompt_fails_the_run_context_too_small(
     _big_session(api)
     fake_cli({"default": {"score": 4}, "context_limit": {"tokens": 600, "numbers": True}})
     daemon = make_daemon(concurrency=2, retrospective=False)
-    run_id = _dispatch_big(api, ["sensitive_files", "tests_written"])
+    run_id = _dispatch_big(api, ["sensitive_files", "followed_plan"])
     assert finished(daemon, run_id).status == "failed"
     run = get_run(api, run_id)
     assert run["error"]["code"] == "context_too_small"
     assert "600-token limit" in run["error"]["message"]
     assert all(q["failure_reason"]["kind"] == "context_overflow" for q in run["progress"]["questions"])
+
+
+def test_a_job_with_tool_questions_keeps_room_for_their_tool_answers() -> None:
+    """The same stated limit fits a job of text questions and not one whose tool question's conversation
+    must hold its tool answers too: that job fails context_too_small instead of being refused again."""
+    from chalicelib.domain.context_limits import ContextTooSmall
+    from chalicelib.judges.catalog import QUESTIONS
+    from daemon.context_refit import SharedContext
+
+    doc = {"session_id": "s", "session_chain": ["s"], "compaction": {"threshold_bytes": 2000},
+           "trace": [{"kind": "assistant_message", "timestamp": "2026-11-29T10:00:00.000Z", "text": "y" * 400}
+                     for _ in range(200)]}
+    text_only = [q for q in QUESTIONS if not q.needs_tools]
+    with_tools = [q for q in QUESTIONS if q.needs_tools]
+
+    def shared(questions: list[Any]) -> SharedContext:
+        return SharedContext(doc, session_id="s", run_id="r", model="sonnet", requested_threshold=2000,
+                             questions=questions, fetch=lambda _t: doc, render=lambda context_json: context_json)
+
+    refused = "prompt is too long: 21000 tokens > 12000 maximum"
+    text_job = shared(text_only)
+    text_job.refit(0, refused, len(text_job.json))
+    assert text_job.generation == 1 and len(text_job.json) // 4 < 12_000
+    tool_job = shared(with_tools)
+    with pytest.raises(ContextTooSmall):
+        tool_job.refit(0, refused, len(tool_job.json))
