@@ -7,7 +7,8 @@ anthropic settings pointing at the fake vendor, the sessions uploaded through th
 PUT body; the large Claude Code transcripts through the presigned flow: create upload, PUT the file to the
 presigned S3 URL, complete (202), and the worker's background completion), and one run dispatched
 per session. Each run is then judged by a
-fresh `python` child that imports the app like the worker Lambda, turns the queued message into an SQS
+fresh `python` child that imports the worker's handler module like the worker Lambda (its handler is
+`chalicelib.worker.eval_worker.eval_worker`; it never imports app.py), turns the queued message into an SQS
 event and calls `chalicelib.worker.eval_worker.handle_sqs_batch`; the child reports its
 peak resident set (`VmHWM`; not `ru_maxrss`, which inherits this parent's peak), so nothing of the setup or of
 AWS/the vendor is counted.
@@ -83,6 +84,7 @@ def setup(env: dict[str, str], session_mbs: list[int], tmp: Path) -> dict[str, d
     from chalicelib.domain.principal import Principal
     from chalicelib.domain.session_uploads import SessionUploadJob
     from chalicelib.domain.settings import EvalRunnerSettingsUpdate
+    from chalicelib.domain.spend import SpendLimitsUpdate
     from chalicelib.services.eval_runs import EvalRunRequest
     from chalicelib.services.sessions import UploadAccepted, UploadRequest
     from chalicelib.wiring import Container
@@ -92,6 +94,11 @@ def setup(env: dict[str, str], session_mbs: list[int], tmp: Path) -> dict[str, d
     member = Principal(tenant=TENANT, user="bob", roles=())
     c.admin_settings.update_eval_runner_settings(admin, EvalRunnerSettingsUpdate.model_validate(
         vendor_settings(env["FAKE_VENDOR_URL"], API_KEY, model=MODEL, run_timeout_seconds=840)))
+    # The runs' worst-case cost (13 questions on a full 200k window each) is over the default daily budget;
+    # the fake vendor charges nothing, so the bench tenant has no caps.
+    limits = SpendLimitsUpdate.model_validate({"tenant_monthly_usd": None, "user_daily_usd": None,
+                                               "max_active_runs_per_user": 20, "max_active_runs_per_tenant": 20})
+    c.spend_admin.update_limits(admin, limits, None)
 
     cases: dict[str, dict[str, Any]] = {}
     small = json.dumps({"trace": [
@@ -128,19 +135,37 @@ def setup(env: dict[str, str], session_mbs: list[int], tmp: Path) -> dict[str, d
         accepted = c.eval_runs.dispatch_eval_run(member, case["session_id"], EvalRunRequest.model_validate({}),
                                                  idempotency_key=f"memory-{case['session_id']}")
         case["eval_run_id"] = accepted.eval_run_id
+        if "mb" in case:  # a second run of the big sessions, judged with the previous fit (`before`)
+            accepted = c.eval_runs.dispatch_eval_run(member, case["session_id"], EvalRunRequest.model_validate({}),
+                                                     idempotency_key=f"memory-before-{case['session_id']}")
+            case["before_eval_run_id"] = accepted.eval_run_id
     by_run = {json.loads(r["body"])["eval_run_id"]: r for r in drain_queue(c.sqs, c.config.queue_url)}
     for case in cases.values():
         case["record"] = by_run[case["eval_run_id"]]
+        if "before_eval_run_id" in case:
+            case["before_record"] = by_run[case["before_eval_run_id"]]
     return cases
 
 
 # ----------------------------------------------------------------------------------- child
 
 
+def use_previous_fit() -> None:
+    """The context fit as it was before it measured documents far over the window from their entries' sizes:
+    every step renders the whole document (`before` rows)."""
+    from chalicelib.services import context_fit
+
+    async def render_always(self: Any, doc: Any, prompt: str) -> tuple[str | None, int]:
+        shared = self._render(context_fit.context_json(doc))
+        return shared, await self.meter.measure(shared, prompt)
+
+    context_fit.ContextFitter._measure_doc = render_always  # type: ignore[method-assign]
+
+
 def child(record_file: str | None) -> None:
     """One worker Lambda invocation in this fresh process; prints JSON facts on the last stdout line."""
     started = time.monotonic()
-    import app  # noqa: F401  (what the Lambda runtime imports first)
+    # What the worker Lambda's runtime imports: its handler's module (not app.py, which is the API's).
     from chalicelib.worker.eval_worker import handle_sqs_batch
 
     imported = {"rss_after_import_mb": rss_mb(), "import_seconds": time.monotonic() - started,
@@ -152,6 +177,8 @@ def child(record_file: str | None) -> None:
                           "peak_rss_mb": peak_rss_mb()}))
         return
     record = json.loads(Path(record_file).read_text())
+    if os.environ.get("BENCH_FIT") == "before":
+        use_previous_fit()
     t0, cpu0 = time.monotonic(), time.process_time()
     result = handle_sqs_batch({"Records": [record]}, worker_context(900))
     seconds, cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
@@ -168,8 +195,9 @@ def child(record_file: str | None) -> None:
                       "context": run.context, "prompt_tokens": prompt_tokens}))
 
 
-def run_child(env: dict[str, str], record: dict[str, Any] | None, tmp: Path) -> dict[str, Any]:
+def run_child(env: dict[str, str], record: dict[str, Any] | None, tmp: Path, *, fit: str = "now") -> dict[str, Any]:
     args = [sys.executable, str(Path(__file__).resolve()), "--child"]
+    env = {**env, "BENCH_FIT": fit}
     if record is not None:
         record_file = tmp / f"record-{record['messageId']}.json"
         record_file.write_text(json.dumps(record))
@@ -199,14 +227,19 @@ def main() -> None:
             cases = setup(env, [int(mb) for mb in args.session_mb.split(",") if mb.strip()], tmp)
         setup_seconds = time.monotonic() - setup_started
         idle = run_child(env, None, tmp)
-        results = {name: run_child(env, case["record"], tmp) for name, case in cases.items()}
+        results: dict[str, dict[str, Any]] = {}
+        before: dict[str, dict[str, Any]] = {}
+        for name, case in cases.items():  # before and now in turn, so load from others hits both alike
+            if "before_record" in case:
+                before[name] = run_child(env, case["before_record"], tmp, fit="before")
+            results[name] = run_child(env, case["record"], tmp)
 
     print("## Worker memory\n")
     print(f"Peak RSS (`VmHWM`) of a fresh worker process judging one 13-question run (anthropic SDK → fake "
           f"vendor at no latency, `{MODEL}`, 200k-token window; AWS = moto server in its own process, so the "
           f"stored objects are not in the worker's memory). Setup took {setup_seconds:.0f} s. CPU seconds are "
           f"this machine's (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores).\n")
-    print(f"Worker process before any run: {idle['rss_after_import_mb']:.0f} MB after `import app` + the worker "
+    print(f"Worker process before any run: {idle['rss_after_import_mb']:.0f} MB after importing the worker's handler "
           f"module, {idle['rss_with_sdk_mb']:.0f} MB with the anthropic SDK imported.\n")
     print("| session | stored | entries | status | context fit | largest judge prompt (tokens) "
           "| run wall s | run CPU s | peak RSS | over idle worker |")
@@ -220,32 +253,53 @@ def main() -> None:
               f"{r['prompt_tokens'] or 0:,} | {r['run_seconds']:.1f} | {r['run_cpu_seconds']:.1f} | "
               f"**{r['peak_rss_mb']:.0f} MB** | {r['peak_rss_mb'] - idle['rss_with_sdk_mb']:+.0f} MB |")
 
-    # Memory per stored byte: peak over the idle worker (SDK loaded), per session size; the target is
-    # 0.5 bytes of worker memory per stored byte (issue #19).
+    # Memory per stored byte (issue #19's target: 0.5). Two baselines: the idle worker (SDK loaded), and the
+    # run of the largest trace the window takes as is: every big session's fitted prompt is window-sized too,
+    # so the difference is what the session's size costs beyond judging one full window.
     big = {name: case for name, case in cases.items() if "mb" in case}
-    print("\n| session | stored MB | peak over idle worker | bytes of memory per stored byte |")
-    print("|---|---:|---:|---:|")
+    window_peak = results["largest trace the window takes as is"]["peak_rss_mb"]
+    print("\n| session | stored MB | peak RSS before → now | peak over idle worker | bytes per stored byte "
+          "(over idle) before → now | peak over the window-sized run | bytes per stored byte (over the "
+          "window-sized run) before → now |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     per_byte: dict[str, float] = {}
     for name, case in big.items():
-        over = results[name]["peak_rss_mb"] - idle["rss_with_sdk_mb"]
-        per_byte[name] = over / (case["bytes"] / MB)
-        print(f"| {name} | {case['bytes'] / MB:.0f} | {over:+.0f} MB | **{per_byte[name]:.2f}** |")
+        stored = case["bytes"] / MB
+        peak, old = results[name]["peak_rss_mb"], before[name]["peak_rss_mb"]
+        over = peak - idle["rss_with_sdk_mb"]
+        beyond = peak - window_peak
+        per_byte[name] = over / stored
+        same = (before[name].get("context") or {}).get("elided_entries") == \
+            (results[name].get("context") or {}).get("elided_entries")
+        print(f"| {name} | {stored:.0f} | {old:.0f} → **{peak:.0f} MB** | {over:+.0f} MB | "
+              f"{(old - idle['rss_with_sdk_mb']) / stored:.2f} → **{per_byte[name]:.2f}** | {beyond:+.0f} MB | "
+              f"{(old - window_peak) / stored:.2f} → **{beyond / stored:.2f}** |"
+              + ("" if same else " (the two fits differ!)"))
     largest = max(big, key=lambda n: big[n]["bytes"])
     per_mb = max(per_byte.values())
     max_session_mb = MAX_SESSION_BYTES // MB
-    worst = idle["rss_with_sdk_mb"] + per_mb * max_session_mb
+    # The session limit's peak: the window-sized run plus what the largest session added per stored byte.
+    beyond_per_mb = (results[largest]["peak_rss_mb"] - window_peak) / (big[largest]["bytes"] / MB)
+    worst = window_peak + beyond_per_mb * max_session_mb
     import_cpu = idle["import_cpu_with_sdk_seconds"]
     largest_run_cpu = results[largest]["run_cpu_seconds"]
     configured = json.loads((ROOT / ".chalice" / "config.json").read_text())["lambda_functions"]["eval_worker"][
         "lambda_memory_size"]
-    print(f"\nThe worker reads the stored (already redacted) trace line by line as plain JSON and keeps only the "
-          f"compacted entries the context fit needs, so memory grows with the *compacted* trace, not the stored "
-          f"one: at most {per_mb:.2f} bytes per stored byte here, i.e. ≈ **{worst:.0f} MB** for the "
-          f"{max_session_mb} MiB session limit. A cold worker also spends {import_cpu:.1f} CPU s importing the "
-          "app and the anthropic SDK (the SDK on the first run, inside its deadline). Issue #19's target is "
-          "0.5 bytes per stored byte; what remains is the compacted trace at the requested threshold, kept as "
-          "dicts while the context fit halves the threshold, and the fit's JSON renders of the whole "
-          "document.\n")
+    print(f"\nBefore/now: the same session judged by two runs in turn, the `before` one with the context fit as it "
+          "was (every step of the fit rendered the whole document, even when it was far over the window: "
+          "`use_previous_fit`); now a document far over the window is measured from its entries' sizes and "
+          "never rendered, and the entries' sizes are computed once. The worker reads the stored (already "
+          "redacted) trace line by line as plain JSON and keeps only the compacted entries, so what grows with "
+          "the session is the compacted trace at the requested threshold (the fit's reloads share its entries). "
+          f"The window-sized run ({window_peak:.0f} MB) is what judging a full window costs whatever the "
+          "session's size (13 prompts of the window's size, the SDK's request bodies): every big session's "
+          "fitted prompt is window-sized too, so the last column is what the session's size adds. At most "
+          f"{per_mb:.2f} bytes per stored byte over the idle worker here (the smallest session, where the fixed "
+          f"cost dominates); the {max_session_mb} MiB session limit would peak at ≈ **{worst:.0f} MB** (the "
+          f"window-sized run + {beyond_per_mb:.2f} bytes per stored byte). \"largest judge prompt\" sums a "
+          "question's rounds (tool questions call the vendor several times). A cold worker also spends "
+          f"{import_cpu:.1f} CPU s importing the worker and the anthropic SDK (the SDK on the first run, inside "
+          "its deadline).\n")
     print(f"| `lambda_memory_size` | vCPU share (1,769 MB = 1 vCPU) | headroom over the {max_session_mb} MiB-session "
           f"peak | cold import, est. s | CPU part of the {big[largest]['mb']} MB run, est. s |")
     print("|---:|---:|---:|---:|---:|")

@@ -109,7 +109,8 @@ def _marker(run: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def elide_middle(entries: Sequence[Mapping[str, Any]], budget_chars: int) -> Elision:
+def elide_middle(entries: Sequence[Mapping[str, Any]], budget_chars: int,
+                 sizes: Sequence[int] | None = None) -> Elision:
     """Keep the opening and the latest entries within `budget_chars` (JSON chars), replacing the rest
     with marker entries.
 
@@ -117,9 +118,10 @@ def elide_middle(entries: Sequence[Mapping[str, Any]], budget_chars: int) -> Eli
     thinking), up to a quarter of the budget; the first `plan` entry after it is pinned too (plan
     adherence is judged against it); the remaining budget goes to the newest entries, kept
     contiguous. An entry too large for its share is cut rather than dropped when it is the first
-    of its part.
+    of its part. `sizes` are the entries' `_entry_chars`, when the caller has them.
     """
-    sizes = [_entry_chars(e) for e in entries]
+    if sizes is None:
+        sizes = [_entry_chars(e) for e in entries]
     if sum(sizes) <= budget_chars:
         elided, elided_bytes = _elided_totals(entries)
         return Elision([dict(e) for e in entries], elided_entries=elided, elided_bytes=elided_bytes)
@@ -247,14 +249,24 @@ class TokenMeter:
     def aim_at(self, window: int) -> None:
         self._window = window
 
-    async def measure(self, shared_context: str, prompt: str) -> int:
-        chars = len(shared_context) + len(prompt)
+    def without_count(self, chars: int) -> int | None:
+        """What `measure` answers for a prompt of `chars` characters when it would not ask the vendor (far over
+        the window, or over the limit the vendor stated by its own count per character), else None."""
         floor = math.ceil(chars * self._stated_ratio) if self._stated_ratio else 0
-        estimate = max(math.ceil(chars * self._safety / CHARS_PER_TOKEN), floor)
         if chars / CHARS_PER_TOKEN > 2 * self._window:
-            return estimate  # hopelessly over even at 4 chars/token: no need to ask the vendor
+            # hopelessly over even at 4 chars/token: no need to ask the vendor
+            return max(math.ceil(chars * self._safety / CHARS_PER_TOKEN), floor)
         if self.stated is not None and floor > self.stated.limit_tokens:
             return floor  # over the limit the vendor stated, by its own count per character: it would refuse again
+        return None
+
+    async def measure(self, shared_context: str, prompt: str) -> int:
+        chars = len(shared_context) + len(prompt)
+        known = self.without_count(chars)
+        if known is not None:
+            return known
+        floor = math.ceil(chars * self._stated_ratio) if self._stated_ratio else 0
+        estimate = max(math.ceil(chars * self._safety / CHARS_PER_TOKEN), floor)
         try:
             counted = await self._count(shared_context, prompt)
         except PromptOverWindow as exc:
@@ -355,6 +367,8 @@ class ContextFitter:
         self._min_threshold = min_threshold
         self._window_source = window_source
         self._assumed: int | None = None
+        # `_entry_chars` of the loaded document's entries, by identity (`_entry_sizes`).
+        self._sizes: dict[int, int] = {}
 
     async def fit(self, window: int) -> FittedContext:
         """The initial fit. A count-API refusal that states a lower limit than `window` moves the target
@@ -389,6 +403,29 @@ class ContextFitter:
         return await self._fit_to_stated(fitted, stated, source)
 
     # -- internals --------------------------------------------------------------------------------
+    def _entry_sizes(self, trace: Sequence[Mapping[str, Any]]) -> list[int]:
+        """`_entry_chars` of each entry. Those of the loaded document are remembered by identity: it stays
+        loaded for the whole fit (so no id of one of its entries can belong to another object meanwhile),
+        and every reload shares the entries it does not change. A reload's own entries are measured anew."""
+        cache = self._sizes
+        if not cache:
+            cache.update((id(e), _entry_chars(e)) for e in self._doc.get("trace") or [])
+        return [cache.get(id(entry)) or _entry_chars(entry) for entry in trace]
+
+    async def _measure_doc(self, doc: Mapping[str, Any], prompt: str) -> tuple[str | None, int]:
+        """`doc`'s rendered shared context and the prompt's size in tokens. A document far over the window is
+        measured from its entries' sizes, never rendered (None): for a large session that render is the
+        biggest allocation of the run. The size counts the rendered document without its trace plus the
+        trace's JSON; the render's fence can only be a few characters longer."""
+        trace = doc.get("trace") or []
+        chars = len(self._render(context_json({**doc, "trace": []}))) + len(prompt)
+        chars += sum(self._entry_sizes(trace)) - (1 if trace else 0)
+        tokens = self.meter.without_count(chars)
+        if tokens is not None:
+            return None, tokens
+        shared = self._render(context_json(doc))
+        return shared, await self.meter.measure(shared, prompt)
+
     def _prompt_for(self, window: int) -> str:
         return self._prompt if isinstance(self._prompt, str) else self._prompt(window)
 
@@ -469,8 +506,7 @@ class ContextFitter:
         limit = prompt_limit(window, self._output)
         tried = list(earlier["thresholds_tried"]) if earlier else [threshold]
         current: dict[str, Any] = dict(doc)
-        shared = render(context_json(current))
-        tokens = await meter.measure(shared, longest_prompt)
+        shared, tokens = await self._measure_doc(current, longest_prompt)
         original_tokens = int((earlier or {}).get("original_prompt_tokens", tokens))
         window = lowered(window)
         longest_prompt = self._prompt_for(window)
@@ -482,9 +518,9 @@ class ContextFitter:
                 break  # every tool output is already a marker: a lower threshold cannot help
             threshold = max(self._min_threshold, threshold // 2)
             tried.append(threshold)
+            shared = None  # not kept while the next one is measured
             current = dict(self._reload(threshold))
-            shared = render(context_json(current))
-            tokens = await meter.measure(shared, longest_prompt)
+            shared, tokens = await self._measure_doc(current, longest_prompt)
             window = lowered(window)
             longest_prompt = self._prompt_for(window)
             limit = prompt_limit(window, self._output)
@@ -497,7 +533,7 @@ class ContextFitter:
             for _ in range(_ELISION_ATTEMPTS):
                 if budget_chars <= 0:
                     break
-                elision = elide_middle(trace, budget_chars)
+                elision = elide_middle(trace, budget_chars, self._entry_sizes(trace))
                 candidate = _with_trace(current, elision)
                 shared = render(context_json(candidate))
                 tokens = await meter.measure(shared, longest_prompt)
@@ -536,6 +572,7 @@ class ContextFitter:
         }
         report["adjusted"] = threshold != self._requested or elision.elided_entries > 0
         report["note"] = _note(report, self._model)
+        assert shared is not None  # within the limit, so measured from its render
         return FittedContext(doc=current, shared_context=shared, report=report)
 
 

@@ -266,3 +266,33 @@ def test_a_count_api_refusal_that_states_a_limit_moves_the_target_before_dispatc
     assert report["context_window"] == 6_000 and report["window_source"] == "vendor"
     assert report["vendor_limit"]["source"] == "count_tokens"
     assert vendor_tokens(fitted.shared_context, "question " * 50) <= prompt_limit(6_000, 500)
+
+
+def test_a_document_far_over_the_window_is_measured_from_its_entries_not_rendered() -> None:
+    # Rendering a large session's whole document at each halving step was the worker's biggest allocation
+    # (bench/memory); the meter answers those without the vendor anyway. Same fit as rendering every step.
+    trace = session(2_000, size=1_900)
+    rendered: list[int] = []
+
+    def recording(context: str) -> str:
+        rendered.append(len(context))
+        return render(context)
+
+    def fit_with(render_fn: Any, measure_from_sizes: bool) -> FittedContext:
+        fitter = ContextFitter(doc=recompact(trace)(2000), reload=recompact(trace), requested_threshold=2000,
+                               render=render_fn, longest_prompt="question " * 50,
+                               meter=TokenMeter(Counter(exact=False), window=9_000), output_tokens=500, model="m")
+        if not measure_from_sizes:
+            async def render_always(doc: Any, prompt: str) -> tuple[str | None, int]:
+                shared = fitter._render(context_json(doc))
+                return shared, await fitter.meter.measure(shared, prompt)
+
+            fitter._measure_doc = render_always  # type: ignore[method-assign]
+        return asyncio.run(fitter.fit(9_000))
+
+    fitted = fit_with(recording, measure_from_sizes=True)
+    whole = len(context_json(recompact(trace)(2000)))
+    assert rendered and max(rendered) < whole // 20  # only the trace-less skeleton and the elided candidates
+    reference = fit_with(render, measure_from_sizes=False)
+    assert fitted.doc == reference.doc and fitted.shared_context == reference.shared_context
+    assert fitted.report == reference.report
