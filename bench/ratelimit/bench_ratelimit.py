@@ -82,11 +82,15 @@ class ModeResult:
     unfinished: int = 0
 
 
-def _configure(stack: LocalStack, admin: str, *, rpm: float, latency: float, timeout: int) -> None:
+def _configure(stack: LocalStack, admin: str, *, rpm: float, latency: float, timeout: int, runs: int) -> None:
     with stack.http(admin) as api:
         resp = api.put("/admin/settings/eval-runner", json=vendor_settings(
             stack.fake_vendor_url, API_KEY, model=MODEL, run_timeout_seconds=timeout))
         resp.raise_for_status()
+        # All runs dispatched at once by one user: above the default active-run quotas (3 a user, 20 a
+        # tenant), which would refuse most of them (429) before the vendor's limit is ever met.
+        api.put("/admin/settings/eval-runner/limits", json={
+            "max_active_runs_per_user": runs, "max_active_runs_per_tenant": runs}).raise_for_status()
     httpx.post(f"{stack.fake_vendor_url}/_fake/options", timeout=10,
                json={"rate_limit_per_minute": rpm, "latency": latency}).raise_for_status()
 
@@ -141,7 +145,7 @@ def run_mode(mode: str, *, runs: int, rpm: float, latency: float, timeout: int, 
     with local_stack("bench-ratelimit-") as stack:
         admin = mint_token(TENANT, "root", "admin")
         member = mint_token(TENANT, "bob", "member")
-        _configure(stack, admin, rpm=rpm, latency=latency, timeout=timeout)
+        _configure(stack, admin, rpm=rpm, latency=latency, timeout=timeout, runs=runs)
         with stack.http(member) as api:
             api.put(f"/sessions/{SESSION}", json={"trace": sample_trace()}).raise_for_status()
         started = time.monotonic()
