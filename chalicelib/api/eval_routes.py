@@ -41,9 +41,14 @@ def get_eval_runners(ctx: RequestContext) -> EvalRunnersView:
 @endpoint("/sessions/{session_id}/eval-runs", "POST", path_params=SESSION_ID_PARAM,
           request_model=EvalRunRequest,
           response_model=EvalRunAccepted, status=202, tags=_TAGS,
-          extra_responses={404: "No such session in this tenant",
+          extra_responses={402: "budget_exceeded: the run's upper bound does not fit a budget (details: which, "
+                                "what is left, what was needed); nothing was queued",
+                           404: "No such session in this tenant",
                            409: "The chosen vendor/runner is not available",
-                           503: "The run could not be queued (it is marked failed); retry"},
+                           429: "too_many_active_runs (Retry-After): the user's or tenant's active-run quota is "
+                                "full; nothing was queued",
+                           503: "The run could not be queued (it is marked failed), or the spend ledger is "
+                                "unavailable (nothing stored); retry"},
           summary="Dispatch an evaluation of a session (optional Idempotency-Key header)")
 def dispatch_eval_run(ctx: RequestContext, session_id: str) -> ApiResponse:
     request = ctx.body(EvalRunRequest, _MAX_REQUEST_BYTES, allow_empty=True)
@@ -74,8 +79,11 @@ def cancel_eval_run(ctx: RequestContext, eval_run_id: str) -> EvalRunView:
 
 
 @endpoint("/eval-runs/{eval_run_id}/rerun", "POST", response_model=EvalRunView, status=202,
-          tags=_TAGS, extra_responses={403: "Only the run's creator or a tenant admin",
-                                       409: "Not failed/timed out/cancelled, or nothing to rerun"},
+          tags=_TAGS, extra_responses={402: "budget_exceeded: the rerun's upper bound does not fit a budget",
+                                       403: "Only the run's creator or a tenant admin",
+                                       409: "Not failed/timed out/cancelled, or nothing to rerun",
+                                       429: "too_many_active_runs (Retry-After): the active-run quota is full",
+                                       503: "The spend ledger is unavailable; retry"},
           summary="Re-judge the failed or missing questions of a finished run, in the same run")
 def rerun_eval_run(ctx: RequestContext, eval_run_id: str) -> ApiResponse:
     view = _service().rerun_eval_run(ctx.principal, eval_run_id)
