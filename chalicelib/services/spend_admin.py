@@ -124,11 +124,9 @@ class UsageReport(BaseModel):
     rows: list[UsageRow]
     total_usd: float
     group_by: str
-    from_: str = Field(alias="from")
-    to: str
-    scope: Literal["tenant", "user"]
-
-    model_config = ConfigDict(populate_by_name=True)
+    first_day: str = Field(description="the first UTC day counted (the query's `from`)")
+    last_day: str = Field(description="the last UTC day counted (the query's `to`)")
+    scope: Literal["tenant", "user"] = Field(description="'user' when only the caller's own usage is shown")
 
 
 # ----------------------------------------------------------------------------------------- service
@@ -247,5 +245,5 @@ class SpendAdminService:
         else:
             rows.sort(key=lambda r: (-r.usd, -r.runs, r.key))
         total = micros_to_usd(sum(g["usd_micros"] for g in groups.values()))
-        return UsageReport(rows=rows, total_usd=total, group_by=query.group_by, from_=start.isoformat(),
-                           to=end.isoformat(), scope="tenant" if own is None else "user")
+        return UsageReport(rows=rows, total_usd=total, group_by=query.group_by, first_day=start.isoformat(),
+                           last_day=end.isoformat(), scope="tenant" if own is None else "user")
