@@ -37,16 +37,18 @@ from chalicelib.domain.settings import (
     SettingsAction,
     SettingsAuditPage,
     SettingsAuditRecord,
-    SettingsPlan,
     SettingsRecord,
     SettingsWriteConflict,
     VendorStatus,
     key_hint,
+    runner_settings,
+    settings_view,
+)
+from chalicelib.domain.settings_changes import (
+    SettingsPlan,
     plan_settings_update,
     plan_status_change,
     plan_vendor_removal,
-    runner_settings,
-    settings_view,
     version_mismatch,
 )
 from chalicelib.observability import logger

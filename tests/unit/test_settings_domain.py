@@ -17,12 +17,10 @@ from chalicelib.domain.settings import (
     key_hint,
     parse_if_match,
     parse_vendor,
-    plan_settings_update,
-    plan_status_change,
-    plan_vendor_removal,
     runner_settings,
     settings_view,
 )
+from chalicelib.domain.settings_changes import plan_settings_update, plan_status_change, plan_vendor_removal
 from tests.conftest import register_secret
 
 NOW = "2026-01-02T03:04:05.000Z"
