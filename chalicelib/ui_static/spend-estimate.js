@@ -48,6 +48,8 @@ export class CostPanel {
   /** Re-estimate shortly after the last change (typing in the threshold must not send a request a key). */
   schedule(delay = 250) {
     clearTimeout(this.timer);
+    // The form changed: the last quote was for another request, so it must not go with a dispatch.
+    this.quote = null;
     this.timer = setTimeout(() => this.refresh(), delay);
   }
 

@@ -54,6 +54,24 @@ def _watch_chips(page: Any) -> None:
     }""")
 
 
+def _watch_estimates(page: Any) -> list[Any]:
+    # The eval dialog's estimate responses, in order: a dispatch may carry the latest one's quote.
+    seen: list[Any] = []
+    page.on("response", lambda r: seen.append(r)
+            if r.request.method == "POST" and r.url.endswith("/eval-runs/estimate") else None)
+    return seen
+
+
+def _assert_dispatch_body(body: dict[str, Any], estimates: list[Any], expected: dict[str, Any]) -> None:
+    """The dispatch sends exactly `expected` plus, at most, the quote of the estimate the dialog showed."""
+    body = dict(body)
+    quote = body.pop("quote", None)
+    assert body == expected, body
+    if quote is not None:
+        assert estimates, "a quote was sent but no estimate was made"
+        assert quote == estimates[-1].json()["quote"], "the quote is not the one the dialog's estimate returned"
+
+
 def _chip_states(page: Any) -> set[str]:
     return {s.split(":", 1)[1] for s in page.evaluate("() => window.__chipStates || []")}
 
@@ -189,6 +207,7 @@ def test_one_vendor_is_implicit_and_progress_runs_to_a_matching_result(
 
     console = open_console()
     page = console.page
+    estimates = _watch_estimates(page)
     console.sign_in(member, "#/sessions/pdf-export")
     page.get_by_role("button", name="Run evaluation").click()
     dialog = page.get_by_role("dialog", name="Run evaluation")
@@ -202,10 +221,15 @@ def test_one_vendor_is_implicit_and_progress_runs_to_a_matching_result(
     console.assert_accessible("eval dialog, one vendor")
     console.screenshot("eval-dialog")
 
+    # The shown estimate is what the run reserves: its quote goes with the dispatch.
+    expect(dialog.get_by_test_id("cost-high")).to_be_visible()
     _watch_chips(page)
     with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/eval-runs")) as sent:
         dialog.get_by_role("button", name="Start evaluation").click()
-    assert sent.value.post_data_json == {}, "one vendor: the request names no vendor and no filter"
+    body = sent.value.post_data_json
+    # One vendor: the request names no vendor and no filter.
+    _assert_dispatch_body(body, estimates, {})
+    assert body.get("quote"), "the dialog showed a priced estimate, so the dispatch carries its quote"
     run_id = _dispatched_run_id(page)
     expect(page.get_by_test_id("chips").locator("li")).to_have_count(13)
     expect(page.get_by_role("button", name="Cancel evaluation")).to_be_visible()
