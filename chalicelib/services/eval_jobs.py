@@ -21,10 +21,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from chalicelib.domain.clock import Clock, iso, parse_iso
-from chalicelib.domain.context_limits import LearnedContextLimit, LimitSource, StatedLimit
 from chalicelib.domain.errors import Conflict, DependencyUnavailable, DomainError
 from chalicelib.domain.evaluation import (
     FailureKind,
@@ -33,17 +32,26 @@ from chalicelib.domain.evaluation import (
     QuestionOutcome,
     SessionEvalCompleted,
     TokenUsage,
-    VendorName,
 )
-from chalicelib.domain.judging import JudgeModel
-from chalicelib.domain.rate_limit import VendorCallGate
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, QuestionRef, RunError, live_cost
-from chalicelib.domain.spend_prices import cost_micros
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.evidence import number_entries
 from chalicelib.observability import SERVICE, bind_log_keys, emit_run_status, logger
 from chalicelib.services.admin_settings import VendorCredentials
+from chalicelib.services.eval_job_ports import (
+    EVENT_DETAIL_TYPE,
+    ContextLimitMemory,
+    EvalContextSource,
+    EventPublisher,
+    JudgeModelFactory,
+    KnownPatternSource,
+    RateGateFactory,
+    RunQuestionSource,
+    RunStore,
+    VendorCredentialSource,
+)
+from chalicelib.services.eval_job_run_ports import JobRunPorts, dedupe_outcomes
 from chalicelib.services.judge_runner import (
     Deadline,
     JudgeRunInput,
@@ -56,93 +64,10 @@ from chalicelib.services.judge_runner import (
 from chalicelib.services.run_lifecycle import RunLifecycle
 from chalicelib.services.session_tools import StoredEntrySource, start_run_tools
 from chalicelib.services.sessions import EvalContextDoc
-from chalicelib.services.spend_guard import GuardedJudgeModel, SpendGuard
 
-EVENT_DETAIL_TYPE = "SessionEvalCompleted"
 METRICS_NAMESPACE = "EvalRunner"
 # Below this much Lambda time nothing useful can be judged and persisted: hand the message back.
 _MIN_BUDGET_SECONDS = 1.0
-
-
-# ----------------------------------------------------------------------------------------- ports
-
-
-class RunStore(Protocol):
-    def get(self, tenant: str, run_id: str) -> EvalRun | None: ...
-
-    def status_of(self, tenant: str, run_id: str) -> str | None: ...
-
-    def start(self, tenant: str, run_id: str, *, now: str, outcomes: list[QuestionOutcome],
-              context: dict[str, Any] | None = None, lease_seconds: float | None = None,
-              lease_id: str | None = None) -> EvalRun: ...
-
-    def record_outcomes(self, tenant: str, run_id: str, outcomes: list[QuestionOutcome], usage: TokenUsage, *,
-                        extra: dict[str, Any] | None = None) -> EvalRun: ...
-
-    def finish(self, tenant: str, run_id: str, *, status: str, now: str, usage: TokenUsage,
-               result: SessionEvalCompleted | None = None, error: RunError | None = None,
-               outcomes: list[QuestionOutcome] = ..., from_statuses: tuple[str, ...] = ...,
-               extra: dict[str, Any] | None = None) -> EvalRun: ...
-
-
-class VendorCredentialSource(Protocol):
-    def resolve_vendor_credentials(self, tenant: str, vendor: VendorName, *,
-                                   fresh: bool = False) -> VendorCredentials: ...
-
-    def invalidate_vendor_credentials(self, tenant: str, vendor: VendorName) -> None: ...
-
-    def mark_vendor_suspended(self, tenant: str, vendor: VendorName, reason: str, *,
-                              secret_version_id: str | None = None, actor: str = ...) -> bool: ...
-
-
-class EvalContextSource(Protocol):
-    def load_eval_context_doc(self, tenant: str, session_id: str, threshold: int | str | None = ...,
-                              chain: bool = ..., *, stop: Callable[[], bool] | None = ...) -> EvalContextDoc: ...
-
-
-class KnownPatternSource(Protocol):
-    """The repository's retained judge facts for a run's prompts, or None when the tenant does not give
-    them to judges (`chalicelib.services.judge_facts.JudgeFactService`)."""
-
-    def known_patterns(self, tenant: str, session_id: str) -> list[str] | None: ...
-
-
-class RunQuestionSource(Protocol):
-    """The questions a run judges, by id, as dispatched: its catalog version or the question it carries
-    (`chalicelib.services.catalog.CatalogService`)."""
-
-    def questions_for_run(self, run: EvalRun) -> Mapping[str, Question]: ...
-
-
-class ContextLimitMemory(Protocol):
-    """The context limits vendors stated, per (tenant, vendor, base_url, model)."""
-
-    def get(self, tenant: str, vendor: str, base_url: str | None, model: str) -> LearnedContextLimit | None: ...
-
-    def remember(self, tenant: str, limit: LearnedContextLimit) -> None: ...
-
-
-class EventPublisher(Protocol):
-    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None: ...
-
-
-class JudgeModelFactory(Protocol):
-    def __call__(self, vendor: Literal["anthropic", "openai"], *, api_key: str, base_url: str | None,
-                 max_retries: int, timeout_seconds: float, gate: VendorCallGate | None = None) -> JudgeModel: ...
-
-
-class RunRateGate(VendorCallGate, Protocol):
-    """The fleet's rate limiter as one run sees it (`chalicelib.adapters.rate_limiter.SharedRateGate`)."""
-
-    def prefetch(self) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-    def summary(self) -> dict[str, Any]: ...
-
-
-class RateGateFactory(Protocol):
-    def __call__(self, tenant: str, vendor: VendorName, *, log_fields: Mapping[str, Any]) -> RunRateGate: ...
 
 
 @dataclass(frozen=True)
@@ -173,16 +98,6 @@ def run_budget_seconds(*, deadline_at: str, now_iso: str, remaining_ms: int, gra
     grace = min(grace_seconds, max(1.0, lambda_seconds * 0.2))
     run_left = (parse_iso(deadline_at) - parse_iso(now_iso)).total_seconds()
     return min(run_left, lambda_seconds - grace)
-
-
-def sdk_max_retries(budget_seconds: float) -> int:
-    """The SDK retries 429/5xx/529 with 0.5 s x 2^n backoff (or retry-after); more attempts only help
-    when there is time to wait for them."""
-    if budget_seconds < 30:
-        return 2
-    if budget_seconds < 120:
-        return 3
-    return 4
 
 
 class EvalJobService:
@@ -275,7 +190,8 @@ class EvalJobService:
                                                "questions": len(run.questions), "pending": len(jobs),
                                                "budget_seconds": round(budget, 1)})
 
-        ports = _RunPorts(self, started, creds)
+        ports = JobRunPorts(started, creds, runs=self._runs, settings=self._settings, build_judge_model=self._build,
+                            clock=self._clock, context_limits=self._context_limits)
         prior_verdicts: dict[str, JudgeVerdict] = {
             ref.question_id: o.judge_verdict for ref in run.questions
             if (o := run.outcome(ref.question_id)).status == "scored" and o.judge_verdict is not None}
@@ -288,7 +204,7 @@ class EvalJobService:
             return self._fail_before_start(started, outcome.code, outcome.message, fields)
         return self._persist(started, outcome, ports, unknown, fields)
 
-    async def _load_context(self, plan: _RunPlan, ports: _RunPorts, deadline: Deadline
+    async def _load_context(self, plan: _RunPlan, ports: JobRunPorts, deadline: Deadline
                             ) -> EvalContextDoc | DomainError | JudgeRunResult:
         """The run's eval context, read under the run's deadline and cancel.
 
@@ -316,7 +232,7 @@ class EvalJobService:
             return Conflict("The session has no recorded activity to evaluate.", code="session_empty")
         return context
 
-    async def _judge(self, plan: _RunPlan, ports: _RunPorts, creds: VendorCredentials, budget: float,
+    async def _judge(self, plan: _RunPlan, ports: JobRunPorts, creds: VendorCredentials, budget: float,
                      remaining_ms: Callable[[], int]) -> JudgeRunResult | DomainError:
         # SDK clients bind to the event loop that first uses them: build inside it. On a cold container
         # this imports the SDK (about a second), so the deadline is taken after it. So does the rate
@@ -391,7 +307,7 @@ class EvalJobService:
 
     # ------------------------------------------------------------------------------------ endings
 
-    def _persist(self, run: EvalRun, res: JudgeRunResult, ports: _RunPorts, unknown: list[QuestionOutcome],
+    def _persist(self, run: EvalRun, res: JudgeRunResult, ports: JobRunPorts, unknown: list[QuestionOutcome],
                  fields: Mapping[str, Any]) -> JobOutcome:
         usage = run.usage + res.usage
         self._emit_judge_metrics(run, res)
@@ -464,7 +380,7 @@ class EvalJobService:
             extra["retrospective_status"] = res.retrospective_status
         try:
             finished = self._runs.finish(run.tenant, run.eval_run_id, status=status, now=iso(self._clock.now()),
-                                         usage=usage, result=result, error=error, outcomes=_dedupe(outcomes),
+                                         usage=usage, result=result, error=error, outcomes=dedupe_outcomes(outcomes),
                                          from_statuses=("running",), extra=extra)
         except Conflict:
             logger.info("eval run changed while judging (cancelled?); result discarded", extra=fields)
@@ -497,14 +413,14 @@ class EvalJobService:
             return None
         return aggregate(run.eval_run_id, run.model or "unknown", selected, verdicts, None)
 
-    def _finalize_stopped(self, run: EvalRun, usage: TokenUsage, ports: _RunPorts) -> None:
+    def _finalize_stopped(self, run: EvalRun, usage: TokenUsage, ports: JobRunPorts) -> None:
         """Someone else ended the run while its judges ran (a cancel): finalize it with everything
         this worker's judges billed, which the cancel could not know."""
         current = self._runs.get(run.tenant, run.eval_run_id)
         if current is not None and current.is_terminal and current.finalized_at is None:
             self._lifecycle.finalize(current, usage=usage, facts=ports.spend_facts())
 
-    def _abort_error(self, run: EvalRun, res: JudgeRunResult, ports: _RunPorts) -> RunError:
+    def _abort_error(self, run: EvalRun, res: JudgeRunResult, ports: JobRunPorts) -> RunError:
         assert res.abort is not None and run.vendor is not None
         if res.abort.kind == "auth":
             try:
@@ -620,113 +536,5 @@ def _outcome_failed(ref: QuestionRef, prior: QuestionOutcome, kind: FailureKind,
                            attempts=prior.attempts)
 
 
-def _dedupe(outcomes: Sequence[QuestionOutcome]) -> list[QuestionOutcome]:
-    # A DynamoDB update may not set the same map key twice; the last word on a question wins.
-    latest = {o.question_id: o for o in outcomes}
-    return list(latest.values())
-
-
 def _usd(micros: int) -> str:
     return f"{micros / 1_000_000:.4f}"
-
-
-def _spend_guard(run: EvalRun) -> SpendGuard | None:
-    """The attempt's reservation as a hard cap on its judge calls (priced server runs only). A
-    redelivery resumes with what the attempt already billed counted against it."""
-    admission = run.admission
-    if run.runner != "server" or admission is None or admission.price is None:
-        return None
-    billed = max(cost_micros(run.usage, admission.price, batch=admission.batch) - admission.base_cost_micros, 0)
-    return SpendGuard(limit_micros=admission.reserved_micros, price=admission.price, batch=admission.batch,
-                      billed_micros=billed)
-
-
-class _RunPorts:
-    """`RunPorts` for one run: progress writes, the cancel poll and the key refresh."""
-
-    def __init__(self, service: EvalJobService, run: EvalRun, creds: VendorCredentials) -> None:
-        self._service = service
-        self._run = run
-        self.run = run
-        self.creds = creds
-        self.writes = 0
-        self.carry: list[QuestionOutcome] = []  # progress a failed write could not store: goes with finish
-        self.gate: RunRateGate | None = None  # every model of the run (a rotated key too) shares it
-        self._budget = 0.0
-        self.spend_guard = _spend_guard(run)  # every model of the run shares the attempt's reservation
-
-    @property
-    def reserved_micros(self) -> int:
-        return self._run.admission.reserved_micros if self._run.admission is not None else 0
-
-    def spend_facts(self) -> dict[str, Any]:
-        return {"unreported_cost_micros": self.spend_guard.unreported_micros} if self.spend_guard else {}
-
-    async def remember_context_limit(self, stated: StatedLimit, source: LimitSource) -> None:
-        memory = self._service._context_limits
-        run = self._run
-        if memory is None or run.vendor is None:
-            return
-        limit = LearnedContextLimit(
-            vendor=run.vendor, model=run.model or self.creds.model, base_url=self.creds.base_url,
-            limit_tokens=stated.limit_tokens, stated_prompt_tokens=stated.prompt_tokens, source=source,
-            learned_at=iso(self._service._clock.now()), eval_run_id=run.eval_run_id)
-        await asyncio.to_thread(memory.remember, run.tenant, limit)
-        logger.info("vendor-stated context limit remembered", extra={
-            "tenant": run.tenant, "eval_run_id": run.eval_run_id, "vendor": run.vendor, "model": limit.model,
-            "limit_tokens": limit.limit_tokens, "source": source})
-
-    def build_model(self, creds: VendorCredentials, budget: float) -> JudgeModel:
-        self._budget = budget
-        model = self._service._build(creds.vendor, api_key=creds.api_key, base_url=creds.base_url,
-                                     max_retries=sdk_max_retries(budget), timeout_seconds=max(budget, 1.0),
-                                     gate=self.gate)
-        return GuardedJudgeModel(model, self.spend_guard) if self.spend_guard is not None else model
-
-    async def flush(self, outcomes: Sequence[QuestionOutcome], usage: TokenUsage,
-                    context: Mapping[str, Any] | None) -> bool:
-        run = self._run
-        batch = _dedupe([*self.carry, *outcomes])
-        extra = {"context": dict(context)} if context is not None else None
-        try:
-            await asyncio.to_thread(self._service._runs.record_outcomes, run.tenant, run.eval_run_id, batch,
-                                    run.usage + usage, extra=extra)
-        except Conflict:
-            return False
-        except DomainError as exc:
-            # Progress is best effort: keep the batch for the next write (or the finish).
-            logger.warning("progress write failed; retried with the next one",
-                           extra={"tenant": run.tenant, "eval_run_id": run.eval_run_id, "error_code": exc.code})
-            self.carry = batch
-            return True
-        self.writes += 1
-        self.carry = []
-        return True
-
-    async def is_cancelled(self) -> bool:
-        run = self._run
-        try:
-            status = await asyncio.to_thread(self._service._runs.status_of, run.tenant, run.eval_run_id)
-        except Exception as exc:  # a failed poll is not a cancel; the next poll or write will tell
-            logger.warning("run status poll failed", extra={"tenant": run.tenant, "eval_run_id": run.eval_run_id,
-                                                            "error_type": type(exc).__name__})
-            return False
-        return status != "running"
-
-    async def refresh_model(self) -> JudgeModel | None:
-        run = self._run
-        assert run.vendor is not None
-        settings = self._service._settings
-        await asyncio.to_thread(settings.invalidate_vendor_credentials, run.tenant, run.vendor)
-        try:
-            fresh = await asyncio.to_thread(settings.resolve_vendor_credentials, run.tenant, run.vendor, fresh=True)
-        except DomainError:
-            return None
-        if fresh.api_key == self.creds.api_key:
-            logger.info("vendor refused the key and it was not rotated", extra={
-                "tenant": run.tenant, "eval_run_id": run.eval_run_id, "vendor": run.vendor})
-            return None
-        logger.info("vendor key was rotated; retrying with the new key", extra={
-            "tenant": run.tenant, "eval_run_id": run.eval_run_id, "vendor": run.vendor})
-        self.creds = fresh
-        return self.build_model(fresh, max(self._budget, 1.0))

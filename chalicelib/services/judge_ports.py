@@ -1,8 +1,8 @@
 """What the judge phase of a run needs from the outside world: progress writes, the cancel poll, a key
 refresh, and remembering a context limit the vendor stated.
 
-Implemented by `chalicelib.services.eval_jobs` (DynamoDB, the settings service); the benchmark and the
-unit tests implement it without AWS.
+Implemented by `chalicelib.services.eval_job_run_ports.JobRunPorts` (DynamoDB, the settings service);
+the benchmark and the unit tests implement it without AWS.
 """
 
 from __future__ import annotations

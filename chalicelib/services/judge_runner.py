@@ -21,8 +21,8 @@ Pain points of the reference runner this exists to avoid (kapacitor-evals §8):
   (`RunnerTuning.retry_rate_limited`); fleet-wide pacing runs inside the SDK client
   (`chalicelib.adapters.rate_limiter`, README "Vendor rate limits").
 
-Everything that touches AWS is behind `RunPorts` (implemented by `chalicelib.services.eval_jobs`),
-so the benchmark drives this module with no AWS at all.
+Everything that touches AWS is behind `RunPorts` (implemented by
+`chalicelib.services.eval_job_run_ports`), so the benchmark drives this module with no AWS at all.
 """
 
 from __future__ import annotations

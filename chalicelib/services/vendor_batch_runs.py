@@ -58,7 +58,7 @@ from chalicelib.services.context_fit import (
     PromptOverWindow,
     TokenMeter,
 )
-from chalicelib.services.eval_jobs import EVENT_DETAIL_TYPE, EvalContextSource, RunQuestionSource
+from chalicelib.services.eval_job_ports import EVENT_DETAIL_TYPE, EvalContextSource, RunQuestionSource
 from chalicelib.services.judge_runner import RunnerTuning
 from chalicelib.services.run_lifecycle import RunLifecycle
 from chalicelib.services.session_models import EvalContextDoc

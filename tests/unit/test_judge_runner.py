@@ -17,7 +17,8 @@ from chalicelib.domain.context_limits import StatedLimit
 from chalicelib.domain.evaluation import QuestionOutcome, TokenUsage
 from chalicelib.domain.judging import FirstToken, JudgeCall, JudgeReply, VendorCallError
 from chalicelib.judges.catalog import QUESTIONS, Question
-from chalicelib.services.eval_jobs import run_budget_seconds, sdk_max_retries
+from chalicelib.services.eval_job_run_ports import sdk_max_retries
+from chalicelib.services.eval_jobs import run_budget_seconds
 from chalicelib.services.judge_runner import (
     Deadline,
     JudgeRunInput,
