@@ -32,8 +32,8 @@ def _container() -> Container:
 class CompareQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    a: str | None = Field(default=None, max_length=64, description="The first run (the baseline)")
-    b: str | None = Field(default=None, max_length=64, description="The second run; deltas are b - a")
+    a: str = Field(min_length=1, max_length=64, description="The first run (the baseline)")
+    b: str = Field(min_length=1, max_length=64, description="The second run; deltas are b - a")
 
 
 class DeletionAuditQuery(BaseModel):

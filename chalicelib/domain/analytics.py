@@ -113,17 +113,20 @@ def run_contribution(*, created_at: str, created_by: str, repository: str | None
 # -- the query ----------------------------------------------------------------------------------------
 
 class ScoresQuery(BaseModel):
+    """`GET /analytics/scores`: an empty value is refused like an unknown one (`?by=` is not the default)."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: str | None = Field(default=None, alias="from", max_length=40,
+    from_: str | None = Field(default=None, alias="from", min_length=1, max_length=40,
                               description=f"First day (YYYY-MM-DD or an ISO instant, UTC); default {DEFAULT_DAYS} "
                                           "days before 'to'")
-    to: str | None = Field(default=None, max_length=40, description="Last day, included (default today, UTC)")
-    interval: str | None = Field(default=None, max_length=10, description="day (default) or week (ISO weeks, "
-                                                                          "Monday first)",
+    to: str | None = Field(default=None, min_length=1, max_length=40,
+                           description="Last day, included (default today, UTC)")
+    interval: str | None = Field(default=None, min_length=1, max_length=10,
+                                 description="day (default) or week (ISO weeks, Monday first)",
                                  json_schema_extra={"enum": list(INTERVALS)})
-    by: str | None = Field(default=None, max_length=20, description="category (default), question, repository "
-                                                                    "or user",
+    by: str | None = Field(default=None, min_length=1, max_length=20,
+                           description="category (default), question, repository or user",
                            json_schema_extra={"enum": list(DIMENSIONS)})
 
 
@@ -136,11 +139,11 @@ class ScoresRequest:
 
 
 def parse_scores_query(query: ScoresQuery, today: date) -> ScoresRequest:
-    interval = query.interval or "day"
+    interval = query.interval if query.interval is not None else "day"
     if interval not in INTERVALS:
         raise InvalidRequest(f"Unknown interval {interval[:20]!r}; use day or week.", code="invalid_filter",
                              details={"field": "interval", "allowed": list(INTERVALS)})
-    by = query.by or "category"
+    by = query.by if query.by is not None else "category"
     if by not in DIMENSIONS:
         raise InvalidRequest(f"Unknown dimension {by[:20]!r}; use one of: {', '.join(DIMENSIONS)}.",
                              code="invalid_filter", details={"field": "by", "allowed": list(DIMENSIONS)})
@@ -151,7 +154,7 @@ def parse_scores_query(query: ScoresQuery, today: date) -> ScoresRequest:
     else:
         # An instant bound is exclusive, as in the run list.
         last = (parse_instant("to", query.to, end_of_day=False) - timedelta(microseconds=1)).date()
-    first = (parse_instant("from", query.from_, end_of_day=False).date() if query.from_
+    first = (parse_instant("from", query.from_, end_of_day=False).date() if query.from_ is not None
              else last - timedelta(days=DEFAULT_DAYS - 1))
     if first > last:
         raise InvalidRequest("'from' must not be after 'to'.", code="invalid_date_range",

@@ -31,9 +31,9 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 class ExportQuery(RunFilterQuery):
     """`GET /eval-runs/export`: the list filters plus the format."""
 
-    format: str | None = Field(default=None, max_length=10, description="csv (default) or jsonl",
+    format: str | None = Field(default=None, min_length=1, max_length=10, description="csv (default) or jsonl",
                                json_schema_extra={"enum": list(EXPORT_FORMATS)})
-    delivery: str | None = Field(default=None, max_length=10, description=(
+    delivery: str | None = Field(default=None, min_length=1, max_length=10, description=(
         "auto (default): the file in the response when it fits, else 303 to a presigned S3 link; "
         "link: always a JSON body with the link"), json_schema_extra={"enum": list(DELIVERIES)})
 

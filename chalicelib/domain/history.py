@@ -44,30 +44,34 @@ class RunFilterQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    status: str | None = Field(default=None, max_length=200, description=(
+    status: str | None = Field(default=None, min_length=1, max_length=200, description=(
         "One or more of " + ", ".join(RUN_STATUSES) + ", comma-separated"))
-    runner: str | None = Field(default=None, max_length=100, description="server or daemon (comma-separated)")
-    vendor: str | None = Field(default=None, max_length=100,
+    runner: str | None = Field(default=None, min_length=1, max_length=100,
+                               description="server or daemon (comma-separated)")
+    vendor: str | None = Field(default=None, min_length=1, max_length=100,
                                description="anthropic or openai (comma-separated; server runs only)")
-    user: str | None = Field(default=None, max_length=128, description="The user who dispatched the run")
-    repository: str | None = Field(default=None, max_length=MAX_REPOSITORY_LENGTH,
+    user: str | None = Field(default=None, min_length=1, max_length=128, description="The user who dispatched the run")
+    repository: str | None = Field(default=None, min_length=1, max_length=MAX_REPOSITORY_LENGTH,
                                    description="The session's repository, exactly as uploaded")
-    trigger: str | None = Field(default=None, max_length=100,
+    trigger: str | None = Field(default=None, min_length=1, max_length=100,
                                 description=", ".join(TRIGGER_KINDS) + " (comma-separated)")
-    batch_id: str | None = Field(default=None, max_length=64, description="Runs of one bulk request")
-    from_: str | None = Field(default=None, alias="from", max_length=40, description=(
+    batch_id: str | None = Field(default=None, min_length=1, max_length=64, description="Runs of one bulk request")
+    from_: str | None = Field(default=None, alias="from", min_length=1, max_length=40, description=(
         "Runs created at or after this instant (ISO-8601) or day (YYYY-MM-DD, from its start, UTC)"))
-    to: str | None = Field(default=None, max_length=40, description=(
+    to: str | None = Field(default=None, min_length=1, max_length=40, description=(
         "Runs created before this instant (ISO-8601), or on or before this day (YYYY-MM-DD, UTC)"))
-    min_score: str | None = Field(default=None, max_length=4, description=f"Overall score ≥ this (0-{MAX_SCORE})")
-    max_score: str | None = Field(default=None, max_length=4, description=f"Overall score ≤ this (0-{MAX_SCORE})")
+    min_score: str | None = Field(default=None, min_length=1, max_length=4,
+                                  description=f"Overall score ≥ this (0-{MAX_SCORE})")
+    max_score: str | None = Field(default=None, min_length=1, max_length=4,
+                                  description=f"Overall score ≤ this (0-{MAX_SCORE})")
 
 
 class RunListQuery(RunFilterQuery):
     """`GET /eval-runs`."""
 
-    cursor: str | None = Field(default=None, max_length=1024, description="next_cursor of the previous page")
-    limit: str | None = Field(default=None, max_length=4,
+    cursor: str | None = Field(default=None, min_length=1, max_length=1024,
+                               description="next_cursor of the previous page")
+    limit: str | None = Field(default=None, min_length=1, max_length=4,
                               description=f"Page size, 1-{MAX_PAGE} (default {DEFAULT_PAGE})")
 
 
@@ -175,8 +179,9 @@ class RunFilters:
 
 def parse_run_filters(query: RunFilterQuery) -> RunFilters:
     """The list/export query → a RunFilters, or a 400 naming the first bad parameter."""
-    created_from = parse_instant("from", query.from_, end_of_day=False) if query.from_ else None
-    created_to = parse_instant("to", query.to, end_of_day=True) if query.to else None
+    # An empty value is a bad value, not an absent one (`?from=` is refused, as the document says).
+    created_from = parse_instant("from", query.from_, end_of_day=False) if query.from_ is not None else None
+    created_to = parse_instant("to", query.to, end_of_day=True) if query.to is not None else None
     if created_from and created_to and created_from >= created_to:
         raise InvalidRequest("'from' must be before 'to'.", code="invalid_date_range",
                              details={"from": query.from_, "to": query.to})

@@ -135,11 +135,11 @@ class RunExportService:
         self.last_peak_buffer = 0   # bench: the largest the buffer grew in the last export
 
     def export(self, principal: Principal, query: ExportQuery) -> ExportOutcome:
-        fmt = query.format or "csv"
+        fmt = query.format if query.format is not None else "csv"
         if fmt not in EXPORT_FORMATS:
             raise InvalidRequest(f"Unknown format {fmt[:20]!r}; use csv or jsonl.", code="invalid_filter",
                                  details={"field": "format", "allowed": list(EXPORT_FORMATS)})
-        delivery = query.delivery or "auto"
+        delivery = query.delivery if query.delivery is not None else "auto"
         if delivery not in DELIVERIES:
             raise InvalidRequest(f"Unknown delivery {delivery[:20]!r}; use auto or link.", code="invalid_filter",
                                  details={"field": "delivery", "allowed": list(DELIVERIES)})

@@ -69,7 +69,7 @@ class RunHistoryService:
              read_budget: int | None = None) -> EvalRunPage:
         signer = CursorSigner(self._keys.key_for(tenant))
         scope = list_scope(tenant, filters)
-        before = signer.decode(scope, cursor) if cursor else None
+        before = signer.decode(scope, cursor) if cursor is not None else None
         now_epoch = int(self._clock.now().timestamp())
         result = self._index.page(tenant, filters, limit=limit, before=before, now_epoch=now_epoch,
                                   read_budget=read_budget)
