@@ -204,14 +204,15 @@ class DynamoRunStore:
         return str(item["status"]["S"]) if item else None
 
     def snapshots(self, tenant: str, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Status, delay, end time and cost of many runs (BatchGetItem, 100 at a time): what an eval
-        batch's progress needs, without reading the runs' outcomes and results."""
+        """Status, delay, end time, cost and finalization of many runs (BatchGetItem, 100 at a time): what
+        an eval batch's progress needs, without reading the runs' outcomes and results."""
         found: dict[str, dict[str, Any]] = {}
-        names = {"#id": "eval_run_id", "#s": "status", "#d": "delayed", "#f": "finished_at", "#c": "cost"}
+        names = {"#id": "eval_run_id", "#s": "status", "#d": "delayed", "#f": "finished_at", "#c": "cost",
+                 "#z": "finalized_at"}
         for start in range(0, len(run_ids), 100):
             keys = [{"pk": {"S": tenant_pk(tenant)}, "sk": {"S": run_sk(r)}} for r in run_ids[start:start + 100]]
             request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True,
-                                                     "ProjectionExpression": "#id, #s, #d, #f, #c",
+                                                     "ProjectionExpression": "#id, #s, #d, #f, #c, #z",
                                                      "ExpressionAttributeNames": names}}
             for _ in range(5):
                 try:

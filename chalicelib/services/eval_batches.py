@@ -328,6 +328,11 @@ def _entry_from_snapshot(item: Mapping[str, Any]) -> BatchRunEntry:
     status = str(item.get("status"))
     if status == "queued" and item.get("delayed"):
         status = "delayed"
+    if status in TERMINAL_ENTRY and not item.get("finalized_at"):
+        # Ended but not settled yet (the worker finalizes right after its finish write): its cost is
+        # not known, so the batch must not count it as done, or a batch would read "finished" with
+        # a partial cost. The lifecycle's automation participant records the settled entry.
+        status = "running"
     cost = item.get("cost") if isinstance(item.get("cost"), dict) else None
     usd = cost.get("usd") if cost else None
     micros = None

@@ -150,6 +150,28 @@ def test_cancel_ends_every_run_of_the_batch(client: Any, container: Any, session
     assert container.automation_store.waiting("acme", limit=10) == []
 
 
+def test_a_batch_is_finished_only_once_its_runs_costs_are_settled(client: Any, container: Any,
+                                                                   sessions: list[str]) -> None:
+    from chalicelib.domain.evaluation import TokenUsage
+
+    accepted = accept(client, {"session_ids": sessions[:1], "mode": "now"})
+    drain_queue(container)
+    (run_id,) = batch(client, accepted["batch_id"])["run_ids"]
+    store = container.run_store
+    store.start("acme", run_id, now="2026-12-01T10:00:00.000Z", outcomes=[])
+    ended = store.finish("acme", run_id, status="succeeded", now="2026-12-01T10:00:05.000Z",
+                         usage=TokenUsage(input_tokens=100_000, output_tokens=1_000))
+    # The worker's finish write landed, its finalization (the settled cost) not yet.
+    view = batch(client, accepted["batch_id"])
+    assert (view["status"], view["counts"], view["cost"]["usd"]) == ("running", {"running": 1}, None)
+
+    container.run_lifecycle.finalize(ended)
+    view = batch(client, accepted["batch_id"])
+    assert (view["status"], view["counts"]) == ("finished", {"succeeded": 1})
+    settled = client.get(f"/eval-runs/{run_id}", token=BOB).json["cost"]["usd"]
+    assert settled > 0 and view["cost"]["usd"] == settled
+
+
 def test_an_idempotent_repeat_returns_the_same_batch(client: Any, container: Any, sessions: list[str]) -> None:
     first = create(client, {"session_ids": sessions[:2], "mode": "now"}, key="bulk-1")
     again = create(client, {"session_ids": sessions[:2], "mode": "now"}, key="bulk-1")
