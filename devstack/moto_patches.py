@@ -27,6 +27,10 @@ PATCHES: dict[str, str] = {
     "kms.Key.cloudformation_policy": (
         "CloudFormation gives KeyPolicy as a JSON object; moto stores it unserialised and later KMS calls on the "
         "key fail (TypeError). AWS stores the document: the patch serialises it."),
+    "apigatewayv2.create_deployment": (
+        "moto has no apigatewayv2 deployments route (404 page), so `chalice deploy` stops after creating the "
+        "WebSocket API. AWS answers CreateDeployment with a deployment id that CreateStage then names: the patch "
+        "adds the route and answers likewise (a deployed status, nothing else stored)."),
 }
 
 _applied = False
@@ -84,5 +88,25 @@ def apply() -> dict[str, str]:
         return original_key(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
 
     kms.Key.create_from_cloudformation_json = classmethod(key_from_cfn)  # type: ignore[assignment]
+    _add_websocket_deployments()
     _applied = True
     return PATCHES
+
+
+def _add_websocket_deployments() -> None:
+    """CreateDeployment for apigatewayv2 (see PATCHES); the server's URL map is built from `url_paths`
+    when it starts, so this runs before `ThreadedMotoServer` is created."""
+    import uuid
+
+    from moto.apigatewayv2 import responses, urls
+
+    def create_deployment(self: Any) -> Any:
+        api_id = self.path.split("/")[-2]
+        self.apigatewayv2_backend.get_api(api_id)  # NotFound for an unknown API, as AWS answers
+        body = json.loads(self.body or "{}")
+        deployment = {"deploymentId": uuid.uuid4().hex[:6], "deploymentStatus": "DEPLOYED",
+                      "autoDeployed": False, "description": body.get("description", "")}
+        return 201, {}, json.dumps(deployment)
+
+    responses.ApiGatewayV2Response.create_deployment = create_deployment  # type: ignore[attr-defined]
+    urls.url_paths["{0}/v2/apis/(?P<api_id>[^/]+)/deployments$"] = responses.ApiGatewayV2Response.dispatch

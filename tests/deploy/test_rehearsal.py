@@ -30,13 +30,21 @@ def report(out: Path) -> dict[str, Any]:
 
 
 def test_the_rehearsal_passes_and_writes_the_documented_report(report: dict[str, Any]) -> None:
+    from devstack.access import FUNCTION_ACCESS
+
     assert report["ok"], report["failures"]
     statuses = {s["step"]: s["status"] for s in report["steps"]}
     assert (statuses["create"], statuses["update"], statuses["delete"]) == (
         "CREATE_COMPLETE", "UPDATE_COMPLETE", "DELETE_COMPLETE")
     assert {"function", "ok", "detail"} <= set(report["cold_started"][0])
     assert report["not_covered"] and report["moto_patches"]
-    assert report["chalice_deploy"]["data_stack"]["status"] == "CREATE_COMPLETE"
+    chalice_path = report["chalice_deploy"]
+    assert chalice_path["data_stack"]["status"] == "CREATE_COMPLETE"
+    # `chalice deploy` runs to the end, twice, as the README's path (b) says; push is pinned to its API.
+    assert chalice_path["chalice_deploy"]["exit"] == 0, chalice_path["chalice_deploy"]["output_tail"]
+    assert chalice_path["redeploy"]["exit"] == 0, chalice_path["redeploy"]["output_tail"]
+    assert chalice_path["redeploy"]["push_policy_names_api"]
+    assert len(chalice_path["chalice_deploy"]["created"]["functions"]) == len(FUNCTION_ACCESS)
     assert statuses["checkov"] == "OK"
 
 
