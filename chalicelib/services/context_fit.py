@@ -223,13 +223,18 @@ class TokenMeter:
     the elision budget), so a tokenizer denser than 4 chars/token does not defeat the fit. A count
     the vendor stated in a refusal calibrates it for good: from then on no measure is below the
     stated ratio, even when the count API (a gateway's, say) counts lower than the generate endpoint.
-    `stated` keeps the lowest limit a count-API refusal named.
+    `stated` keeps the lowest limit a count-API refusal named. `known_limit` is a limit the vendor stated
+    on an earlier run (a learned limit): a prompt over it even at 4 chars/token is not sent to the count
+    API, which would only refuse it as too long (so a run that starts from a learned limit makes no
+    overflow call at all, its count calls included).
     """
 
-    def __init__(self, count: TokenCounter, *, window: int, safety: float = 1.1) -> None:
+    def __init__(self, count: TokenCounter, *, window: int, safety: float = 1.1,
+                 known_limit: int | None = None) -> None:
         self._count = count
         self._window = window
         self._safety = safety
+        self._known_limit = known_limit
         self._exact = False
         self._stated_ratio: float | None = None
         self.tokens_per_char = safety / CHARS_PER_TOKEN
@@ -258,6 +263,10 @@ class TokenMeter:
             return max(math.ceil(chars * self._safety / CHARS_PER_TOKEN), floor)
         if self.stated is not None and floor > self.stated.limit_tokens:
             return floor  # over the limit the vendor stated, by its own count per character: it would refuse again
+        stated = self.stated.limit_tokens if self.stated is not None else self._known_limit
+        if stated is not None and chars / CHARS_PER_TOKEN > stated:
+            # over a limit the vendor enforces even at 4 chars/token: its count API would refuse it
+            return max(math.ceil(chars * self._safety / CHARS_PER_TOKEN), floor)
         return None
 
     async def measure(self, shared_context: str, prompt: str) -> int:

@@ -174,7 +174,8 @@ class _RunContext:
             return longest + PROMPT_SEPARATOR + "t" * (
                 _TOOL_SPECS_CHARS + conversation_allowance(answer_budget_for(window)))
 
-        meter = TokenMeter(session.count_tokens, window=self.assumed.tokens, safety=tuning.estimate_safety)
+        meter = TokenMeter(session.count_tokens, window=self.assumed.tokens, safety=tuning.estimate_safety,
+                           known_limit=self.assumed.tokens if self.assumed.source == "learned" else None)
         patterns = run.known_patterns
         self.fitter = ContextFitter(
             doc=run.context_doc, reload=run.reload_context, requested_threshold=run.requested_threshold,

@@ -260,7 +260,8 @@ class VendorBatchRuns:
                     raise
                 return None  # counting is an optimisation: the calibrated estimate decides
 
-        meter = TokenMeter(count, window=assumed.tokens, safety=self._tuning.estimate_safety)
+        meter = TokenMeter(count, window=assumed.tokens, safety=self._tuning.estimate_safety,
+                           known_limit=assumed.tokens if assumed.source == "learned" else None)
         fitter = ContextFitter(
             doc=context.doc, reload=context.reload, requested_threshold=run.threshold,
             render=lambda context_json: build_shared_context(run.session_id, run.eval_run_id, context_json),

@@ -125,16 +125,20 @@ def vendor_tokens(shared: str, prompt: str) -> int:
 
 
 class Counter:
-    def __init__(self, *, exact: bool = True, window: int | None = None, states_limit: bool = False) -> None:
+    def __init__(self, *, exact: bool = True, window: int | None = None, states_limit: bool = False,
+                 chars_per_token: int = 3) -> None:
         self.exact = exact
+        self.chars_per_token = chars_per_token
         self.window = window
         self.states_limit = states_limit
         self.calls = 0
+        self.refused = 0
 
     async def __call__(self, shared: str, prompt: str) -> int | None:
         self.calls += 1
-        tokens = vendor_tokens(shared, prompt)
+        tokens = (len(shared) + len(prompt)) // self.chars_per_token
         if self.window is not None and tokens > self.window:
+            self.refused += 1
             stated = StatedLimit(self.window, tokens) if self.states_limit else None
             raise PromptOverWindow("prompt is too long", stated)
         return tokens if self.exact else None
@@ -266,6 +270,25 @@ def test_a_count_api_refusal_that_states_a_limit_moves_the_target_before_dispatc
     assert report["context_window"] == 6_000 and report["window_source"] == "vendor"
     assert report["vendor_limit"]["source"] == "count_tokens"
     assert vendor_tokens(fitted.shared_context, "question " * 50) <= prompt_limit(6_000, 500)
+
+
+@pytest.mark.parametrize("learned", [True, False])
+def test_a_run_that_starts_from_a_learned_limit_sends_nothing_over_it_to_the_count_api(learned: bool) -> None:
+    # The vendor stated 20,000 tokens on an earlier run. The session is ~1.6x that at 4 chars/token (the
+    # vendor's tokenizer here, like the dev fake's): asking the count API about it would only get another
+    # "prompt is too long". (A denser tokenizer can still refuse the first elided candidate once: the meter
+    # learns its tokens per character from that refusal, not from the earlier run.)
+    trace = session(600, size=150)
+    counter = Counter(window=20_000, states_limit=True, chars_per_token=4)
+    fitter = ContextFitter(doc=recompact(trace)(2000), reload=recompact(trace), requested_threshold=2000,
+                           render=render, longest_prompt="question " * 50,
+                           meter=TokenMeter(counter, window=20_000, known_limit=20_000 if learned else None),
+                           output_tokens=500, model="m", window_source="learned")
+    fitted = asyncio.run(fitter.fit(20_000))
+    assert counter.refused == (0 if learned else 1)
+    assert counter.calls >= 1 and fitted.report["token_count_method"] == "count_tokens"  # the fit itself is counted
+    assert (len(fitted.shared_context) + len("question " * 50)) // 4 <= prompt_limit(20_000, 500)
+    assert fitted.report["elided_entries"] > 0
 
 
 def test_a_document_far_over_the_window_is_measured_from_its_entries_not_rendered() -> None:
