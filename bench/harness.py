@@ -1,5 +1,6 @@
 """The shared benchmark harness: what every `bench/*` script needs besides its own measurement.
 
+- The Lambda package: `package_build(stage)` (build/<stage>/deployment.zip, reused while fresh).
 - AWS and the vendor: `aws_and_vendor()` (moto server + fake vendor as their own processes, the stack's
   resources provisioned, the service's environment), `local_stack()` (the whole `make run` stack),
   `hermetic_aws_env()` (in-process moto), tokens, the fake vendor's settings body, a sample trace.
@@ -299,6 +300,23 @@ def sample_trace(n_tools: int = 8, output: str = "1 passed") -> list[dict[str, A
         ]
     entries.append({"kind": "assistant_message", "timestamp": ts.format(59, 59), "text": "Fixed src/auth.py."})
     return entries
+
+
+def package_build(stage: str, *, rebuild: bool = False) -> tuple[Path, str]:
+    """`build/<stage>/` with its deployment.zip (unchecked-hash bytecode included): reused when its manifest
+    fingerprint matches the current sources (the rule `make package` and the template tests use), else
+    built now. Returns the directory and a sentence saying which."""
+    from devstack.package import BUILD_DIR, fresh_build
+
+    out = BUILD_DIR / stage
+    if not rebuild and fresh_build(stage) is not None and (out / "deployment.zip").exists():
+        return out, f"reused `build/{stage}/` (its manifest fingerprint matches the current sources)"
+    cmd = [sys.executable, "-m", "devstack.package", "--stage", stage]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"`make package STAGE={stage}` failed (exit {proc.returncode})")
+    return out, f"built now with `make package STAGE={stage}` (`{' '.join(['python', *cmd[1:]])}`)"
 
 
 # -- the worker ---------------------------------------------------------------------------------------

@@ -239,6 +239,20 @@ def _distributions(code_dir: Path) -> dict[str, tuple[str, str]]:
     return owners
 
 
+# ELF e_machine of the architectures Lambda runs (arm64) and hosts we run on.
+_ELF_MACHINES = {"x86_64": 0x3E, "aarch64": 0xB7}
+
+
+def _foreign_elf(path: Path, host: str) -> bool:
+    """A shared object built for another machine than this host: told by its ELF header, not its name
+    (an `abi3.so`, like cryptography's, names no architecture)."""
+    with path.open("rb") as f:
+        header = f.read(20)
+    if len(header) < 20 or header[:4] != b"\x7fELF" or host not in _ELF_MACHINES:
+        return False
+    return int.from_bytes(header[18:20], "little" if header[5] == 1 else "big") != _ELF_MACHINES[host]
+
+
 def extract_code(zip_path: Path, dest: Path) -> list[str]:
     """The package as Lambda sees it in /var/task. Its compiled extension modules are built for Lambda's
     arm64; each distribution that has one is replaced by the host's wheel of the *same version* (pip,
@@ -246,8 +260,7 @@ def extract_code(zip_path: Path, dest: Path) -> list[str]:
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(dest)
     host = platform.machine()
-    foreign = {"x86_64": "aarch64", "aarch64": "x86_64"}.get(host, "")
-    tops = {p.relative_to(dest).parts[0] for p in dest.rglob("*.so*") if foreign and foreign in p.name}
+    tops = {p.relative_to(dest).parts[0] for p in dest.rglob("*.so*") if _foreign_elf(p, host)}
     owners = _distributions(dest)
     replaced = []
     for dist, version in sorted({owners[t] for t in tops if t in owners}):

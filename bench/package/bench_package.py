@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import zipfile
 from collections import Counter
@@ -19,26 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.harness import ROOT, table
-from devstack.package import BUILD_DIR, fresh_build
+from bench.harness import package_build, table
 
 MB = 1_000_000
 # Lambda's limits for a direct zip upload and for the unzipped function (layers included).
 ZIP_LIMIT = 50 * 2**20
 UNZIPPED_LIMIT = 250 * 2**20
 TOP = 12
-
-
-def _ensure_build(stage: str, rebuild: bool) -> tuple[Path, str]:
-    out = BUILD_DIR / stage
-    if not rebuild and fresh_build(stage) is not None and (out / "deployment.zip").exists():
-        return out, f"reused `build/{stage}/` (its manifest fingerprint matches the current sources)"
-    cmd = [sys.executable, "-m", "devstack.package", "--stage", stage]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"`make package STAGE={stage}` failed (exit {proc.returncode})")
-    return out, f"built now with `make package STAGE={stage}` (`{' '.join(['python', *cmd[1:]])}`)"
 
 
 def _top_level(name: str) -> str:
@@ -57,7 +43,7 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="package again even if build/<stage> is fresh")
     args = parser.parse_args()
 
-    out, how = _ensure_build(args.stage, args.rebuild)
+    out, how = package_build(args.stage, rebuild=args.rebuild)
     zip_path = out / "deployment.zip"
     with zipfile.ZipFile(zip_path) as archive:
         infos = archive.infolist()
