@@ -7,12 +7,13 @@ pointed at moto, and `reset_container()` between tests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from chalicelib.config import RuntimeConfig, load_runtime_config
 from chalicelib.domain.clock import Clock, SystemClock
+from chalicelib.domain.compaction import DEFAULT_THRESHOLD_BYTES
 from chalicelib.domain.errors import Unauthenticated
 from chalicelib.domain.principal import Principal
 
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
     from chalicelib.services.history import RunHistoryService
     from chalicelib.services.judge_facts import IndexedRepositories, JudgeFactRetention, JudgeFactService
     from chalicelib.services.judge_runner import RunnerTuning
-    from chalicelib.services.run_lifecycle import RunLifecycle
+    from chalicelib.services.run_lifecycle import Contribution, Finalization, FinalizationParticipant, RunLifecycle
     from chalicelib.services.session_entries import SessionEntryService
     from chalicelib.services.sessions import SessionService
     from chalicelib.services.spend import SpendService
@@ -82,12 +83,17 @@ class Container:
         return self._session or boto3.Session(region_name=self.config.region)
 
     def client(self, service: str, **config: Any) -> Any:
-        from botocore.config import Config
+        """The service's client, built on its first use (see `_ClientOnFirstUse`)."""
 
-        cfg = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10,
-                     tcp_keepalive=True, **config)
-        return self.session.client(service, endpoint_url=self.config.aws_endpoint_url,  # type: ignore[call-overload]
-                                   region_name=self.config.region, config=cfg)
+        def build() -> Any:
+            from botocore.config import Config
+
+            cfg = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10,
+                         tcp_keepalive=True, **config)
+            return self.session.client(service, endpoint_url=self.config.aws_endpoint_url,  # type: ignore[call-overload]
+                                       region_name=self.config.region, config=cfg)
+
+        return _ClientOnFirstUse(build)
 
     @cached_property
     def dynamodb(self) -> Any:
@@ -248,7 +254,7 @@ class Container:
     def catalog(self) -> CatalogService:
         from chalicelib.services.catalog import CatalogService
 
-        return CatalogService(store=self.catalog_store, clock=self.clock, sessions=self.sessions,
+        return CatalogService(store=self.catalog_store, clock=self.clock, sessions=_SessionsOnFirstUse(self),
                               runs=lambda: self.eval_runs)
 
     # -- eval runs (dispatch side) -----------------------------------------------------------
@@ -322,19 +328,28 @@ class Container:
     def run_lifecycle(self) -> RunLifecycle:
         """The one finalizer of eval runs. Participants: spend's settlement, history's score aggregates,
         judge facts, automation's batch entries and delayed-run promotion (others add theirs here)."""
-        from chalicelib.services.analytics import ScoreAggregation
-        from chalicelib.services.automation_dispatch import AutomationParticipant
         from chalicelib.services.run_lifecycle import RunLifecycle
         from chalicelib.services.spend import SpendSettlement
+
+        # Dispatch builds the lifecycle on every cold container but finalizes a run only when it fails:
+        # the participants below (and history's, judge facts' and automation's modules) load on first use.
+        def score_aggregation() -> FinalizationParticipant:
+            from chalicelib.services.analytics import ScoreAggregation
+
+            return ScoreAggregation(self.score_analytics)
+
+        def automation() -> FinalizationParticipant:
+            from chalicelib.services.automation_dispatch import AutomationParticipant
+
+            return AutomationParticipant(lambda: self.automated_dispatch, self._record_batch_entries)
 
         settlement = SpendSettlement(ledger=self.budget_ledger, settings=self.spend_store, clock=self.clock,
                                      events=lambda: self.event_publisher)
         return RunLifecycle(runs=self.run_store, clock=self.clock,
                             worker_grace_seconds=self.config.worker_grace_seconds,
-                            participants=[settlement, ScoreAggregation(self.score_analytics),
-                                          self.judge_fact_retention,
-                                          AutomationParticipant(lambda: self.automated_dispatch,
-                                                                self._record_batch_entries)],
+                            participants=[settlement, _ParticipantOnFirstUse("history", score_aggregation),
+                                          _ParticipantOnFirstUse("judge_facts", lambda: self.judge_fact_retention),
+                                          _ParticipantOnFirstUse("automation", automation)],
                             registry=self.budget_ledger, daemon_deadlines=self._daemon_directory)
 
     # -- online and bulk evaluation (rules, eval batches, delayed runs) ------------------------
@@ -625,3 +640,57 @@ def use_container(new: Container) -> None:
 def reset_container() -> None:
     global _container
     _container = None
+
+
+# -- built on first use --------------------------------------------------------------------------
+# Dispatch (on every cold start) builds the catalog and the run lifecycle, but finalizes a run or reads
+# a session's trace through the catalog only on other paths: those parts, and the modules behind them
+# (history's aggregates, judge facts, automation; the session ingest for the catalog), are built the
+# first time they are called.
+
+
+class _ClientOnFirstUse:
+    """An AWS client built on first use: adapters take their client when they are built, but a request
+    must not pay for clients it never calls (building one loads the service's model: GET settings and
+    dispatch build the settings service, whose secret store holds a Secrets Manager client they never
+    call). Every attribute (methods, `meta`, `exceptions`) is the built client's."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._build()
+        return getattr(self._client, name)
+
+
+class _SessionsOnFirstUse:
+    """The catalog's session reader (its preview and try-it): the sessions service, built when called."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = DEFAULT_THRESHOLD_BYTES,
+                          chain: bool = False) -> Any:
+        return self._container.sessions.load_eval_context(tenant, session_id, threshold, chain)
+
+
+class _ParticipantOnFirstUse:
+    """A run-lifecycle participant built the first time a run is finalized (`name` is the participant's)."""
+
+    def __init__(self, name: str, build: Callable[[], FinalizationParticipant]) -> None:
+        self.name = name
+        self._build = build
+        self._built: FinalizationParticipant | None = None
+
+    def _participant(self) -> FinalizationParticipant:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def contribute(self, final: Finalization, *, attempt: int, refused: Mapping[str, Any] | None) -> Contribution:
+        return self._participant().contribute(final, attempt=attempt, refused=refused)
+
+    def after_finalized(self, final: Finalization) -> None:
+        self._participant().after_finalized(final)

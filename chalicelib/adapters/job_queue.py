@@ -3,15 +3,17 @@ online evaluation rules) to the worker as one small SQS message."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.domain.automation import SessionStoredNotice
 from chalicelib.domain.errors import DependencyUnavailable
-from chalicelib.domain.runs import EvalJobMessage
-from chalicelib.domain.session_uploads import SessionUploadJob
 from chalicelib.observability import logger
+
+if TYPE_CHECKING:
+    from chalicelib.domain.runs import EvalJobMessage
+    from chalicelib.domain.session_uploads import SessionUploadJob
 
 
 class SqsJobQueue:

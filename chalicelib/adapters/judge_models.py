@@ -7,6 +7,7 @@ from typing import Any
 
 from chalicelib.adapters.outbound_http import OutboundGuard
 from chalicelib.adapters.vendor_judge import VendorJudgeModel
+from chalicelib.coldstart import collection_held
 from chalicelib.domain.base_url import BaseUrlPolicy
 from chalicelib.domain.evaluation import VendorName
 from chalicelib.domain.judging import JudgeModel
@@ -84,11 +85,13 @@ def build_vendor_client(
     sdk: Any
     client_class: Any
     if vendor == "anthropic":
-        import anthropic
+        with collection_held():  # most of a second of imports, none of it garbage (chalicelib/coldstart.py)
+            import anthropic
 
         sdk, client_class, default_url = anthropic, anthropic.AsyncAnthropic, ANTHROPIC_DEFAULT_BASE_URL
     elif vendor == "openai":
-        import openai
+        with collection_held():
+            import openai
 
         sdk, client_class, default_url = openai, openai.AsyncOpenAI, OPENAI_DEFAULT_BASE_URL
     else:

@@ -33,14 +33,18 @@ import heapq
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.adapters.dynamo import from_item
 from chalicelib.domain.errors import DependencyUnavailable
-from chalicelib.domain.history import RUNNERS, VENDORS, EvalRunSummary, RunFilters
 from chalicelib.observability import logger
+
+if TYPE_CHECKING:
+    # The list's models load with the queries that use them: the run store imports this module for
+    # the index attributes it writes on every dispatch (cold start, bench/coldstart).
+    from chalicelib.domain.history import EvalRunSummary, RunFilters
 
 RUN_ORDER = "run_order"
 # The attributes every history index projects besides the keys (INCLUDE projection; the table may
@@ -141,6 +145,8 @@ def plan_query(tenant: str, filters: RunFilters) -> IndexPlan:
     """The index and partitions that serve a filter set, most selective dimension first: a batch, a
     repository or a user are small slices of a tenant; non-manual triggers, unsuccessful statuses and
     score bands are usually smaller than the rest; the tenant partition serves everything else."""
+    from chalicelib.domain.history import RUNNERS, VENDORS
+
     def of(dimension: Dimension, values: list[tuple[str, ...]]) -> IndexPlan:
         return IndexPlan(dimension, tuple(partition(dimension, tenant, *v) for v in values))
 
@@ -168,6 +174,8 @@ def plan_query(tenant: str, filters: RunFilters) -> IndexPlan:
 
 
 def summary_from_entry(entry: dict[str, Any]) -> EvalRunSummary:
+    from chalicelib.domain.history import EvalRunSummary
+
     listing = entry.get("listing") or {}
     return EvalRunSummary(
         eval_run_id=str(entry["sk"]).removeprefix("RUN#"), session_id=listing.get("session_id", ""),

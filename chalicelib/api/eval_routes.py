@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
-from chalicelib.api.session_routes import SESSION_ID_PARAM
+from chalicelib.api.params import SESSION_ID_PARAM
 from chalicelib.domain.catalog import QuestionCatalog
 from chalicelib.domain.runs import EvalRunList, EvalRunView
 from chalicelib.services.eval_runs import (

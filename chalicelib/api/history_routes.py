@@ -9,7 +9,7 @@ from chalice import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
-from chalicelib.api.session_routes import SESSION_ID_PARAM
+from chalicelib.api.params import SESSION_ID_PARAM
 from chalicelib.domain.analytics import ScoreAnalytics, ScoresQuery
 from chalicelib.domain.deletion import DeletionAuditPage
 from chalicelib.domain.export import ExportQuery

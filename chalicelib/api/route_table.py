@@ -78,7 +78,7 @@ ROUTE_TABLE: tuple[R, ...] = (
       "Clear the context limits the vendor stated (all, or one model's with ?model=); runs fit "
       "to the model table."),
     R("/admin/settings/eval-runner/vendors/{vendor}/test", "POST", "admin",
-      "chalicelib.api.admin_routes", "test_eval_runner_vendor",
+      "chalicelib.api.connection_test_routes", "test_eval_runner_vendor",
       "One minimal judge call with the stored key; a 401/403 from the vendor suspends it."),
     R("/analytics/scores", "GET", "member",
       "chalicelib.api.history_routes", "score_analytics",

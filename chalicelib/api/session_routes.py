@@ -9,6 +9,7 @@ from chalice import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
+from chalicelib.api.params import SESSION_ID_PARAM
 from chalicelib.domain.errors import PayloadTooLarge, UnsupportedMediaType
 from chalicelib.domain.trace import SessionUpload
 from chalicelib.services.sessions import (
@@ -16,7 +17,6 @@ from chalicelib.services.sessions import (
     MAX_LIST_LIMIT,
     MAX_PUT_BODY_BYTES,
     NDJSON,
-    SESSION_ID_PATTERN,
     EvalContext,
     EvalContextTooLarge,
     SessionDetails,
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
 MAX_EVAL_CONTEXT_RESPONSE_BYTES = 6_000_000 - 64 * 1024
 
 _TAGS = ("sessions",)
-# The OpenAPI schema of the {session_id} path parameter: the pattern the service validates with.
-SESSION_ID_PARAM = {"session_id": {"type": "string", "pattern": SESSION_ID_PATTERN.pattern,
-                                   "description": "Your session id: 1-200 of A-Z a-z 0-9 . _ ~ -, "
-                                                  "starting with a letter or digit."}}
 
 
 def _sessions() -> SessionService:

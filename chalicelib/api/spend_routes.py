@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chalicelib.api.http import ApiResponse, RequestContext, endpoint
-from chalicelib.api.session_routes import SESSION_ID_PARAM
+from chalicelib.api.params import SESSION_ID_PARAM
 from chalicelib.domain.settings import parse_if_match
 from chalicelib.domain.spend import SpendLimitsUpdate
 from chalicelib.services.eval_runs import EvalRunRequest

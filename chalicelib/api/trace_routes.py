@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chalicelib.api.http import RequestContext, endpoint
-from chalicelib.api.session_routes import SESSION_ID_PARAM
+from chalicelib.api.params import SESSION_ID_PARAM
 from chalicelib.domain.errors import NotFound
 from chalicelib.domain.trace_view import (
     EntryPage,

@@ -53,6 +53,10 @@ ChangeAction = Literal["added", "removed", "enabled", "disabled", "edited", "reo
 # ------------------------------------------------------------------------------------ stored model
 
 
+# The editor's models (updates, drafts, views, audit) are built on first use (`defer_build`): dispatch imports
+# this module for the stored catalog versions only (bench/coldstart).
+
+
 class CatalogEntry(BaseModel):
     """One question of a catalog version as stored: a built-in by reference, a tenant question in full."""
 
@@ -131,7 +135,7 @@ class CatalogQuestionInput(BaseModel):
     """One question of `PUT /admin/eval-questions`. A built-in is named by its id (only `enabled` may
     change; its other fields may be sent back unchanged); anything else is a tenant question."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     id: str = Field(max_length=_MAX_NAME_PARSED, description=f"Tenant questions: {ID_PATTERN}.")
     category: str | None = Field(default=None, max_length=_MAX_NAME_PARSED,
@@ -151,7 +155,7 @@ class CatalogQuestionInput(BaseModel):
 class CatalogUpdate(BaseModel):
     """PUT /admin/eval-questions: the whole catalog in order (every built-in listed, enabled or not)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     questions: list[CatalogQuestionInput] = Field(max_length=_MAX_ENTRIES_PARSED)
 
@@ -159,7 +163,7 @@ class CatalogUpdate(BaseModel):
 class DraftQuestion(BaseModel):
     """A question that is not saved yet (preview and try it): the fields of a tenant question."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     id: str = Field(max_length=_MAX_NAME_PARSED)
     category: str = Field(max_length=_MAX_NAME_PARSED)
@@ -169,6 +173,8 @@ class DraftQuestion(BaseModel):
 
 
 class CatalogQuestionView(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     id: str
     category: str
     text: str
@@ -181,6 +187,8 @@ class CatalogQuestionView(BaseModel):
 
 
 class CatalogLimits(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     id_pattern: str = ID_PATTERN
     category_pattern: str = CATEGORY_PATTERN
     max_text_chars: int = MAX_TEXT_CHARS
@@ -193,6 +201,8 @@ class CatalogLimits(BaseModel):
 class CatalogView(BaseModel):
     """GET|PUT /admin/eval-questions."""
 
+    model_config = ConfigDict(defer_build=True)
+
     version: int
     questions: list[CatalogQuestionView]
     updated_at: str | None = None
@@ -203,11 +213,13 @@ class CatalogView(BaseModel):
 class CatalogVersionView(CatalogView):
     """GET /admin/eval-questions/versions/{version}: an old version exactly as it was saved."""
 
+    model_config = ConfigDict(defer_build=True)
+
     changes: list[CatalogChange]
 
 
 class CatalogAuditRecord(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     version: int
     at: str
@@ -216,11 +228,13 @@ class CatalogAuditRecord(BaseModel):
 
 
 class CatalogAuditPage(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     items: list[CatalogAuditRecord]
 
 
 class CatalogAuditQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     limit: int = Field(default=50, ge=1, le=100)
 

@@ -1,9 +1,16 @@
-"""Identifier minting: time-sortable, URL-safe ids with a type prefix (e.g. `evr_01J…`)."""
+"""Identifiers: minting time-sortable, URL-safe ids with a type prefix (e.g. `evr_01J…`), and the shape
+of the ids clients choose (session ids)."""
 
 from __future__ import annotations
 
 import os
+import re
 import time
+
+# Session ids are free-form slugs but must be URL-safe as they are: RFC 3986 unreserved
+# characters only (so they never need percent-encoding in a path), starting with a letter or
+# digit (no "." / ".." segments), at most 200 characters. UUIDs and rollout ids fit.
+SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,199}$")
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as ULIDs use
 

@@ -36,6 +36,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+# The views (run, progress, list) are built on first use (`defer_build`): dispatch builds runs, never views
+# (bench/coldstart).
+
+
 class RunError(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -134,6 +138,8 @@ class EvalRun(BaseModel):
 
 
 class QuestionProgress(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     question_id: str
     category: str
     status: str
@@ -147,6 +153,8 @@ class QuestionProgress(BaseModel):
 
 
 class RunProgress(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     total: int
     completed: int
     failed: int
@@ -155,6 +163,8 @@ class RunProgress(BaseModel):
 
 class EvalRunView(BaseModel):
     """`GET /eval-runs/{id}`: the contract's shape plus a few extra fields."""
+
+    model_config = ConfigDict(defer_build=True)
 
     eval_run_id: str
     session_id: str
@@ -193,6 +203,8 @@ class EvalRunView(BaseModel):
 
 
 class EvalRunList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     items: list[EvalRunView]
     next_cursor: str | None = None
 

@@ -96,10 +96,14 @@ def _not_nullable_in_schema(**extra: Any) -> Callable[[dict[str, Any]], None]:
     return edit
 
 
+# The admin API's models (updates, views, audit, context-limit queries) are built on first use (`defer_build`):
+# dispatch and the worker import this module for the stored and runtime settings only (bench/coldstart).
+
+
 class VendorSettingsUpdate(BaseModel):
     """One vendor block of a PUT. Omitted fields keep their stored value; `api_key: null` removes the key."""
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", hide_input_in_errors=True)
 
     # json_schema_extra: the OpenAPI document states the same shapes the validators below enforce.
     api_key: SecretStr | None = Field(
@@ -164,7 +168,7 @@ class VendorSettingsUpdate(BaseModel):
 class EvalRunnerSettingsUpdate(BaseModel):
     """PUT body: any subset of the vendor blocks, the run timeout and whether judges get retained facts."""
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", hide_input_in_errors=True)
 
     # Omitted means "keep"; an explicit null is rejected, so the OpenAPI document leaves null out.
     anthropic: VendorSettingsUpdate | None = Field(default=None, json_schema_extra=_not_nullable_in_schema())
@@ -269,6 +273,8 @@ class SecretRef:
 
 
 class VendorBlock(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     enabled: bool
     model: str | None
     api_key_hint: str | None
@@ -283,6 +289,8 @@ class VendorBlock(BaseModel):
 
 class EvalRunnerSettingsView(BaseModel):
     """GET /admin/settings/eval-runner: the masked settings."""
+
+    model_config = ConfigDict(defer_build=True)
 
     anthropic: VendorBlock
     openai: VendorBlock
@@ -315,12 +323,14 @@ def settings_view(record: SettingsRecord, *, max_run_timeout_seconds: int,
 class ContextLimitQuery(BaseModel):
     """`DELETE …/vendors/{vendor}/context-limits?model=…`: one model's learned limits, or all of the vendor's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     model: str | None = Field(default=None, pattern=_MODEL_NAME.pattern)
 
 
 class ContextLimitsCleared(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     vendor: VendorName
     cleared: list[LearnedContextLimit]
 
@@ -389,7 +399,7 @@ AuditValue = str | int | bool | None
 
 
 class FieldChange(BaseModel):
-    model_config = ConfigDict(frozen=True, populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(defer_build=True, frozen=True, populate_by_name=True, serialize_by_alias=True)
 
     from_: AuditValue = Field(alias="from")
     to: AuditValue
@@ -398,7 +408,7 @@ class FieldChange(BaseModel):
 class SettingsAuditRecord(BaseModel):
     """One change to the settings: who, when, which fields (keys as hints only)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="ignore")
 
     at: str
     by: str
@@ -408,11 +418,13 @@ class SettingsAuditRecord(BaseModel):
 
 
 class SettingsAuditPage(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     items: list[SettingsAuditRecord]
 
 
 class AuditQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     limit: int = Field(default=100, ge=1, le=100)
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, TypedDict
 
+# The bounds are the eval context's rule (dispatch checks them too); ingest applies them.
+from chalicelib.domain.compaction import DEFAULT_THRESHOLD_BYTES as DEFAULT_THRESHOLD_BYTES
+from chalicelib.domain.compaction import MAX_THRESHOLD_BYTES as MAX_THRESHOLD_BYTES
+from chalicelib.domain.compaction import MIN_THRESHOLD_BYTES as MIN_THRESHOLD_BYTES
 from chalicelib.domain.errors import InvalidRequest
 from chalicelib.domain.trace import ToolResult, TraceEntry, utf8_len
-
-DEFAULT_THRESHOLD_BYTES = 2000
-MIN_THRESHOLD_BYTES = 0
-MAX_THRESHOLD_BYTES = 200_000
 
 
 class ToolTruncation(TypedDict):

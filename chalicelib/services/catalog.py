@@ -42,10 +42,7 @@ from chalicelib.domain.evaluation import RunnerKind, VendorName
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalRun
 from chalicelib.judges.catalog import Question, get_question
-from chalicelib.judges.evidence import number_entries
-from chalicelib.judges.prompts import PROMPT_SEPARATOR, build_question_prompt, build_shared_context
 from chalicelib.observability import logger
-from chalicelib.services.context_fit import context_json
 from chalicelib.services.eval_runs import EvalRunAccepted, EvalRunRequest
 
 MAX_WRITE_ATTEMPTS = 5
@@ -93,7 +90,7 @@ class PreviewTooLarge(DomainError):
 class _QuestionChoice(BaseModel):
     """Exactly one of a draft (unsaved) question or the id of a question of the current catalog."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     question: DraftQuestion | None = Field(default=None, description="An unsaved tenant question.")
     question_id: str | None = Field(default=None, max_length=200,
@@ -102,6 +99,8 @@ class _QuestionChoice(BaseModel):
 
 class PromptPreviewRequest(_QuestionChoice):
     """POST /admin/eval-questions/preview."""
+
+    model_config = ConfigDict(defer_build=True)
 
     session_id: str | None = Field(default=None, min_length=1, max_length=256,
                                    description="Render with this session's trace; without it the trace is a "
@@ -113,6 +112,8 @@ class PromptPreviewRequest(_QuestionChoice):
 class PromptPreview(BaseModel):
     """What one judge call of the question sends: `shared_context` (identical for every question of a
     run, sent as the cached block) then `question_prompt`; CLI judges get them joined by `separator`."""
+
+    model_config = ConfigDict(defer_build=True)
 
     question_id: str
     category: str
@@ -127,6 +128,8 @@ class PromptPreview(BaseModel):
 
 class QuestionTrialRequest(_QuestionChoice):
     """POST /admin/eval-questions/try: judge one question on a session, saved or not."""
+
+    model_config = ConfigDict(defer_build=True)
 
     session_id: str = Field(min_length=1, max_length=256)
     vendor: VendorName | None = None
@@ -233,6 +236,11 @@ class CatalogService:
     def preview_question(self, principal: Principal, request: PromptPreviewRequest) -> PromptPreview:
         """The exact text one judge call of this question sends (before any context fit shortens the
         trace): with `session_id` the session's real eval context, else a placeholder for it."""
+        # The prompt builders load here, not at import: dispatch imports this module on every cold start.
+        from chalicelib.judges.evidence import number_entries
+        from chalicelib.judges.prompts import PROMPT_SEPARATOR, build_question_prompt, build_shared_context
+        from chalicelib.services.context_fit import context_json
+
         principal.require_admin()
         question = self._chosen(principal, request)
         if request.session_id is not None:

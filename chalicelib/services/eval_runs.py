@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from chalicelib.adapters.run_store import DuplicateDispatch, DynamoRunStore, RunStateConflict, TransactItem
 from chalicelib.domain.catalog import QuestionCatalog, ResolvedCatalog, enabled_view
 from chalicelib.domain.clock import Clock, iso
+from chalicelib.domain.compaction import DEFAULT_THRESHOLD_BYTES, MAX_THRESHOLD_BYTES, MIN_THRESHOLD_BYTES
 from chalicelib.domain.errors import (
     Conflict,
     DependencyUnavailable,
@@ -39,7 +40,6 @@ from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalJobMessage, EvalRun, EvalRunList, EvalRunView, QuestionRef, RunError, run_view
 from chalicelib.domain.settings import VENDORS, EvalRunnerSettings
 from chalicelib.domain.spend import RunAdmission
-from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, MAX_THRESHOLD_BYTES, MIN_THRESHOLD_BYTES
 from chalicelib.judges.catalog import Question, select_questions
 from chalicelib.observability import emit_run_status, logger
 from chalicelib.services.run_lifecycle import RunLifecycle
@@ -162,6 +162,8 @@ class EvalRunRequest(BaseModel):
 
 
 class ServerRunnerOptions(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     vendors: list[VendorName]
     vendor_required: bool
     default_vendor: VendorName | None
@@ -170,23 +172,31 @@ class ServerRunnerOptions(BaseModel):
 
 
 class DaemonEntry(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     daemon_id: str
     name: str
     last_seen_at: str | None
 
 
 class DaemonRunnerOptions(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     available: bool
     daemons: list[DaemonEntry]
 
 
 class RunButton(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     visible: bool
     routes: list[RunnerKind]
 
 
 class EvalRunnersView(BaseModel):
     """GET /eval/runners: what the eval dialog shows this user."""
+
+    model_config = ConfigDict(defer_build=True)
 
     server: ServerRunnerOptions
     daemon: DaemonRunnerOptions
@@ -213,7 +223,7 @@ class EvalRunAccepted(BaseModel):
 
 
 class RunListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     limit: int = Field(default=50, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=2048)

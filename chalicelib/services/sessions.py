@@ -46,6 +46,7 @@ from chalicelib.domain.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from chalicelib.domain.ids import SESSION_ID_PATTERN
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.retention import retention_stamp
 from chalicelib.domain.session_uploads import SessionUploadJob, UploadError, UploadState
@@ -132,10 +133,6 @@ SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 READ_CHUNK_BYTES = 1 << 20
 NDJSON = "application/x-ndjson"
 
-# Session ids are free-form slugs but must be URL-safe as they are: RFC 3986 unreserved
-# characters only (so they never need percent-encoding in a path), starting with a letter or
-# digit (no "." / ".." segments), at most 200 characters. UUIDs and rollout ids fit.
-SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,199}$")
 UPLOAD_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 
 

@@ -1,0 +1,58 @@
+"""What a cold API container loads for the first request of its common routes: the structure behind the
+cold-start figures (bench/coldstart measures the time; nothing here is timed).
+
+Each case runs in a fresh interpreter: it imports the app, the route's module and builds the services
+the route's view builds, then reports the modules loaded and the AWS clients built. No AWS call is made.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "STAGE": "test", "AWS_DEFAULT_REGION": "us-east-1",
+       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "EVAL_TABLE_NAME": "t",
+       "EVAL_BUCKET_NAME": "b", "EVAL_QUEUE_URL": "https://sqs.invalid/q", "EVAL_KMS_KEY_ID": "k",
+       "EVAL_SECRET_PREFIX": "eval-runner/test/tenant/",
+       "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+CLIENTS = ("dynamodb", "sqs", "secretsmanager", "s3", "events")
+
+# Loaded only by other routes, the worker or finalization: never on these routes' first request.
+ELSEWHERE = ("chalicelib.services.analytics", "chalicelib.services.judge_facts", "chalicelib.services.connection_test",
+             "chalicelib.services.automation_dispatch", "chalicelib.domain.history", "chalicelib.services.eval_jobs")
+# Dispatch reads the session's eval context for the spend estimate (its true upper bound): the sessions
+# service and ingest are on its path; the settings routes never read a trace or build a prompt.
+TRACE_READING = ("chalicelib.ingest", "chalicelib.services.sessions", "chalicelib.judges.prompts")
+
+
+def _cold(route_module: str, services: list[str]) -> tuple[list[str], list[str]]:
+    code = f"""
+import json, sys
+import app, {route_module}
+from chalicelib.wiring import container
+for name in {services!r}:
+    getattr(container(), name)
+built = [n for n in {CLIENTS!r} if n in vars(container()) and vars(container())[n]._client is not None]
+print(json.dumps([sorted(sys.modules), built]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, check=True, capture_output=True, text=True)
+    modules, built = json.loads(out.stdout.strip().splitlines()[-1])
+    return modules, built
+
+
+@pytest.mark.parametrize(("route_module", "services", "not_loaded"), [
+    ("chalicelib.api.eval_routes", ["eval_runs"], ELSEWHERE),
+    ("chalicelib.api.admin_routes", ["admin_settings"], ELSEWHERE + TRACE_READING),
+], ids=["dispatch", "admin settings"])
+def test_a_first_request_loads_only_its_route_and_builds_no_client_before_calling(
+        route_module: str, services: list[str], not_loaded: tuple[str, ...]) -> None:
+    modules, built = _cold(route_module, services)
+    assert [m for m in modules if m.startswith(not_loaded)] == []
+    assert [m for m in modules if m.endswith("_routes")] == [route_module]
+    # Clients are built on their first call: building the services calls nothing.
+    assert built == []
