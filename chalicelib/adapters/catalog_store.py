@@ -21,7 +21,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item
+from chalicelib.adapters.dynamo import from_item, put_head_with_record, tenant_pk, to_item
 from chalicelib.domain.catalog import CatalogAuditRecord, CatalogVersion
 from chalicelib.domain.errors import Conflict, DependencyUnavailable
 from chalicelib.observability import logger
@@ -119,24 +119,14 @@ class DynamoCatalogStore:
         head = to_item({"pk": pk, "sk": HEAD_SK, "entity": "judge_catalog", "tenant": tenant, **body})
         snapshot = to_item({"pk": pk, "sk": version_sk(new.version), "entity": "judge_catalog_version",
                             "tenant": tenant, **body})
-        if expected_version == 0:
-            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
-        else:
-            condition = {"ConditionExpression": "#v = :v", "ExpressionAttributeNames": {"#v": "version"},
-                         "ExpressionAttributeValues": {":v": {"N": str(expected_version)}}}
         try:
-            self._client.transact_write_items(TransactItems=[
-                {"Put": {"TableName": self._table, "Item": head, **condition}},
-                {"Put": {"TableName": self._table, "Item": snapshot,
-                         "ConditionExpression": "attribute_not_exists(pk)"}},
-            ])
+            won = put_head_with_record(self._client, self._table, head=head, counter="version",
+                                       expected=expected_version, record=snapshot)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("TransactionCanceledException", "ConditionalCheckFailedException",
-                        "TransactionConflictException"):
-                self.invalidate(tenant)
-                raise CatalogWriteConflict("The judge catalog was changed by another request; retry.") from exc
             raise _translate(exc, "save_catalog") from exc
+        if not won:
+            self.invalidate(tenant)
+            raise CatalogWriteConflict("The judge catalog was changed by another request; retry.")
         with self._lock:
             self._heads[tenant] = (self._monotonic() + self._cache_seconds, new)
         self._remember_version(tenant, new)

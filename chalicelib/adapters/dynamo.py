@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -52,3 +53,31 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
 
 def tenant_pk(tenant: str) -> str:
     return f"TENANT#{tenant}"
+
+
+_LOST_RACE = ("TransactionCanceledException", "ConditionalCheckFailedException", "TransactionConflictException")
+
+
+def put_head_with_record(client: Any, table: str, *, head: dict[str, Any], counter: str, expected: int,
+                         record: dict[str, Any]) -> bool:
+    """Write a versioned head item and a new immutable record in one transaction.
+
+    The head is written only if its `counter` attribute still equals `expected` (0 = no head yet) and
+    the record only if its key is new, so two writers that read the same head can never both win.
+    Returns False when the race was lost; any other client error is raised for the caller to translate.
+    """
+    if expected == 0:
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+    else:
+        condition = {"ConditionExpression": "#c = :c", "ExpressionAttributeNames": {"#c": counter},
+                     "ExpressionAttributeValues": {":c": {"N": str(expected)}}}
+    try:
+        client.transact_write_items(TransactItems=[
+            {"Put": {"TableName": table, "Item": head, **condition}},
+            {"Put": {"TableName": table, "Item": record, "ConditionExpression": "attribute_not_exists(pk)"}},
+        ])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") in _LOST_RACE:
+            return False
+        raise
+    return True

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item
+from chalicelib.adapters.dynamo import from_item, put_head_with_record, tenant_pk, to_item
 from chalicelib.domain.errors import DependencyUnavailable
 from chalicelib.domain.settings import SettingsAuditRecord, SettingsRecord, SettingsWriteConflict
 from chalicelib.observability import logger
@@ -85,24 +85,14 @@ class SettingsStore:
                                  **record.model_dump(mode="json", exclude_none=True)})
         audit_item = to_item({"pk": pk, "sk": audit_sk(audit.at, record.revision), "entity": "settings_audit",
                               "revision": record.revision, **audit.model_dump(mode="json", by_alias=True)})
-        if expected_revision == 0:
-            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
-        else:
-            condition = {"ConditionExpression": "#rev = :rev", "ExpressionAttributeNames": {"#rev": "revision"},
-                         "ExpressionAttributeValues": {":rev": {"N": str(expected_revision)}}}
         try:
-            self._client.transact_write_items(TransactItems=[
-                {"Put": {"TableName": self._table, "Item": settings_item, **condition}},
-                {"Put": {"TableName": self._table, "Item": audit_item,
-                         "ConditionExpression": "attribute_not_exists(pk)"}},
-            ])
+            won = put_head_with_record(self._client, self._table, head=settings_item, counter="revision",
+                                       expected=expected_revision, record=audit_item)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("TransactionCanceledException", "ConditionalCheckFailedException",
-                        "TransactionConflictException"):
-                self.invalidate(tenant)
-                raise SettingsWriteConflict("The settings were changed by another request; retry.") from exc
             raise _translate(exc, "save_settings") from exc
+        if not won:
+            self.invalidate(tenant)
+            raise SettingsWriteConflict("The settings were changed by another request; retry.")
         self._remember(tenant, record)
 
     # -- cache --------------------------------------------------------------------------------
