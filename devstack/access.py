@@ -21,7 +21,7 @@ from typing import Any
 # The grants a function can hold (each becomes one IAM statement, scoped to this stack's resource).
 TABLE = "table"                          # DynamoDB items of the stage's table and its indexes
 SESSIONS_READ = "sessions_read"          # S3 objects of the session bucket: get (+ list, so a miss is a 404)
-SESSIONS_WRITE = "sessions_write"        # S3 objects of the session bucket: put, delete
+SESSIONS_WRITE = "sessions_write"        # S3 objects of the session bucket: put (with tags), delete
 VENDOR_KEYS_READ = "vendor_keys_read"    # Secrets Manager: read the stage's tenant vendor keys
 VENDOR_KEYS_MANAGE = "vendor_keys_manage"  # Secrets Manager: create, rotate, delete them
 JOBS_SEND = "jobs_send"                  # SQS: enqueue eval jobs
@@ -129,7 +129,11 @@ def role_statements(grants: frozenset[str], targets: Targets, *, xray: bool = Fa
         kms_via.append(targets.via["dynamodb"])
     if grants & {SESSIONS_READ, SESSIONS_WRITE}:
         actions = (["s3:GetObject"] if SESSIONS_READ in grants else []) + (
-            ["s3:PutObject", "s3:DeleteObject"] if SESSIONS_WRITE in grants else [])
+            # A PUT that carries tags (the retention tag the bucket's lifecycle rules expire traces by)
+            # also needs s3:PutObjectTagging, or S3 refuses the whole upload with 403; an export's
+            # multipart upload is aborted when the export fails.
+            ["s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload", "s3:DeleteObject"]
+            if SESSIONS_WRITE in grants else [])
         statements.append({"Sid": "SessionObjects", "Effect": "Allow", "Action": actions,
                            "Resource": targets.bucket_objects})
         if SESSIONS_READ in grants:
