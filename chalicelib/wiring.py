@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from chalicelib.config import RuntimeConfig, load_runtime_config
-from chalicelib.domain.clock import Clock, SystemClock
+from chalicelib.domain.clock import Clock, SystemClock, iso
 from chalicelib.domain.compaction import DEFAULT_THRESHOLD_BYTES
 from chalicelib.domain.errors import Unauthenticated
 from chalicelib.domain.principal import Principal
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from chalice.app import Request
 
     from chalicelib.adapters.aggregate_store import DynamoAggregateStore
+    from chalicelib.adapters.alert_webhook import GuardedWebhookSender
     from chalicelib.adapters.automation_store import DynamoAutomationStore
     from chalicelib.adapters.budget_ledger import DynamoBudgetLedger
     from chalicelib.adapters.catalog_store import DynamoCatalogStore
@@ -322,12 +323,20 @@ class Container:
         from chalicelib.services.spend_admin import SpendAdminService
 
         return SpendAdminService(store=self.spend_store, ledger=self.budget_ledger, settings=self.admin_settings,
-                                 clock=self.clock)
+                                 clock=self.clock, webhook_policy=self.base_url_policy)
+
+    @cached_property
+    def alert_webhook(self) -> GuardedWebhookSender:
+        """Budget alert webhook POSTs, through the stage's outbound guard."""
+        from chalicelib.adapters.alert_webhook import GuardedWebhookSender
+
+        return GuardedWebhookSender(self.outbound_guard, now=lambda: iso(self.clock.now()))
 
     @cached_property
     def run_lifecycle(self) -> RunLifecycle:
         """The one finalizer of eval runs. Participants: spend's settlement, history's score aggregates,
         judge facts, automation's batch entries and delayed-run promotion (others add theirs here)."""
+        from chalicelib.services.budget_alerts import BudgetAlerts
         from chalicelib.services.run_lifecycle import RunLifecycle
         from chalicelib.services.spend import SpendSettlement
 
@@ -343,8 +352,10 @@ class Container:
 
             return AutomationParticipant(lambda: self.automated_dispatch, self._record_batch_entries)
 
+        alerts = BudgetAlerts(events=lambda: self.event_publisher, webhook=lambda: self.alert_webhook,
+                              deliveries=self.spend_store)
         settlement = SpendSettlement(ledger=self.budget_ledger, settings=self.spend_store, clock=self.clock,
-                                     events=lambda: self.event_publisher)
+                                     alerts=alerts)
         return RunLifecycle(runs=self.run_store, clock=self.clock,
                             worker_grace_seconds=self.config.worker_grace_seconds,
                             participants=[settlement, _ParticipantOnFirstUse("history", score_aggregation),

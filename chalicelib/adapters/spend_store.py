@@ -1,7 +1,8 @@
 """DynamoDB store of a tenant's spend limits, price overrides and daily usage rows.
 
 Items (single table, `pk=TENANT#<t>`):
-- `sk=LIMITS` — `SpendLimits` (+ `version` for If-Match); absent = the safe defaults, version 0;
+- `sk=LIMITS` — `SpendLimits` (+ `version` for If-Match); absent = the safe defaults, version 0; also
+  `alert_webhook_delivery`, the last budget alert webhook delivery (not part of the versioned limits);
 - `sk=PRICES` — the admin's price overrides (`models`) and `version`; absent = defaults only;
 - `sk=USAGE#<YYYY-MM-DD>#<user>#<vendor>#<model>` — one row per day, user, vendor and model, summed
   by the run lifecycle's finalization (`ADD`, inside its transaction, so a run counts once); TTL
@@ -12,7 +13,8 @@ Items (single table, `pk=TENANT#<t>`):
 Limits and prices are read on every dispatch, so they are cached in-process for a few seconds; the
 spend ledger carries their versions, so a dispatch computed from a stale copy is refused and retried
 fresh (`adapters/budget_ledger.py`). An admin write is one transaction: the item (conditional on the
-version read) and the ledger's version attribute.
+version read) and the ledger's version attribute; a limits change also appends its record to the
+settings audit trail (`AUDIT#<at>#LIMITS#<version>`, listed with the settings' own changes).
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item, to_value
+from chalicelib.adapters.settings_store import AUDIT_PREFIX
+from chalicelib.domain.budget_alerts import WebhookDelivery
 from chalicelib.domain.errors import DependencyUnavailable, PreconditionFailed
 from chalicelib.domain.evaluation import TokenUsage
+from chalicelib.domain.settings import SettingsAuditRecord
 from chalicelib.domain.spend import SpendLimits
 from chalicelib.domain.spend_prices import ModelPrice, PriceTable
 from chalicelib.observability import logger
@@ -70,9 +75,32 @@ class DynamoSpendStore:
             return SpendLimits()
         data = {k: v for k, v in item.items() if k not in _KEY_FIELDS}
         # DynamoDB items carry no nulls (to_item drops them): an absent cap in a stored item is "no cap".
-        for nullable in ("tenant_monthly_usd", "user_daily_usd", "retention_days"):
+        for nullable in ("tenant_monthly_usd", "user_daily_usd", "retention_days", "alert_webhook_url"):
             data.setdefault(nullable, None)
         return SpendLimits.model_validate(data)
+
+    def last_webhook_delivery(self, tenant: str, *, fresh: bool = False) -> WebhookDelivery | None:
+        """The last budget alert webhook delivery (from the limits item, cached with it)."""
+        item = self._get(tenant, LIMITS_SK, fresh=fresh)
+        raw = (item or {}).get("alert_webhook_delivery")
+        return WebhookDelivery.model_validate(raw) if raw else None
+
+    def record_webhook_delivery(self, tenant: str, delivery: WebhookDelivery) -> None:
+        """Keep the outcome on the limits item without touching its version (no dispatch depends on it)."""
+        try:
+            self._ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": tenant_pk(tenant)}, "sk": {"S": LIMITS_SK}},
+                UpdateExpression="SET #d = :d", ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#d": "alert_webhook_delivery"},
+                ExpressionAttributeValues={":d": to_value(delivery.model_dump(mode="json", exclude_none=True))})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return  # the limits were never stored: there is no webhook to report on
+            raise _unavailable(exc, "record_webhook_delivery") from exc
+        except BotoCoreError as exc:
+            raise _unavailable(exc, "record_webhook_delivery") from exc
+        with self._lock:
+            self._cache.pop((tenant, LIMITS_SK), None)
 
     def prices(self, tenant: str, *, fresh: bool = False) -> PriceTable:
         item = self._get(tenant, PRICES_SK, fresh=fresh)
@@ -110,19 +138,26 @@ class DynamoSpendStore:
             self._cache.clear()
 
     def save_limits(self, tenant: str, limits: SpendLimits, *, expected_version: int,
-                    ledger_write: TransactItem) -> None:
+                    ledger_write: TransactItem, audit: SettingsAuditRecord | None = None) -> None:
         data = {"pk": tenant_pk(tenant), "sk": LIMITS_SK, "entity": "spend_limits", "tenant": tenant,
                 **limits.model_dump(mode="json")}
-        self._save(tenant, data, expected_version, ledger_write, "save_limits")
+        extra = [ledger_write]
+        if audit is not None:
+            extra.append({"Put": {"TableName": self._table, "ConditionExpression": "attribute_not_exists(pk)",
+                                  "Item": to_item({"pk": tenant_pk(tenant),
+                                                   "sk": f"{AUDIT_PREFIX}{audit.at}#LIMITS#{limits.version:012d}",
+                                                   "entity": "settings_audit", "revision": limits.version,
+                                                   **audit.model_dump(mode="json", by_alias=True)})}})
+        self._save(tenant, data, expected_version, extra, "save_limits")
 
     def save_prices(self, tenant: str, rows: Sequence[ModelPrice], *, version: int, expected_version: int,
                     ledger_write: TransactItem, updated_at: str, updated_by: str) -> None:
         data = {"pk": tenant_pk(tenant), "sk": PRICES_SK, "entity": "spend_prices", "tenant": tenant,
                 "version": version, "updated_at": updated_at, "updated_by": updated_by,
                 "models": [r.model_dump(mode="json", exclude={"source"}) for r in rows]}
-        self._save(tenant, data, expected_version, ledger_write, "save_prices")
+        self._save(tenant, data, expected_version, [ledger_write], "save_prices")
 
-    def _save(self, tenant: str, data: dict[str, Any], expected_version: int, ledger_write: TransactItem,
+    def _save(self, tenant: str, data: dict[str, Any], expected_version: int, extra: list[TransactItem],
               operation: str) -> None:
         if expected_version == 0:
             condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
@@ -131,7 +166,7 @@ class DynamoSpendStore:
                          "ExpressionAttributeValues": {":v": {"N": str(expected_version)}}}
         try:
             self._ddb.transact_write_items(TransactItems=[
-                {"Put": {"TableName": self._table, "Item": to_item(data), **condition}}, ledger_write])
+                {"Put": {"TableName": self._table, "Item": to_item(data), **condition}}, *extra])
         except ClientError as exc:
             self.invalidate(tenant)
             if exc.response["Error"]["Code"] == "TransactionCanceledException":

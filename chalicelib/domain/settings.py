@@ -26,7 +26,8 @@ from chalicelib.domain.evaluation import VendorName
 
 VENDORS: tuple[VendorName, ...] = ("anthropic", "openai")
 VendorStatus = Literal["unconfigured", "ok", "suspended"]
-SettingsAction = Literal["update", "remove_vendor", "suspend", "reinstate", "import"]
+# "limits": a change of the spend limits (budgets, quotas, alert threshold and webhook, retention).
+SettingsAction = Literal["update", "remove_vendor", "suspend", "reinstate", "import", "limits"]
 
 DEFAULT_RUN_TIMEOUT_SECONDS = 300
 MIN_RUN_TIMEOUT_SECONDS = 30

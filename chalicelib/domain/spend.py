@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from chalicelib.domain.budget_alerts import MAX_WEBHOOK_URL_LENGTH
 from chalicelib.domain.errors import DomainError, RateLimited
 from chalicelib.domain.evaluation import TokenUsage
 from chalicelib.domain.spend_prices import ModelPrice, cost_micros
@@ -106,6 +107,8 @@ class SpendLimits(BaseModel):
     max_active_runs_per_tenant: int = DEFAULT_MAX_ACTIVE_RUNS_PER_TENANT
     alert_at_fraction: float = DEFAULT_ALERT_AT_FRACTION
     retention_days: int | None = None
+    alert_webhook_url: str | None = Field(default=None, description="https URL that receives each budget alert "
+                                                                     "as a JSON POST; null = EventBridge only")
     version: int = 0
     updated_at: str | None = None
     updated_by: str | None = None
@@ -130,6 +133,10 @@ class SpendLimitsUpdate(BaseModel):
                                           description="share of a budget whose crossing emits an alert")
     retention_days: StrictInt | None = Field(default=None, ge=1, le=3650,
                                              description="days runs and sessions are kept; null = forever")
+    alert_webhook_url: str | None = Field(default=None, min_length=1, max_length=MAX_WEBHOOK_URL_LENGTH,
+                                          description="https URL (public host, port 443 unless the stage allows "
+                                                      "others, no credentials/query) POSTed each budget alert "
+                                                      "event as JSON; null = no webhook")
 
     def apply(self, current: SpendLimits, fields_set: set[str]) -> SpendLimits:
         """Only the fields present in the body change; an explicit null clears a budget or retention."""

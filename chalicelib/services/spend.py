@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from chalicelib.adapters.run_store import ExtraWriteRefused, TransactItem
 from chalicelib.domain.clock import Clock, iso, parse_iso
-from chalicelib.domain.errors import DependencyUnavailable, DomainError
+from chalicelib.domain.errors import DependencyUnavailable
 from chalicelib.domain.evaluation import TokenUsage
 from chalicelib.domain.runs import EvalRun, run_price, usage_known
 from chalicelib.domain.spend import (
@@ -38,12 +38,12 @@ from chalicelib.domain.spend import (
 )
 from chalicelib.domain.spend_prices import ModelPrice, PriceTable, cost_micros
 from chalicelib.observability import logger
+from chalicelib.services.budget_alerts import BudgetAlerts
 from chalicelib.services.run_lifecycle import Contribution, Finalization
 
 T = TypeVar("T")
 # Attempts at the admission: a stale cache, a day/month rollover and a lost race each cost one.
 _ADMIT_ATTEMPTS = 5
-BUDGET_ALERT_DETAIL_TYPE = "EvalBudgetThresholdReached"
 
 
 # ----------------------------------------------------------------------------------------- ports
@@ -79,10 +79,6 @@ class SpendSettings(Protocol):
 
     def usage_write(self, tenant: str, *, day: str, user: str, vendor: str, model: str, usage: TokenUsage,
                     cost_micros: int | None) -> TransactItem: ...
-
-
-class EventSink(Protocol):
-    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None: ...
 
 
 class QuoteRejected(Exception):
@@ -227,11 +223,11 @@ class SpendSettlement:
     name = "spend"
 
     def __init__(self, *, ledger: LedgerAdmission, settings: SpendSettings, clock: Clock,
-                 events: Callable[[], EventSink | None] | None = None) -> None:
+                 alerts: BudgetAlerts | None = None) -> None:
         self._ledger = ledger
         self._settings = settings
         self._clock = clock
-        self._events = events
+        self._alerts = alerts or BudgetAlerts()
 
     def contribute(self, final: Finalization, *, attempt: int, refused: Mapping[str, Any] | None) -> Contribution:
         run = final.run
@@ -297,17 +293,6 @@ class SpendSettlement:
                   "limit_usd": micros_to_usd(cap), "spent_usd": micros_to_usd(spent),
                   "alert_at_fraction": limits.alert_at_fraction, "eval_run_id": run.eval_run_id,
                   "at": iso(now)}
-        sink = self._events() if self._events is not None else None
-        try:
-            if sink is None:
-                raise DependencyUnavailable("no event bus configured", code="event_bus_unavailable")
-            sink.publish(BUDGET_ALERT_DETAIL_TYPE, detail)
-        except (DomainError, ValueError) as exc:
+        if not self._alerts.send(run.tenant, detail, webhook_url=limits.alert_webhook_url):
             # Not sent: put the flag back so the next settlement in the period tries again.
-            logger.error("budget threshold alert not sent", extra={"tenant": run.tenant, "budget": budget,
-                                                                   "error_type": type(exc).__name__})
             self._ledger.clear_alert(run.tenant, budget=budget, user=user)
-            return
-        logger.warning("budget threshold reached", extra={"tenant": run.tenant, "budget": budget,
-                                                           "period": period, "spent_usd": detail["spent_usd"],
-                                                           "limit_usd": detail["limit_usd"]})

@@ -15,9 +15,12 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from chalicelib.domain.base_url import BaseUrlPolicy
+from chalicelib.domain.budget_alerts import WebhookDelivery, WebhookUrlRefused, check_webhook_url, webhook_origin
 from chalicelib.domain.clock import Clock, iso
 from chalicelib.domain.errors import InvalidRequest, PreconditionFailed
 from chalicelib.domain.principal import Principal
+from chalicelib.domain.settings import AuditValue, FieldChange, SettingsAuditRecord
 from chalicelib.domain.spend import (
     NON_NULLABLE_LIMITS,
     LedgerView,
@@ -42,7 +45,10 @@ class SpendStore(Protocol):
 
     def prices(self, tenant: str, *, fresh: bool = False) -> PriceTable: ...
 
-    def save_limits(self, tenant: str, limits: SpendLimits, *, expected_version: int, ledger_write: Any) -> None: ...
+    def last_webhook_delivery(self, tenant: str, *, fresh: bool = False) -> WebhookDelivery | None: ...
+
+    def save_limits(self, tenant: str, limits: SpendLimits, *, expected_version: int, ledger_write: Any,
+                    audit: SettingsAuditRecord | None = None) -> None: ...
 
     def save_prices(self, tenant: str, rows: Sequence[ModelPrice], *, version: int, expected_version: int,
                     ledger_write: Any, updated_at: str, updated_by: str) -> None: ...
@@ -71,6 +77,8 @@ class SpendLimitsView(SpendLimits):
     active_runs: int = 0
     budgets: list[dict[str, Any]] = Field(default_factory=list,
                                           description="the tenant's monthly budget now: committed, spent, left")
+    alert_webhook_last_delivery: WebhookDelivery | None = Field(
+        default=None, description="the outcome of the last budget alert POSTed to alert_webhook_url")
 
 
 class ModelPriceInput(BaseModel):
@@ -132,13 +140,32 @@ class UsageReport(BaseModel):
 # ----------------------------------------------------------------------------------------- service
 
 
+def _audit_value(name: str, value: Any) -> AuditValue:
+    if name == "alert_webhook_url":
+        # Webhook paths are often bearer secrets: the audit trail keeps the origin only.
+        origin = webhook_origin(value)
+        return None if origin is None else f"{origin}/…"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return value if value is None or isinstance(value, (str, int, bool)) else str(value)
+
+
+def _limit_changes(old: SpendLimits, new: SpendLimits) -> dict[str, FieldChange]:
+    skip = {"version", "updated_at", "updated_by"}
+    return {name: FieldChange(**{"from": _audit_value(name, getattr(old, name)),
+                                 "to": _audit_value(name, getattr(new, name))})
+            for name in type(new).model_fields if name not in skip and getattr(old, name) != getattr(new, name)}
+
+
 class SpendAdminService:
     def __init__(self, *, store: SpendStore, ledger: LedgerVersions, settings: ConfiguredModels,
-                 clock: Clock) -> None:
+                 clock: Clock, webhook_policy: BaseUrlPolicy | None = None) -> None:
         self._store = store
         self._ledger = ledger
         self._settings = settings
         self._clock = clock
+        # Where an alert webhook may point: the stage's outbound policy (as for vendor base URLs).
+        self._webhook_policy = webhook_policy or BaseUrlPolicy()
 
     # -- limits ---------------------------------------------------------------------------------
     def get_limits(self, principal: Principal) -> SpendLimitsView:
@@ -150,7 +177,9 @@ class SpendAdminService:
         now = self._clock.now()
         tenant_budgets = [b for b in budget_status(limits, ledger, principal.user, now)
                           if b["budget"] == "tenant_monthly"]
-        return SpendLimitsView(**limits.model_dump(), active_runs=len(ledger.open_runs), budgets=tenant_budgets)
+        delivery = self._store.last_webhook_delivery(principal.tenant) if limits.alert_webhook_url else None
+        return SpendLimitsView(**limits.model_dump(), active_runs=len(ledger.open_runs), budgets=tenant_budgets,
+                               alert_webhook_last_delivery=delivery)
 
     def update_limits(self, principal: Principal, update: SpendLimitsUpdate, if_match: int | None) -> SpendLimitsView:
         fields = set(update.model_fields_set)
@@ -159,17 +188,28 @@ class SpendAdminService:
             raise InvalidRequest("These limits cannot be null: " + ", ".join(nulls) + ".", code="validation_failed",
                                  details={"fields": [{"field": f, "message": "must be a number, not null",
                                                       "type": "null_not_allowed"} for f in nulls]})
+        if "alert_webhook_url" in fields and update.alert_webhook_url is not None:
+            try:
+                update = update.model_copy(update={
+                    "alert_webhook_url": check_webhook_url(update.alert_webhook_url, self._webhook_policy)})
+            except WebhookUrlRefused as refused:
+                raise InvalidRequest(refused.message, code="validation_failed", details={"fields": [
+                    {"field": "alert_webhook_url", "message": refused.message, "type": refused.reason}]}) from None
         current = self._store.limits(principal.tenant, fresh=True)
         if if_match is not None and if_match != current.version:
             raise PreconditionFailed(f"The limits are at version {current.version}, not {if_match}; reload them and "
                                      "apply your change again.", code="version_mismatch",
                                      details={"current_version": current.version})
         changed = update.apply(current, fields)
-        new = changed.model_copy(update={"version": current.version + 1, "updated_at": iso(self._clock.now()),
+        now = iso(self._clock.now())
+        new = changed.model_copy(update={"version": current.version + 1, "updated_at": now,
                                          "updated_by": principal.user})
+        audit = SettingsAuditRecord(at=now, by=principal.user, action="limits", version=new.version,
+                                    changes=_limit_changes(current, new))
         self._store.save_limits(principal.tenant, new, expected_version=current.version,
                                 ledger_write=self._ledger.versions_write(principal.tenant,
-                                                                         limits_version=new.version))
+                                                                         limits_version=new.version),
+                                audit=audit)
         logger.info("spend limits changed", extra={"fields": sorted(fields), "version": new.version})
         return self._limits_view(principal, new)
 

@@ -48,6 +48,13 @@ export async function renderLimits(main, ctx) {
   view.render();
 }
 
+function lastDeliveryWords(d) {
+  if (!d) return "No alert has been sent to it yet.";
+  const when = new Date(d.at).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  if (d.outcome === "delivered") return `Last alert delivered ${when} (HTTP ${d.status}).`;
+  return `Last alert not delivered ${when}: ${d.message || d.outcome}`;
+}
+
 function numberOrNull(input) {
   const raw = input.value.trim();
   return raw === "" ? null : Number(raw);
@@ -107,6 +114,7 @@ class LimitsView {
         + "EvalBudgetThresholdReached event per budget period.", { value: l.alert_at_fraction, step: "0.05" }),
       this.field("retention_days", "Keep runs and sessions for", "Days; leave empty to keep them.",
         { value: l.retention_days, nullable: true, step: "1", min: "1", suffix: "(days)" }),
+      this.webhookField(l),
     ];
     this.limitsStatus = h("div", { class: "form-status", role: "status", "data-testid": "limits-status" });
     const form = h("form", { class: "stack", novalidate: true, "aria-labelledby": "limits-title",
@@ -119,11 +127,33 @@ class LimitsView {
       h("p", { class: "meta" }, `Version ${l.version}`, l.updated_by ? ` · last changed by ${l.updated_by}` : ""));
   }
 
+  webhookField(l) {
+    const name = "alert_webhook_url";
+    const id = nextId(name);
+    const input = h("input", { id, name, type: "url", inputmode: "url", autocomplete: "off", spellcheck: "false",
+      maxlength: "2048", placeholder: "https://hooks.example.com/…", value: l.alert_webhook_url || "",
+      "aria-describedby": `${id}-hint ${id}-last ${id}-error` });
+    const error = h("p", { class: "text-error field-error", id: `${id}-error`, "data-error-for": name });
+    return {
+      name, input, nullable: true, text: true, error,
+      element: h("div", { class: "field field-wide" }, h("label", { for: id }, "Alert webhook"), input,
+        h("p", { class: "hint", id: `${id}-hint` }, "An https address that receives each budget alert as a JSON "
+          + "POST (the same event as EventBridge), once per budget period. Leave empty for none."),
+        h("p", { class: "hint", id: `${id}-last`, "data-testid": "webhook-last-delivery" },
+          l.alert_webhook_url ? lastDeliveryWords(l.alert_webhook_last_delivery) : ""),
+        error),
+    };
+  }
+
   async saveLimits() {
     const body = {};
     for (const f of this.fields) {
       f.error.textContent = "";
       f.input.removeAttribute("aria-invalid");
+      if (f.text) {
+        body[f.name] = f.input.value.trim() || null;
+        continue;
+      }
       const value = numberOrNull(f.input);
       if (value === null && !f.nullable) {
         this.markField(f.name, "Enter a number.");

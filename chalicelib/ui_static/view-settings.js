@@ -603,7 +603,7 @@ function valueLabel(value) {
 function actionLabel(action) {
   return {
     update: "updated", remove_vendor: "removed a vendor", suspend: "suspended (key rejected)",
-    reinstate: "reinstated", import: "imported",
+    reinstate: "reinstated", import: "imported", limits: "changed the limits",
   }[action] || String(action || "updated");
 }
 

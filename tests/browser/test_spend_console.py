@@ -98,9 +98,19 @@ def test_admins_edit_limits_and_prices_and_bad_input_is_marked(open_console: Any
     with api(local_stack, admin) as http:
         assert http.get("/admin/settings/eval-runner/limits").json()["version"] == 0  # nothing stored
     limits.get_by_label("Budget per user per day").fill("25")
+    # An alert webhook on a private address is refused by the outbound policy, next to its input.
+    webhook = limits.get_by_label("Alert webhook")
+    webhook.fill("https://10.0.0.7/hook")
+    limits.get_by_role("button", name="Save limits").click()
+    expect(limits.locator('[data-error-for="alert_webhook_url"]')).to_contain_text("private")
+    expect(webhook).to_have_attribute("aria-invalid", "true")
+    with api(local_stack, admin) as http:
+        assert http.get("/admin/settings/eval-runner/limits").json()["version"] == 0  # nothing stored
+    webhook.fill("https://hooks.example.com/budget/alerts")
     limits.get_by_label("Evaluations at once per user").fill("5")
     limits.get_by_role("button", name="Save limits").click()
     expect(page.get_by_test_id("limits-status")).to_contain_text("Limits saved")
+    expect(limits.get_by_test_id("webhook-last-delivery")).to_have_text("No alert has been sent to it yet.")
     console.assert_accessible("limits")
     prices = page.get_by_test_id("prices-card")
     prices.locator('tr[data-model="claude-sonnet-4-6"]').get_by_role("button", name="Override").click()
@@ -111,6 +121,7 @@ def test_admins_edit_limits_and_prices_and_bad_input_is_marked(open_console: Any
     with api(local_stack, admin) as http:
         body = http.get("/admin/settings/eval-runner/limits").json()
         assert (body["user_daily_usd"], body["max_active_runs_per_user"]) == (25, 5)
+        assert body["alert_webhook_url"] == "https://hooks.example.com/budget/alerts"
         rows = {r["model"]: r for r in http.get("/admin/settings/eval-runner/prices").json()["models"]}
         assert rows["claude-sonnet-4-6"]["input_usd_per_mtok"] == 2.5 and rows["claude-sonnet-4-6"]["source"] == "admin"
 

@@ -5,8 +5,8 @@ reproducible) is sent twice, with an admin and with a member token of a dedicate
 and each response must be no 5xx and conform to the document: a documented status code, the
 documented content type, the documented schema and headers, and invalid input rejected with a 4xx.
 
-Side effects stay inside the fuzz tenant and on loopback: every `base_url` the fuzzer writes into
-the settings is mapped onto the dev fake vendor or a closed loopback port before it is sent, so
+Side effects stay inside the fuzz tenant and on loopback: every `base_url` (and alert webhook URL) the
+fuzzer writes into the settings is mapped onto the dev fake vendor or a closed loopback port before it is sent, so
 connection tests and runs never reach another host, and daemon long polls return at once.
 A summary (operations, requests, wall time) goes to `.local/fuzz-report.json`.
 """
@@ -145,6 +145,10 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
                 loopback = [base, CLOSED_LOOPBACK]
                 if block["base_url"] not in loopback:
                     block["base_url"] = _pick(block["base_url"], loopback)
+    # A budget alert webhook likewise: a closed loopback port (an alert never POSTs to a generated host).
+    if case.operation.path == "/admin/settings/eval-runner/limits" and isinstance(case.body, dict) \
+            and isinstance(case.body.get("alert_webhook_url"), str):
+        case.body["alert_webhook_url"] = f"{CLOSED_LOOPBACK}/budget-alerts"
     # Long polls answer at once (a real daemon's wait is covered by the daemon tests); an absent
     # wait means the default 20 s.
     if case.operation.path == "/daemons/{daemon_id}/jobs":
