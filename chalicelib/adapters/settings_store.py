@@ -67,9 +67,12 @@ class SettingsStore:
 
     def list_audit(self, tenant: str, limit: int) -> list[SettingsAuditRecord]:
         try:
+            # Settings (and limits) records are `AUDIT#<ISO time>#…`, so their keys continue with a digit;
+            # the range leaves out the deletion trail's `AUDIT#DELETE#…` under the same prefix.
             resp = self._client.query(
-                TableName=self._table, KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-                ExpressionAttributeValues={":pk": {"S": tenant_pk(tenant)}, ":prefix": {"S": AUDIT_PREFIX}},
+                TableName=self._table, KeyConditionExpression="pk = :pk AND sk BETWEEN :first AND :last",
+                ExpressionAttributeValues={":pk": {"S": tenant_pk(tenant)}, ":first": {"S": f"{AUDIT_PREFIX}0"},
+                                           ":last": {"S": f"{AUDIT_PREFIX}9\uffff"}},
                 ScanIndexForward=False, Limit=limit, ConsistentRead=True)
         except ClientError as exc:
             raise _translate(exc, "list_audit") from exc

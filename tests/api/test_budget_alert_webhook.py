@@ -13,7 +13,7 @@ import pytest
 from chalicelib.domain.base_url import BaseUrlPolicy
 from devstack.fake_vendor import FakeVendor
 from tests.adapters.test_alert_webhook import receiver
-from tests.api.test_spend_api import ADMIN, LIMITS, RecordedEvents, dispatch, estimate, fake, worker
+from tests.api.test_spend_api import ADMIN, LIMITS, SESSION, RecordedEvents, dispatch, estimate, fake, worker
 from tests.api.test_worker_end_to_end import configure, queued_event, trace, upload, view, work
 
 __all__ = ["fake", "worker"]  # fixtures shared with the spend API tests
@@ -106,3 +106,15 @@ def test_a_dead_webhook_never_fails_the_run_and_the_admin_sees_why(client: Any, 
     assert len([t for t, _ in events.events if t == "EvalBudgetThresholdReached"]) == 1
     last = client.get(LIMITS, token=ADMIN).json["alert_webhook_last_delivery"]
     assert last["outcome"] == "failed" and "could not be reached" in last["message"]
+
+
+def test_the_settings_audit_lists_limits_changes_beside_the_deletion_trail(client: Any) -> None:
+    # Deletion records share the AUDIT# prefix (AUDIT#DELETE#…); the settings audit must not read them.
+    upload(client, trace())
+    assert client.delete(f"/sessions/{SESSION}", token=ADMIN).status_code == 204
+    assert client.put(LIMITS, token=ADMIN, json_body={"retention_days": 30}).status_code == 200
+    resp = client.get(AUDIT, token=ADMIN)
+    assert resp.status_code == 200, resp.json
+    assert [(a["action"], a["changes"]) for a in resp.json["items"]] == [
+        ("limits", {"retention_days": {"from": None, "to": 30}})]
+    assert len(client.get("/admin/audit/deletions", token=ADMIN).json["items"]) == 1
