@@ -3,7 +3,7 @@
 The local stack and the test suite both call `provision(...)`, so the resources they use are the
 ones the CloudFormation merge template declares, not a second hand-written list. Only the
 properties that change behaviour locally are translated (keys, indexes, TTL, encryption key,
-queue attributes, redrive); account-level intrinsics are resolved with local values.
+queue attributes, redrive, the bucket's lifecycle rules); account-level intrinsics are resolved with local values.
 """
 
 from __future__ import annotations
@@ -45,6 +45,24 @@ def load_template() -> dict[str, Any]:
 
 def _resources_of(template: dict[str, Any], rtype: str) -> dict[str, dict[str, Any]]:
     return {name: r.get("Properties", {}) for name, r in template["Resources"].items() if r["Type"] == rtype}
+
+
+def lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """One `AWS::S3::Bucket` lifecycle rule (CloudFormation's shape) in the S3 API's shape."""
+    prefix = rule.get("Prefix", "")
+    tags = list(rule.get("TagFilters", []))
+    if tags and (prefix or len(tags) > 1):
+        rule_filter: dict[str, Any] = {"And": {"Prefix": prefix, "Tags": tags}}
+    elif tags:
+        rule_filter = {"Tag": tags[0]}
+    else:
+        rule_filter = {"Prefix": prefix}
+    out: dict[str, Any] = {"ID": rule["Id"], "Status": rule["Status"], "Filter": rule_filter}
+    if "ExpirationInDays" in rule:
+        out["Expiration"] = {"Days": rule["ExpirationInDays"]}
+    if "AbortIncompleteMultipartUpload" in rule:
+        out["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
+    return out
 
 
 def provision(session: Any, *, stack_name: str, endpoint_url: str | None = None,
@@ -111,6 +129,11 @@ def provision(session: Any, *, stack_name: str, endpoint_url: str | None = None,
     pab = bprops.get("PublicAccessBlockConfiguration")
     if pab:
         s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=pab)
+    lifecycle = bprops.get("LifecycleConfiguration")
+    if lifecycle:
+        # Stored so the local stack can be asked which rule expires an object (moto never expires one).
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket, LifecycleConfiguration={"Rules": [lifecycle_rule(r) for r in lifecycle["Rules"]]})
 
     sqs = client("sqs")
     queues = _resources_of(template, "AWS::SQS::Queue")

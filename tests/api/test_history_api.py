@@ -7,7 +7,7 @@ import base64
 import csv
 import io
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -491,6 +491,62 @@ def test_retention_tags_the_trace_and_stamps_the_session_and_its_runs(client: An
     key = container.sessions.get_session("acme", "sess-forever").storage.key
     assert container.s3.get_object_tagging(Bucket=container.config.bucket_name, Key=key)["TagSet"] == []
     assert _session_expiry(container, "sess-forever") is None
+
+
+def _selects(rule_filter: dict[str, Any], key: str, tags: dict[str, str]) -> bool:
+    """Whether an S3 lifecycle rule's filter selects an object (prefix and every tag)."""
+    conditions = rule_filter.get("And", rule_filter)
+    wanted = conditions.get("Tags", [conditions["Tag"]] if "Tag" in conditions else [])
+    return key.startswith(conditions.get("Prefix", "")) and all(tags.get(t["Key"]) == t["Value"] for t in wanted)
+
+
+def test_retention_expires_the_session_and_its_runs_and_keeps_the_aggregates(client: Any, container: Any) -> None:
+    """An admin's retention_days: the trace's tag selects the bucket rule that expires it after the
+    (rounded down) period, and nothing sooner; the session, its runs and their verdicts get the same
+    DynamoDB TTL; the daily aggregates get none and keep counting the run after it is gone."""
+    from tests.api.test_eval_dispatch import FakeDaemons, configure_vendors, install_daemons
+
+    install_daemons(container, FakeDaemons())
+    configure_vendors(client, "anthropic")
+    _set_retention(client, 100)          # rounds down to the ladder's 90 days
+    _upload(client, "sess-ret")
+    record = container.sessions.get_session("acme", "sess-ret")
+    bucket = container.config.bucket_name
+    tags = {t["Key"]: t["Value"] for t in
+            container.s3.get_object_tagging(Bucket=bucket, Key=record.storage.key)["TagSet"]}
+    # The local stack's bucket carries infra/eval-runner.json's lifecycle rules, as the deployed one does.
+    rules = container.s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    expiring = [(r["ID"], r["Expiration"]["Days"]) for r in rules
+                if r["Status"] == "Enabled" and "Expiration" in r and _selects(r["Filter"], record.storage.key, tags)]
+    assert expiring == [("Retention90d", 90)]
+    expires = _session_expiry(container, "sess-ret")
+    assert expires is not None
+
+    run_id = client.post("/sessions/sess-ret/eval-runs", token=MEMBER, json_body={}).json["eval_run_id"]
+    run = container.run_store.require("acme", run_id)
+    container.run_store.start("acme", run_id, now=run.created_at, outcomes=[])
+    finished = container.run_store.finish("acme", run_id, status="succeeded", now=run.created_at,
+                                          usage=TokenUsage(input_tokens=100, output_tokens=10),
+                                          result=result_for(run_id, 4))
+    container.run_lifecycle.finalize(finished)
+    day = run.created_at[:10]
+    analytics = f"/analytics/scores?from={day}&to={day}&by=user"
+
+    items = container.dynamodb.query(
+        TableName=container.config.table_name, KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "TENANT#acme"}})["Items"]
+    by_sk = {i["sk"]["S"]: i for i in items}
+    content = [sk for sk in by_sk if sk.startswith(("SESSION#sess-ret", f"RUN#{run_id}", f"AGG#RUN#{run_id}"))]
+    assert {"SESSION#sess-ret", f"AGG#RUN#{run_id}"} <= set(content) and any(sk.startswith("RUN#") for sk in content)
+    assert {sk: int(by_sk[sk].get("expires_at", {"N": "0"})["N"]) for sk in content} == dict.fromkeys(content, expires)
+    daily = [sk for sk in by_sk if sk.startswith("AGG#DAY#")]
+    assert daily and not [sk for sk in daily if "expires_at" in by_sk[sk]]
+    assert client.get(analytics, token=MEMBER).json["series"][0]["points"][0]["runs"] == 1
+
+    # Past the TTL, before DynamoDB gets round to deleting: the run leaves the list, the trend keeps it.
+    container.clock = FrozenClock(datetime.fromtimestamp(expires + 1, UTC))
+    assert run_id not in [r["eval_run_id"] for r in _list(client).json["items"]]
+    assert client.get(analytics, token=MEMBER).json["series"][0]["points"][0]["runs"] == 1
 
 
 def test_an_expired_run_leaves_the_list_before_dynamodb_deletes_it(client: Any, frozen: Any) -> None:
