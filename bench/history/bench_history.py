@@ -335,7 +335,7 @@ def bench_dispatch(env: dict[str, str], rounds: int) -> str:
         session.events.register("before-call", count)
         container = Container(config, session=session)
         from chalicelib.domain.principal import Principal
-        from chalicelib.services.eval_runs import EvalRunRequest
+        from chalicelib.services.eval_runners import EvalRunRequest
 
         admin = Principal(tenant="dispatch", user="root", roles=("admin",))
         member = Principal(tenant="dispatch", user="bob")

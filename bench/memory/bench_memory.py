@@ -85,7 +85,7 @@ def setup(env: dict[str, str], session_mbs: list[int], tmp: Path) -> dict[str, d
     from chalicelib.domain.session_uploads import SessionUploadJob
     from chalicelib.domain.settings import EvalRunnerSettingsUpdate
     from chalicelib.domain.spend import SpendLimitsUpdate
-    from chalicelib.services.eval_runs import EvalRunRequest
+    from chalicelib.services.eval_runners import EvalRunRequest
     from chalicelib.services.sessions import UploadAccepted, UploadRequest
     from chalicelib.wiring import Container
 

@@ -43,7 +43,7 @@ def _stack() -> Iterator[Any]:
 def _configure(h: Any, tenant: str) -> str:
     """A vendor on the fake, a session, and the quote of its estimate (as the console sends it)."""
     from chalicelib.domain.principal import Principal
-    from chalicelib.services.eval_runs import EvalRunRequest
+    from chalicelib.services.eval_runners import EvalRunRequest
 
     c = h.container
     admin = Principal(tenant=tenant, user="root", roles=("admin",))
@@ -75,7 +75,7 @@ def overshoot_round(h: Any, tenant: str, room: int) -> dict[str, Any]:
     from chalicelib.domain.errors import DomainError
     from chalicelib.domain.principal import Principal
     from chalicelib.domain.spend import LedgerView, usd_to_micros
-    from chalicelib.services.eval_runs import EvalRunRequest
+    from chalicelib.services.eval_runners import EvalRunRequest
 
     quote = _configure(h, tenant)
     c = h.container
@@ -132,7 +132,7 @@ class _NoLedger:
 
 def dispatch_cost(h: Any) -> dict[str, Any]:
     from chalicelib.domain.principal import Principal
-    from chalicelib.services.eval_runs import EvalRunRequest
+    from chalicelib.services.eval_runners import EvalRunRequest
     from chalicelib.services.spend_admission import RunBudgeting
 
     tenant = "bench-cost"

@@ -6,13 +6,8 @@ from chalicelib.api.http import ApiResponse, RequestContext, endpoint
 from chalicelib.api.params import SESSION_ID_PARAM
 from chalicelib.domain.catalog import QuestionCatalog
 from chalicelib.domain.runs import EvalRunList, EvalRunView
-from chalicelib.services.eval_runs import (
-    EvalRunAccepted,
-    EvalRunnersView,
-    EvalRunRequest,
-    EvalRunService,
-    RunListQuery,
-)
+from chalicelib.services.eval_runners import EvalRunnersView, EvalRunRequest
+from chalicelib.services.eval_runs import EvalRunAccepted, EvalRunService, RunListQuery
 
 _TAGS = ("evaluations",)
 # Dispatch bodies are a handful of fields; anything larger is not an EvalRunRequest.

@@ -8,7 +8,7 @@ from chalicelib.api.http import ApiResponse, RequestContext, endpoint
 from chalicelib.api.params import SESSION_ID_PARAM
 from chalicelib.domain.settings import parse_if_match
 from chalicelib.domain.spend import SpendLimitsUpdate
-from chalicelib.services.eval_runs import EvalRunRequest
+from chalicelib.services.eval_runners import EvalRunRequest
 from chalicelib.services.spend_admin import (
     PricesUpdate,
     PricesView,

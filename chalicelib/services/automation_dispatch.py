@@ -32,14 +32,8 @@ from chalicelib.domain.spend import RunAdmission
 from chalicelib.domain.vendor_batches import VENDOR_BATCH_WINDOW_SECONDS
 from chalicelib.observability import emit_run_status, logger
 from chalicelib.services.automation_budget import waits_for_reservations
-from chalicelib.services.eval_runs import (
-    CatalogSource,
-    DispatchPlan,
-    EvalRunRequest,
-    JobQueue,
-    RunnerSettingsSource,
-    plan_dispatch,
-)
+from chalicelib.services.eval_runners import DispatchPlan, EvalRunRequest, plan_dispatch
+from chalicelib.services.eval_runs import CatalogSource, JobQueue, RunnerSettingsSource
 from chalicelib.services.run_lifecycle import Contribution, Finalization, RunLifecycle
 from chalicelib.services.spend_admission import RunBudgeting
 

@@ -43,7 +43,8 @@ from chalicelib.domain.principal import Principal
 from chalicelib.domain.runs import EvalRun
 from chalicelib.judges.catalog import Question, get_question
 from chalicelib.observability import logger
-from chalicelib.services.eval_runs import EvalRunAccepted, EvalRunRequest
+from chalicelib.services.eval_runners import EvalRunRequest
+from chalicelib.services.eval_runs import EvalRunAccepted
 
 MAX_WRITE_ATTEMPTS = 5
 # A preview with a session embeds its whole trace; it must fit one Lambda response (6 MB) as JSON.

@@ -41,7 +41,7 @@ from chalicelib.domain.runs import EvalRun, EvalRunView
 from chalicelib.observability import logger
 from chalicelib.services.automation_budget import Bounds
 from chalicelib.services.automation_dispatch import AutomatedDispatch
-from chalicelib.services.eval_runs import EvalRunRequest, check_idempotency_key
+from chalicelib.services.eval_runners import EvalRunRequest, check_idempotency_key
 from chalicelib.services.sessions import validate_session_id
 
 # Runs stored per step (the batch record's entries are updated between steps, nothing else).

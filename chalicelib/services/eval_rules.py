@@ -41,7 +41,8 @@ from chalicelib.judges.catalog import select_questions
 from chalicelib.observability import logger
 from chalicelib.services.automation_budget import Bounds
 from chalicelib.services.automation_dispatch import AutomatedDispatch, AutomatedPlan
-from chalicelib.services.eval_runs import CatalogSource, EvalRunRequest, RunnerSettingsSource
+from chalicelib.services.eval_runners import EvalRunRequest
+from chalicelib.services.eval_runs import CatalogSource, RunnerSettingsSource
 
 _RULE_ID_CHARS = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghijklmnopqrstuvwxyz_")
 

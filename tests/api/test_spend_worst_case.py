@@ -17,7 +17,7 @@ from chalicelib.domain.principal import Principal
 from chalicelib.domain.spend import LedgerView, usd_to_micros
 from chalicelib.domain.spend_prices import cost_micros
 from chalicelib.judges.catalog import QUESTIONS
-from chalicelib.services.eval_runs import EvalRunRequest
+from chalicelib.services.eval_runners import EvalRunRequest
 from devstack.fake_vendor import FakeVendor
 from tests.api.test_worker_end_to_end import (
     TEST_TUNING,

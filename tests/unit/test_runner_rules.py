@@ -12,7 +12,7 @@ from chalicelib.domain.catalog import ResolvedCatalog, default_catalog, enabled_
 from chalicelib.domain.errors import Conflict, DomainError, InvalidRequest
 from chalicelib.domain.settings import EvalRunnerSettings, SettingsRecord, VendorRecord, runner_settings
 from chalicelib.judges.catalog import QUESTIONS, Question
-from chalicelib.services.eval_runs import (
+from chalicelib.services.eval_runners import (
     DEFAULT_THRESHOLD,
     EvalRunRequest,
     RunnerChoice,
