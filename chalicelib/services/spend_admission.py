@@ -70,6 +70,12 @@ class RunBudgeting:
 
     @staticmethod
     def shape(run: EvalRun, questions: Sequence[Question], *, retrospective: bool = True) -> RunShape:
+        if run.mode == "batch":
+            # A vendor batch judges each question in one round (services/vendor_batch_runs.py): tool
+            # questions on the trace alone, without the session tools, and no retrospective. Its bound
+            # must not hold tool rounds it can never make.
+            questions = [q.model_copy(update={"needs_tools": False}) if q.needs_tools else q for q in questions]
+            retrospective = False
         return RunShape(session_id=run.session_id, questions=questions, threshold=run.threshold, chain=run.chain,
                         runner=run.runner, vendor=run.vendor, model=run.model, retrospective=retrospective,
                         batch=run.batch, catalog_version=run.catalog_version)

@@ -85,6 +85,8 @@ def test_batch_mode_runs_are_judged_through_one_vendor_batch_each(client: Any, c
         assert view["result"]["overall_score"] is not None
         # The trace prefix is written once per vendor batch and read by the other three questions.
         assert view["usage"]["cache_read_input_tokens"] > 0
+        # What it reserved (no tool rounds, no retrospective) still bounds what it cost.
+        assert 0 < view["cost"]["usd"] <= view["cost"]["reserved_usd"], view["cost"]
     # Nothing went through the direct endpoints: every judge call was a batch request.
     assert all(r.get("batch_id") for r in fake.requests if r["endpoint"] == "generate")
     assert len(batch_requests(fake)) == 8
@@ -158,3 +160,18 @@ def test_cancelling_a_run_cancels_its_vendor_batch(client: Any, container: Any, 
     stored = container.run_store.get("acme", run_id)
     assert stored.status == "cancelled" and stored.finalized_at is not None
     assert container.automation_store.open_vendor_batches(limit=10) == []
+
+
+def test_a_batch_mode_run_reserves_no_tool_rounds_and_no_retrospective(client: Any, fake: FakeVendor) -> None:
+    # One round per question through the vendor batch: the built-in tool questions are judged on the
+    # trace alone, so their up to six tool rounds each are not part of the run's upper bound (nor is
+    # the retrospective). The batch discount alone would only halve it.
+    configure(client, fake, "anthropic")
+    upload(client, "s1")
+    high = {}
+    for mode in ("now", "batch"):
+        resp = client.post("/eval-batches/estimate", token=BOB, json_body={"session_ids": ["s1"], "mode": mode})
+        assert resp.status_code == 200, resp.json
+        high[mode] = resp.json["estimate_usd_high"]
+        assert resp.json["questions"] == 13 and resp.json["estimate_usd_low"] <= high[mode]
+    assert high["batch"] * 10 < high["now"] * 0.5, high
