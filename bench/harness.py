@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from devstack.sample_sessions import sample_trace as sample_trace  # the benches' session, shared with tests
+
 if TYPE_CHECKING:
     from devstack.lambda_context import LocalLambdaContext
     from tests.e2e.stack import LocalStack
@@ -282,24 +284,6 @@ def vendor_settings(base_url: str, api_key: str, *, model: str = FAKE_MODEL,
     if run_timeout_seconds is not None:
         body["run_timeout_seconds"] = run_timeout_seconds
     return body
-
-
-def sample_trace(n_tools: int = 8, output: str = "1 passed") -> list[dict[str, Any]]:
-    """A small native trace: a task, a plan, `n_tools` Bash calls with their results, the answer."""
-    ts = "2025-06-01T10:{:02d}:{:02d}.000Z"
-    entries: list[dict[str, Any]] = [
-        {"kind": "user_message", "timestamp": ts.format(0, 0), "text": "Fix the failing login test in src/auth.py"},
-        {"kind": "plan", "timestamp": ts.format(0, 1), "text": "1. reproduce 2. fix src/auth.py 3. run tests"},
-    ]
-    for i in range(n_tools):
-        entries += [
-            {"kind": "tool_invocation", "timestamp": ts.format(1 + i // 30, (2 * i) % 60), "tool": "Bash",
-             "call_id": f"c{i}", "arguments": {"command": f"pytest tests/test_auth_{i}.py"}},
-            {"kind": "tool_result", "timestamp": ts.format(1 + i // 30, (2 * i + 1) % 60), "tool": "Bash",
-             "call_id": f"c{i}", "output": output},
-        ]
-    entries.append({"kind": "assistant_message", "timestamp": ts.format(59, 59), "text": "Fixed src/auth.py."})
-    return entries
 
 
 def package_build(stage: str, *, rebuild: bool = False) -> tuple[Path, str]:

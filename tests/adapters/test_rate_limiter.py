@@ -307,7 +307,7 @@ def drain(fake: FakeVendor) -> int:
 
 
 def test_two_workers_on_a_rate_limited_key_lose_no_question_to_429s(client: Any, container: Any) -> None:
-    from tests.api.test_worker_end_to_end import (
+    from tests.api.worker_kit import (
         TEST_TUNING,
         configure,
         dispatch,

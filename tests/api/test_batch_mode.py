@@ -7,7 +7,6 @@ vendor works cancels the vendor batch."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,18 +16,11 @@ from devstack.fake_vendor import FakeVendor
 from devstack.fake_vendor import batches as fake_vendor_batches
 from tests.api.test_eval_dispatch import drain_queue
 from tests.api.test_eval_rules import deliver, upload
-from tests.api.test_worker_end_to_end import KEYS, MODELS
+from tests.api.worker_kit import KEYS, MODELS
 from tests.conftest import mint, register_secret
-from tests.fakevendor import running_fake_vendor
 
 BOB = mint("acme", "bob", [])
 VENDORS = ["anthropic", "openai"]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeVendor]:
-    with running_fake_vendor() as vendor:
-        yield vendor
 
 
 def configure(client: Any, fake: FakeVendor, vendor: str) -> None:

@@ -13,10 +13,9 @@ import pytest
 from chalicelib.domain.base_url import BaseUrlPolicy
 from devstack.fake_vendor import FakeVendor
 from tests.adapters.test_alert_webhook import receiver
-from tests.api.test_spend_api import ADMIN, LIMITS, SESSION, RecordedEvents, dispatch, estimate, fake, worker
-from tests.api.test_worker_end_to_end import configure, queued_event, trace, upload, view, work
+from tests.api.test_spend_api import ADMIN, LIMITS, SESSION, RecordedEvents, dispatch, estimate
+from tests.api.worker_kit import configure, queued_event, trace, upload, view, work
 
-__all__ = ["fake", "worker"]  # fixtures shared with the spend API tests
 AUDIT = "/admin/settings/eval-runner/audit"
 SECRET_PATH = "/services/T000/B000/s3cr3t-webhook-token"
 

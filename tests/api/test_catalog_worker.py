@@ -6,15 +6,11 @@ vendor; assertions on stored state and on what the vendor saw."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from chalicelib.judges.catalog import QUESTIONS
 from devstack.fake_vendor import FakeVendor
-from tests.api.test_worker_end_to_end import (
-    TEST_TUNING,
+from tests.api.worker_kit import (
     configure,
     dispatch,
     judge_requests,
@@ -25,27 +21,9 @@ from tests.api.test_worker_end_to_end import (
     work,
 )
 from tests.conftest import mint
-from tests.fakevendor import running_fake_vendor
 
 CATALOG = "/admin/eval-questions"
 ADMIN = mint("acme", "alice", ["admin"])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _warm_container() -> None:
-    import anthropic  # noqa: F401 - a warm worker has the SDK imported (see test_worker_end_to_end)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeVendor]:
-    with running_fake_vendor() as vendor:
-        yield vendor
-
-
-@pytest.fixture
-def worker(container: Any) -> Any:
-    container.judge_tuning = TEST_TUNING
-    return container
 
 
 def custom(qid: str, category: str, text: str, rubric: str | None = None) -> dict[str, Any]:

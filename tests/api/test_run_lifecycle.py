@@ -22,7 +22,7 @@ from chalicelib.services.run_lifecycle import Contribution, Finalization, RunLif
 from devstack.fake_vendor import FakeVendor
 from tests.api.test_daemon_protocol import FrozenClock, claim, event, register, result_body, upload_session, verdict
 from tests.api.test_daemon_protocol import dispatch as dispatch_daemon
-from tests.api.test_worker_end_to_end import (
+from tests.api.worker_kit import (
     ALL_QUESTIONS,
     TEST_TUNING,
     configure,
@@ -36,7 +36,6 @@ from tests.api.test_worker_end_to_end import (
     work,
 )
 from tests.conftest import mint
-from tests.fakevendor import running_fake_vendor
 
 
 class Recorder:
@@ -90,18 +89,6 @@ def assert_finalized_once(container: Any, recorder: Recorder, run_id: str, statu
     stored = container.run_store.require("acme", run_id)
     assert stored.status == status and stored.finalized_at is not None
     assert run_id not in container.budget_ledger.open_runs("acme")
-
-
-@pytest.fixture
-def fake() -> Any:
-    with running_fake_vendor() as vendor:
-        yield vendor
-
-
-@pytest.fixture
-def worker(container: Any) -> Any:
-    container.judge_tuning = TEST_TUNING
-    return container
 
 
 # ------------------------------------------------------------------------------------ server worker

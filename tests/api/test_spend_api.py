@@ -4,7 +4,7 @@ spend ledger's stored counters."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -12,8 +12,7 @@ import pytest
 from chalicelib.domain.spend import LedgerView, usd_to_micros
 from chalicelib.domain.spend_prices import cost_micros
 from devstack.fake_vendor import FakeVendor
-from tests.api.test_worker_end_to_end import (
-    TEST_TUNING,
+from tests.api.worker_kit import (
     configure,
     queued_event,
     trace,
@@ -22,25 +21,12 @@ from tests.api.test_worker_end_to_end import (
     work,
 )
 from tests.conftest import mint
-from tests.fakevendor import running_fake_vendor
 
 LIMITS = "/admin/settings/eval-runner/limits"
 PRICES = "/admin/settings/eval-runner/prices"
 ADMIN = mint("acme", "root", ["admin"])
 BOB = mint("acme", "bob", [])
 SESSION = "sess-worker-1"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeVendor]:
-    with running_fake_vendor() as vendor:
-        yield vendor
-
-
-@pytest.fixture
-def worker(container: Any) -> Any:
-    container.judge_tuning = TEST_TUNING
-    return container
 
 
 class RecordedEvents:

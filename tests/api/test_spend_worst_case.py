@@ -7,7 +7,6 @@ counts cost null."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from chalicelib.domain.spend_prices import cost_micros
 from chalicelib.judges.catalog import QUESTIONS
 from chalicelib.services.eval_runners import EvalRunRequest
 from devstack.fake_vendor import FakeVendor
-from tests.api.test_worker_end_to_end import (
+from tests.api.worker_kit import (
     TEST_TUNING,
     configure,
     generate_requests,
@@ -31,23 +30,10 @@ from tests.api.test_worker_end_to_end import (
     work,
 )
 from tests.conftest import mint
-from tests.fakevendor import running_fake_vendor
 
 ADMIN = mint("acme", "root", ["admin"])
 BOB = mint("acme", "bob", [])
 SESSION = "sess-worker-1"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeVendor]:
-    with running_fake_vendor() as vendor:
-        yield vendor
-
-
-@pytest.fixture
-def worker(container: Any) -> Any:
-    container.judge_tuning = TEST_TUNING
-    return container
 
 
 def _estimate(client: Any) -> dict[str, Any]:

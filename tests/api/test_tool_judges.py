@@ -6,37 +6,17 @@ calls made and the trace positions they cite."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from devstack.fake_vendor import FakeVendor
-from tests.api.test_worker_end_to_end import TEST_TUNING, VENDORS, configure, dispatch, queued_event, upload, view, work
-from tests.fakevendor import running_fake_vendor
+from tests.api.worker_kit import VENDORS, configure, dispatch, queued_event, upload, view, work
 
 SECRET = "ghp_R7tY2uI9oP4aS1dF6gH3jK8lZ5xC0vB2nM7q"
 LONG_OUTPUT = ("collected 120 items\n" + "tests/test_auth.py ........\n" * 2000
                + f"export GITHUB_TOKEN={SECRET}\nFAILED tests/test_auth.py::test_login - AssertionError\n1 failed")
 TOOL_QUESTION = "tests_written"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _warm_container() -> None:
-    import anthropic  # noqa: F401 - a warm worker has the SDKs imported (see test_worker_end_to_end)
-    import openai  # noqa: F401
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeVendor]:
-    with running_fake_vendor() as vendor:
-        yield vendor
-
-
-@pytest.fixture
-def worker(container: Any) -> Any:
-    container.judge_tuning = TEST_TUNING
-    return container
 
 
 def session() -> list[dict[str, Any]]:
