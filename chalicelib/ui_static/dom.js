@@ -49,6 +49,13 @@ export function empty(text, ...extra) {
   return h("div", { class: "empty" }, h("p", {}, text), extra);
 }
 
+/** What a member sees on an admin-only page: what the page is for, and where to go instead. */
+export function adminsOnly(main, ctx, explanation, back) {
+  ctx.setTitle("Admins only");
+  replace(main, h("h1", {}, "Admins only"),
+    h("div", { class: "card narrow", "data-testid": "admins-only" }, h("p", {}, ...explanation), h("p", {}, back)));
+}
+
 /** An error panel with the API's message and an optional retry. */
 export function errorPanel(error, retry) {
   const titles = { 0: "The service could not be reached", 403: "Not allowed", 404: "Not found" };

@@ -7,7 +7,7 @@
 
 import { api, idempotencyKey } from "./api.js";
 import {
-  categoryLabel, errorPanel, h, loading, nextId, openDialog, replace, timeEl, vendorLabel,
+  adminsOnly, categoryLabel, errorPanel, h, loading, nextId, openDialog, replace, timeEl, vendorLabel,
 } from "./dom.js";
 import { forgetQuestions } from "./questions.js";
 import { mountRun } from "./run-panel.js";
@@ -78,12 +78,9 @@ class CatalogView {
     } catch (err) {
       if (err.name === "AbortError") throw err;
       if (err.status === 403) {
-        this.ctx.setTitle("Admins only");
-        replace(this.main, h("h1", {}, "Admins only"),
-          h("div", { class: "card narrow", "data-testid": "admins-only" },
-            h("p", {}, "The judge catalog can only be changed by an admin of your organisation. The questions your ",
-              "evaluations ask are listed in the Run evaluation dialog of any session."),
-            h("p", {}, h("a", { href: "#/sessions" }, "Back to sessions"))));
+        adminsOnly(this.main, this.ctx, ["The judge catalog can only be changed by an admin of your organisation. ",
+          "The questions your evaluations ask are listed in the Run evaluation dialog of any session."],
+        h("a", { href: "#/sessions" }, "Back to sessions"));
         return;
       }
       replace(this.main, ...this.header, errorPanel(err, () => this.reload()));

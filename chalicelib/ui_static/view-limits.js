@@ -3,7 +3,7 @@
 // API refuses is marked next to its input with the API's message, and nothing is stored.
 
 import { api } from "./api.js";
-import { errorPanel, h, loading, nextId, replace, vendorLabel } from "./dom.js";
+import { adminsOnly, errorPanel, h, loading, nextId, replace, vendorLabel } from "./dom.js";
 import { formatUsd } from "./spend-estimate.js";
 
 const LIMITS = "/admin/settings/eval-runner/limits";
@@ -35,10 +35,8 @@ export async function renderLimits(main, ctx) {
   } catch (err) {
     if (err.name === "AbortError") throw err;
     if (err.status === 403) {
-      ctx.setTitle("Admins only");
-      replace(main, h("h1", {}, "Admins only"), h("div", { class: "card narrow", "data-testid": "admins-only" },
-        h("p", {}, "Limits and prices can only be viewed and changed by an admin of your organisation."),
-        h("p", {}, h("a", { href: "#/usage" }, "See your own usage"))));
+      adminsOnly(main, ctx, ["Limits and prices can only be viewed and changed by an admin of your organisation."],
+        h("a", { href: "#/usage" }, "See your own usage"));
       return;
     }
     replace(main, ...header, errorPanel(err, () => renderLimits(main, ctx)));

@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 import {
-  empty, errorPanel, formatDate, h, loading, nextId, openDialog, timeEl, vendorLabel, replace,
+  adminsOnly, empty, errorPanel, formatDate, h, loading, nextId, openDialog, timeEl, vendorLabel, replace,
 } from "./dom.js";
 
 const SETTINGS = "/admin/settings/eval-runner";
@@ -73,12 +73,9 @@ class SettingsView {
     } catch (err) {
       if (err.name === "AbortError") throw err;
       if (err.status === 403) {
-        this.ctx.setTitle("Admins only");
-        replace(this.main, h("h1", {}, "Admins only"),
-          h("div", { class: "card narrow", "data-testid": "admins-only" },
-            h("p", {}, "The Eval runner settings can only be viewed and changed by an admin of your organisation. ",
-              "Ask an admin to configure a vendor if evaluations are not available to you."),
-            h("p", {}, h("a", { href: "#/sessions" }, "Back to sessions"))));
+        adminsOnly(this.main, this.ctx, ["The Eval runner settings can only be viewed and changed by an admin of ",
+          "your organisation. Ask an admin to configure a vendor if evaluations are not available to you."],
+        h("a", { href: "#/sessions" }, "Back to sessions"));
         return;
       }
       replace(this.main, ...this.header, errorPanel(err, () => this.reload()));
