@@ -23,46 +23,29 @@ class SqsJobQueue:
 
     def send(self, message: EvalJobMessage) -> str:
         """Enqueue one job; returns the SQS message id. Any failure is `DependencyUnavailable`."""
-        try:
-            resp = self._sqs.send_message(
-                QueueUrl=self._queue_url,
-                MessageBody=message.model_dump_json(),
-                # Attributes let an operator filter the DLQ by tenant/run without parsing bodies.
-                MessageAttributes={
-                    "tenant": {"DataType": "String", "StringValue": message.tenant},
-                    "eval_run_id": {"DataType": "String", "StringValue": message.eval_run_id},
-                    "kind": {"DataType": "String", "StringValue": message.kind},
-                },
-            )
-        except (ClientError, BotoCoreError) as exc:
-            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
-            logger.warning("job queue send failed", extra={"aws_error": code, "eval_run_id": message.eval_run_id})
-            raise DependencyUnavailable("The job queue is unavailable; retry shortly.",
-                                        code="job_queue_unavailable") from None
-        return str(resp.get("MessageId", ""))
+        return self._send(message.model_dump_json(), {
+            "tenant": message.tenant, "eval_run_id": message.eval_run_id, "kind": message.kind,
+        }, {"eval_run_id": message.eval_run_id})
 
     def send_session_upload(self, message: SessionUploadJob) -> None:
         """Hand a large uploaded session file to the worker (ids only; the file stays in S3)."""
-        try:
-            self._sqs.send_message(
-                QueueUrl=self._queue_url, MessageBody=message.model_dump_json(),
-                MessageAttributes={"tenant": {"DataType": "String", "StringValue": message.tenant},
-                                   "kind": {"DataType": "String", "StringValue": message.job}})
-        except (ClientError, BotoCoreError) as exc:
-            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
-            logger.warning("job queue send failed", extra={"aws_error": code, "upload_id": message.upload_id})
-            raise DependencyUnavailable("The job queue is unavailable; retry shortly.",
-                                        code="job_queue_unavailable") from None
+        self._send(message.model_dump_json(), {"tenant": message.tenant, "kind": message.job},
+                   {"upload_id": message.upload_id})
 
     def send_session_stored(self, notice: SessionStoredNotice) -> None:
         """Tell the worker a session revision was stored (the rules are matched there, not in the upload)."""
+        self._send(notice.model_dump_json(), {"tenant": notice.tenant, "kind": notice.job},
+                   {"session_id": notice.session_id})
+
+    def _send(self, body: str, attributes: dict[str, str], log_ids: dict[str, str]) -> str:
         try:
-            self._sqs.send_message(
-                QueueUrl=self._queue_url, MessageBody=notice.model_dump_json(),
-                MessageAttributes={"tenant": {"DataType": "String", "StringValue": notice.tenant},
-                                   "kind": {"DataType": "String", "StringValue": notice.job}})
+            resp = self._sqs.send_message(
+                QueueUrl=self._queue_url, MessageBody=body,
+                # Attributes let an operator filter the DLQ by tenant/run without parsing bodies.
+                MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()})
         except (ClientError, BotoCoreError) as exc:
             code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
-            logger.warning("job queue send failed", extra={"aws_error": code, "session_id": notice.session_id})
+            logger.warning("job queue send failed", extra={"aws_error": code, **log_ids})
             raise DependencyUnavailable("The job queue is unavailable; retry shortly.",
                                         code="job_queue_unavailable") from None
+        return str(resp.get("MessageId", ""))
