@@ -4,7 +4,7 @@ One table (`FUNCTION_ACCESS`) says which grants each function needs; `role_state
 into least-privilege IAM statements over a `Targets` (how the stack's resources are named: intrinsics
 in the packaged template, concrete ARNs from the data stack for `chalice deploy`), and
 `function_environment` gives the runtime environment from the same resource references. So the
-packaged template (`devstack/package.py`) and the `chalice deploy` path (`devstack/infra.py`) cannot
+packaged template (`devstack/package/template.py`) and the `chalice deploy` path (`devstack/infra.py`) cannot
 drift apart: both are built from here, and `tests/unit/test_deploy_paths.py` compares them.
 
 A function is known by its logical id in the packaged template (Chalice's CloudFormation name of the

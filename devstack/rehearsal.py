@@ -3,7 +3,7 @@
 Steps (each recorded in `build/<stage>/rehearsal.json`, and the first failure ends the run non-zero
 with a message naming the function, variable or resource at fault):
 
-1. package the stage (`devstack/package.py`: template, zip with bytecode, cfn-lint of sam.json);
+1. package the stage (`devstack/package/`: template, zip with bytecode, cfn-lint of sam.json);
 2. upload the zip to an artifact bucket on moto and expand the SAM transform offline with
    aws-sam-translator (moto has no transforms), then cfn-lint the expanded template too, and run
    checkov on the packaged template (skips and their reasons: `infra/checkov-skips.json`);
@@ -68,7 +68,7 @@ NOT_COVERED = [
     "CloudFormation skips them, so WEBSOCKET_API_ID resolves to the logical id and the WebSocket handlers are "
     "cold-started with synthetic events only",
     "REST stage settings (throttling, access log, tracing): moto creates no stage from SAM's AWS::ApiGateway::Stage "
-    "settings; they are checked in the template (devstack/package.py check_template, tests) and by checkov",
+    "settings; they are checked in the template (devstack/package/checks.py check_template, tests) and by checkov",
     "IAM enforcement: moto creates the roles with their policies but authorises every call; the policies are "
     "checked statically (tests/unit/test_package_template.py, tests/unit/test_deploy_paths.py)",
     "table SSE/TTL/PITR, bucket public-access block and lifecycle, parameter AllowedPattern/AllowedValues and "

@@ -18,7 +18,7 @@ with `Allow`. Those routes are transport plumbing, not operations: the OpenAPI d
 out (`PREFLIGHT_ROUTES` names them for its completeness test).
 
 API Gateway's own error responses (unknown route, throttling, body too large, timeouts, Lambda
-failures) never reach this code; `devstack/package.py` gives them the same headers in the template.
+failures) never reach this code; `devstack/package/template.py` gives them the same headers in the template.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from chalicelib.observability import lambda_entry
 worker_bp = Blueprint(__name__)
 
 # Chalice needs the queue *name* when it reads the app. The packaged template re-points the event
-# source at the stack's queue itself (devstack/package.py); `chalice deploy` takes it from here, so
+# source at the stack's queue itself (devstack/package/template.py); `chalice deploy` takes it from here, so
 # this is the one import-time environment read in the code: `make infra` writes the data stack's
 # queue name into the stage's environment, which chalice loads before it imports the app.
 QUEUE_NAME = os.environ.get("EVAL_JOBS_QUEUE_NAME") or "eval-runner-jobs"

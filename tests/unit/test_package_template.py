@@ -1,7 +1,7 @@
 """The packaged CloudFormation/SAM template (`make package`) and its security-relevant properties.
 
 One package per stage per session: `build/<stage>/` when it was built from the current sources,
-otherwise `chalice package` (devstack/package.py) into a temp dir from one snapshot of the tree. That
+otherwise `chalice package` (devstack/package/) into a temp dir from one snapshot of the tree. That
 takes a few seconds per stage once the Lambda's wheels are cached in .chalice/deployments/, and
 20-50 s for the first download. Only when the wheels are not cached and the package index is
 unreachable does it fall back to the template alone (`--template-only`): the template does not
