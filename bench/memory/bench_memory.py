@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,10 @@ MODEL = "claude-sonnet-4-6"  # a 200k-token context window
 API_KEY = "sk-ant-memory-bench-0123456789abcdef"
 MB = 1024 * 1024
 # Tool outputs below the default 2000-byte threshold, so nothing is truncated: the trace reaches the
-# judges as it is. 420 pairs ≈ 0.7 MB of eval context ≈ 175k tokens at the fake's 4 chars per token.
-WINDOW_PAIRS = 420
+# judges as it is. 380 pairs ≈ 0.6 MB of eval context ≈ 175k tokens as the fake counts them, which with the
+# room the fit keeps for a tool question (the tool definitions and its answers, ~12k tokens) is just under
+# the 200k window (420 pairs no longer fit as is once that room was reserved: the fit halved the threshold).
+WINDOW_PAIRS = 380
 WINDOW_OUTPUT_CHARS = 1500
 _WORDS = ["the", "invoice", "total", "rounding", "test", "route", "handler", "module", "config", "deploy", "build",
           "error", "retry", "cache", "request", "response", "schema", "field", "value", "parser", "stream", "buffer",
@@ -235,7 +238,8 @@ def main() -> None:
             results[name] = run_child(env, case["record"], tmp)
 
     print("## Worker memory\n")
-    print(f"Peak RSS (`VmHWM`) of a fresh worker process judging one 13-question run (anthropic SDK → fake "
+    print(f"`python -m bench.run_all --only memory` ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC). "
+          "Peak RSS (`VmHWM`) of a fresh worker process judging one 13-question run (anthropic SDK → fake "
           f"vendor at no latency, `{MODEL}`, 200k-token window; AWS = moto server in its own process, so the "
           f"stored objects are not in the worker's memory). Setup took {setup_seconds:.0f} s. CPU seconds are "
           f"this machine's (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores).\n")
@@ -276,7 +280,14 @@ def main() -> None:
               f"{(old - window_peak) / stored:.2f} → **{beyond / stored:.2f}** |"
               + ("" if same else " (the two fits differ!)"))
     largest = max(big, key=lambda n: big[n]["bytes"])
+    smallest = min(big, key=lambda n: big[n]["bytes"])
     per_mb = max(per_byte.values())
+    by_size = sorted(big, key=lambda n: big[n]["bytes"])
+    # What one more stored byte costs: the slope between the two largest sessions (fixed costs cancel).
+    slope = ((results[by_size[-1]]["peak_rss_mb"] - results[by_size[-2]]["peak_rss_mb"])
+             / ((big[by_size[-1]]["bytes"] - big[by_size[-2]]["bytes"]) / MB)) if len(by_size) > 1 else None
+    met = [n for n in big if per_byte[n] <= 0.5]
+    missed = [n for n in big if per_byte[n] > 0.5]
     max_session_mb = MAX_SESSION_BYTES // MB
     # The session limit's peak: the window-sized run plus what the largest session added per stored byte.
     beyond_per_mb = (results[largest]["peak_rss_mb"] - window_peak) / (big[largest]["bytes"] / MB)
@@ -300,6 +311,19 @@ def main() -> None:
           "question's rounds (tool questions call the vendor several times). A cold worker also spends "
           f"{import_cpu:.1f} CPU s importing the worker and the anthropic SDK (the SDK on the first run, inside "
           "its deadline).\n")
+    window_over_idle = window_peak - idle["rss_with_sdk_mb"]
+    verdict = ("met for every session size" if not missed else
+               "met at " + (", ".join(f"{big[n]['mb']} MB ({per_byte[n]:.2f})" for n in met) or "no size")
+               + "; **missed** at " + ", ".join(f"{big[n]['mb']} MB ({per_byte[n]:.2f})" for n in missed))
+    slope_text = (f"; one more stored byte costs **{slope:.2f} bytes** (the slope between the "
+                  f"{big[by_size[-2]]['mb']} and {big[by_size[-1]]['mb']} MB runs, where the fixed costs cancel)"
+                  if slope is not None else "")
+    print(f"Issue #19's target, ≤ 0.5 bytes of memory per stored byte over the idle worker: {verdict}. What "
+          f"dominates the remainder is fixed, not the session: judging a window-sized prompt costs "
+          f"{window_over_idle:+.0f} MB over the idle worker whatever the session's size (the window-sized run), "
+          f"which alone is {window_over_idle / (big[smallest]['bytes'] / MB):.2f} bytes per stored byte of the "
+          f"{big[smallest]['mb']} MB session{slope_text}. That growing part is the compacted trace at the "
+          "requested threshold, held as dicts while the fit halves the threshold.\n")
     print(f"| `lambda_memory_size` | vCPU share (1,769 MB = 1 vCPU) | headroom over the {max_session_mb} MiB-session "
           f"peak | cold import, est. s | CPU part of the {big[largest]['mb']} MB run, est. s |")
     print("|---:|---:|---:|---:|---:|")
