@@ -9,11 +9,12 @@ looping it through redeliveries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from chalicelib.domain.automation import SessionStoredNotice
 from chalicelib.domain.errors import DependencyUnavailable, DomainError
@@ -23,6 +24,30 @@ from chalicelib.observability import logger, worker_record_log_keys
 
 # Without a Lambda context (a direct call) assume a full worker invocation.
 _DEFAULT_REMAINING_MS = 900_000
+# What SQS should redeliver: the same body may well succeed once the dependency is back.
+_INFRASTRUCTURE = (DependencyUnavailable, ClientError, BotoCoreError)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse_or_drop(model: type[M], body: str, message_id: str | None, dropped: str) -> M | None:
+    """The job, or None when the body cannot be one (it would fail the same way on every redelivery)."""
+    try:
+        return model.model_validate_json(body)
+    except (ValidationError, ValueError, TypeError) as exc:
+        # Never log the body: it is untrusted input. Its id is enough to find it in the queue.
+        logger.error(dropped, extra={"message_id": message_id, "error_type": type(exc).__name__})
+        return None
+
+
+@contextmanager
+def _redelivered_on_infrastructure(failed: str, ids: dict[str, Any]) -> Iterator[None]:
+    try:
+        yield
+    except _INFRASTRUCTURE as exc:
+        logger.warning(failed, extra={**ids, "error_type": type(exc).__name__,
+                                      "error_code": getattr(exc, "code", None)})
+        raise
 
 
 def _remaining_ms(context: Any) -> Callable[[], int]:
@@ -41,12 +66,8 @@ def process_job_record(record: Any, context: Any) -> None:
     if '"job":"session_stored"' in record.body:
         _process_stored_session(record.body, message_id)
         return
-    try:
-        message = EvalJobMessage.model_validate_json(record.body)
-    except (ValidationError, ValueError, TypeError) as exc:
-        # Never log the body: it is untrusted input. Its id is enough to find it in the queue.
-        logger.error("malformed eval job message dropped", extra={
-            "message_id": message_id, "error_type": type(exc).__name__})
+    message = _parse_or_drop(EvalJobMessage, record.body, message_id, "malformed eval job message dropped")
+    if message is None:
         return
     # Every line logged while this record is processed carries its tenant and run (and the user,
     # bound by the service once it has loaded the run).
@@ -62,12 +83,11 @@ def _process(message: EvalJobMessage, message_id: str | None, context: Any) -> N
         return
 
     service = container().eval_jobs
+    ids = {"tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id}
     try:
-        outcome = service.process(message, remaining_ms=_remaining_ms(context))
-    except (DependencyUnavailable, ClientError, BotoCoreError) as exc:
-        logger.warning("eval job failed on infrastructure; SQS will redeliver it", extra={
-            "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
-            "error_type": type(exc).__name__, "error_code": getattr(exc, "code", None)})
+        with _redelivered_on_infrastructure("eval job failed on infrastructure; SQS will redeliver it", ids):
+            outcome = service.process(message, remaining_ms=_remaining_ms(context))
+    except _INFRASTRUCTURE:
         raise
     except Exception as exc:
         logger.exception("eval job crashed; marking the run failed", extra={
@@ -84,12 +104,12 @@ def _submit_vendor_batch(message: EvalJobMessage, message_id: str | None) -> Non
     """A batch-mode run: its judge calls go to the vendor as one batch; the scheduled poller finishes it."""
     from chalicelib.wiring import container
 
+    ids = {"tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id}
     try:
-        action = container().vendor_batch_runs.submit(message)
-    except (DependencyUnavailable, ClientError, BotoCoreError) as exc:
-        logger.warning("vendor batch submission failed on infrastructure; SQS will redeliver it", extra={
-            "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
-            "error_type": type(exc).__name__, "error_code": getattr(exc, "code", None)})
+        with _redelivered_on_infrastructure("vendor batch submission failed on infrastructure; SQS will redeliver it",
+                                            ids):
+            action = container().vendor_batch_runs.submit(message)
+    except _INFRASTRUCTURE:
         raise
     except Exception as exc:
         logger.exception("vendor batch submission crashed; marking the run failed", extra={
@@ -105,19 +125,12 @@ def _process_upload(body: str, message_id: str | None) -> None:
     """A large presigned upload completed in the background (`SessionService.complete_upload_job`)."""
     from chalicelib.wiring import container
 
-    try:
-        job = SessionUploadJob.model_validate_json(body)
-    except (ValidationError, ValueError, TypeError) as exc:
-        logger.error("malformed session upload job dropped", extra={
-            "message_id": message_id, "error_type": type(exc).__name__})
+    job = _parse_or_drop(SessionUploadJob, body, message_id, "malformed session upload job dropped")
+    if job is None:
         return
-    try:
+    with _redelivered_on_infrastructure("session upload job failed on infrastructure; SQS will redeliver it", {
+            "tenant": job.tenant, "upload_id": job.upload_id, "message_id": message_id}):
         state = container().sessions.complete_upload_job(job)
-    except (DependencyUnavailable, ClientError, BotoCoreError) as exc:
-        logger.warning("session upload job failed on infrastructure; SQS will redeliver it", extra={
-            "tenant": job.tenant, "upload_id": job.upload_id, "message_id": message_id,
-            "error_type": type(exc).__name__})
-        raise
     logger.info("session upload job processed", extra={
         "tenant": job.tenant, "session_id": job.session_id, "upload_id": job.upload_id, "status": state})
 
@@ -126,19 +139,12 @@ def _process_stored_session(body: str, message_id: str | None) -> None:
     """A session revision was stored: the tenant's enabled rules decide whether it gets runs."""
     from chalicelib.wiring import container
 
-    try:
-        notice = SessionStoredNotice.model_validate_json(body)
-    except (ValidationError, ValueError, TypeError) as exc:
-        logger.error("malformed session notice dropped", extra={
-            "message_id": message_id, "error_type": type(exc).__name__})
+    notice = _parse_or_drop(SessionStoredNotice, body, message_id, "malformed session notice dropped")
+    if notice is None:
         return
-    try:
+    with _redelivered_on_infrastructure("session notice failed on infrastructure; SQS will redeliver it", {
+            "tenant": notice.tenant, "session_id": notice.session_id, "message_id": message_id}):
         report = container().eval_rules.on_session_stored(notice)
-    except (DependencyUnavailable, ClientError, BotoCoreError) as exc:
-        logger.warning("session notice failed on infrastructure; SQS will redeliver it", extra={
-            "tenant": notice.tenant, "session_id": notice.session_id, "message_id": message_id,
-            "error_type": type(exc).__name__})
-        raise
     logger.info("session notice processed", extra={"tenant": notice.tenant, "session_id": notice.session_id,
                                                    **report})
 
