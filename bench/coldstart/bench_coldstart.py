@@ -81,14 +81,18 @@ class Route:
     roles: tuple[str, ...] | None  # None: no token (public)
     body: str | None = None
     expect: int = 200
+    quoted: bool = False  # the body carries a quote of the estimate the console shows first (one per user)
 
 
 ROUTES = (
     Route("GET /health", "GET", "/health", None),
     Route("GET admin settings", "GET", SETTINGS_PATH, ("admin",)),
     Route("dispatch (POST …/eval-runs)", "POST", DISPATCH_PATH, (), json.dumps({"threshold": 2000}), 202),
+    Route("dispatch with the estimate's quote (the console's dispatch)", "POST", DISPATCH_PATH, (), None, 202,
+          quoted=True),
 )
-RECORDED = {"GET admin settings": "GET settings", "dispatch (POST …/eval-runs)": "dispatch"}
+RECORDED = {"GET admin settings": "GET settings", "dispatch (POST …/eval-runs)": "dispatch",
+            "dispatch with the estimate's quote (the console's dispatch)": "dispatch with quote"}
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ def _function_env(base: dict[str, str], task: Path, name: str, memory_mb: int, f
     return env
 
 
-def _api_event(route: Route, user: str) -> dict[str, Any]:
+def _api_event(route: Route, user: str, body: str | None = None) -> dict[str, Any]:
     path = route.template.replace("{session_id}", SESSION)
     headers = {"Host": "coldstart.execute-api.local", "Content-Type": "application/json"}
     if route.roles is not None:
@@ -147,7 +151,7 @@ def _api_event(route: Route, user: str) -> dict[str, Any]:
     params = {"session_id": SESSION} if "{session_id}" in route.template else None
     return {"resource": route.template, "path": path, "httpMethod": route.method, "headers": headers,
             "multiValueHeaders": {}, "queryStringParameters": None, "multiValueQueryStringParameters": None,
-            "pathParameters": params, "stageVariables": None, "body": route.body, "isBase64Encoded": False,
+            "pathParameters": params, "stageVariables": None, "body": body or route.body, "isBase64Encoded": False,
             "requestContext": {"resourcePath": route.template, "httpMethod": route.method, "path": "/api" + path,
                                "stage": "api", "requestId": uuid.uuid4().hex,
                                "identity": {"sourceIp": "127.0.0.1"}}}
@@ -224,10 +228,12 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot record a {type(value).__name__} parameter")
 
 
-def setup(env: dict[str, str], jobs: int) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
+def setup(env: dict[str, str], jobs: int, quoted_users: list[str]
+          ) -> tuple[dict[str, list[Any]], list[dict[str, Any]], dict[str, str]]:
     """Configures the tenant (vendor → fake vendor, a session, its spend ledger), records the AWS calls of
-    a cold container's GET settings and dispatch, and queues `jobs` runs for the worker. Returns the
-    recorded calls per route and the jobs as Lambda SQS records."""
+    a cold container's GET settings and dispatches (without and with a quote), issues the estimate's quote
+    for each of `quoted_users` (as the console's dialog does before it dispatches) and queues `jobs` runs for
+    the worker. Returns the recorded calls per route, the jobs as Lambda SQS records and the quotes."""
     import boto3
     from chalice.test import Client
 
@@ -268,9 +274,15 @@ def setup(env: dict[str, str], jobs: int) -> tuple[dict[str, list[Any]], list[di
             call(client, "PUT", SETTINGS_PATH, "root", ("admin",),
                  vendor_settings(env["FAKE_VENDOR_URL"], API_KEY, run_timeout_seconds=840))
             call(client, "PUT", f"/sessions/{SESSION}", "bob", (), {"trace": sample_trace()})
+            # Every cold start queues a run that no worker takes: room for all of them under the tenant quota.
+            call(client, "PUT", "/admin/settings/eval-runner/limits", "root", ("admin",),
+                 {"max_active_runs_per_tenant": 1000})
             call(client, "POST", dispatch, "bob", (), {"threshold": 2000}, {"Idempotency-Key": "ledger"})
 
-            for route, name in (("GET", "GET settings"), ("POST", "dispatch")):
+            estimate = f"{dispatch}/estimate"
+            quotes = {user: str(call(client, "POST", estimate, user, (), {"threshold": 2000})["quote"])
+                      for user in [*quoted_users, "quote-recorder"]}
+            for route, name in (("GET", "GET settings"), ("POST", "dispatch"), ("POST", "dispatch with quote")):
                 cold_container()
                 recorded.clear()
                 key = uuid.uuid4().hex
@@ -278,8 +290,12 @@ def setup(env: dict[str, str], jobs: int) -> tuple[dict[str, list[Any]], list[di
                 if route == "GET":
                     call(client, "GET", SETTINGS_PATH, "root", ("admin",))
                     run_id = None
-                else:
+                elif name == "dispatch":
                     run_id = call(client, "POST", dispatch, "recorder", (), {"threshold": 2000},
+                                  {"Idempotency-Key": key})["eval_run_id"]
+                else:
+                    run_id = call(client, "POST", dispatch, "quote-recorder", (),
+                                  {"threshold": 2000, "quote": quotes.pop("quote-recorder")},
                                   {"Idempotency-Key": key})["eval_run_id"]
                 recording[0] = False
                 text = json.dumps([list(c) for c in recorded])
@@ -296,7 +312,9 @@ def setup(env: dict[str, str], jobs: int) -> tuple[dict[str, list[Any]], list[di
         reset_container()
     if len(records) != jobs:
         raise RuntimeError(f"setup: {len(records)} jobs queued, expected {jobs}")
-    return calls, records
+    if any(service == "s3" for service, _, _ in calls["dispatch with quote"]):
+        raise RuntimeError("setup: a dispatch with a fresh quote read the session (the quote was not used)")
+    return calls, records, quotes
 
 
 # -- the report ----------------------------------------------------------------------------------------
@@ -321,8 +339,9 @@ def main() -> None:
             aws_and_vendor("eval-runner-coldstart") as services:
         tmp = Path(tmp_name)
         task = task_directory(build / "deployment.zip", tmp)
+        quoted_users = [f"quoted-{i}" for i in range(args.rounds + 2)]  # warm-up, rounds, attribution
         with quiet_stdout():  # the service's log lines and metrics while it is set up in this process
-            floor_calls, jobs = setup(services.env, args.rounds + 2)
+            floor_calls, jobs, quotes = setup(services.env, args.rounds + 2, quoted_users)
         calls_file = tmp / "floor-calls.json"
         calls_file.write_text(json.dumps(floor_calls))
         api_env = _function_env(services.env, task, "api_handler", api_memory, calls_file)
@@ -332,8 +351,18 @@ def main() -> None:
         counter = iter(range(10**6))
         pending_jobs = iter(jobs)
 
+        app_quotes = iter(quoted_users)
+
+        def event(route: Route, handler: str) -> dict[str, Any]:
+            if not route.quoted:
+                return _api_event(route, f"user-{next(counter)}")
+            if handler != "app.app":  # the floor replays the quoted dispatch's calls; any user will do
+                return _api_event(route, f"user-{next(counter)}", json.dumps({"threshold": 2000, "quote": "-"}))
+            user = next(app_quotes)  # a quote is the user's own: one user per quoted cold start
+            return _api_event(route, user, json.dumps({"threshold": 2000, "quote": quotes[user]}))
+
         def api_case(handler: str, route: Route) -> Callable[[], Cold]:
-            return lambda: cold_start(task, api_env, handler, _api_event(route, f"user-{next(counter)}"),
+            return lambda: cold_start(task, api_env, handler, event(route, handler),
                                       memory_mb=api_memory, timeout_seconds=29,
                                       check=lambda r: isinstance(r, dict) and r.get("statusCode") == route.expect)
 
@@ -353,7 +382,7 @@ def main() -> None:
         samples = interleaved(cases, args.rounds)
         took = time.monotonic() - started
         load_after = machine_load()
-        attribution = {route.label: import_attribution(task, api_env, "app.app", _api_event(route, "user-why"),
+        attribution = {route.label: import_attribution(task, api_env, "app.app", event(route, "app.app"),
                                                        api_memory) for route in ROUTES[1:]}
         attribution["worker first job"] = import_attribution(
             task, worker_env, "chalicelib.worker.eval_worker.eval_worker", {"Records": [next(pending_jobs)]},
@@ -395,7 +424,7 @@ def report(samples: dict[str, list[Cold]], *, rounds: int, how: str, stage: str,
           "`devstack/coldstart_harness.py`, which times the import and the first invocation inside the process "
           "(interpreter start-up and teardown are in neither; no module was compiled at start). AWS is a moto "
           f"server and the vendor the fake vendor, both local. Median of {rounds} interleaved rounds (each round "
-          "runs every case once, in turn); the import row takes the imports of all three routes' samples. "
+          "runs every case once, in turn); the import row takes the imports of every route's samples. "
           f"This machine has {os.cpu_count()} cores shared with other engineers' work (load average "
           f"{load[0]:.1f} → {load[1]:.1f}): **CPU time** (user + system of the Lambda process) is the figure the "
           "target is judged on; wall time is shown next to it and includes waiting for a core and for moto.\n")
@@ -408,14 +437,16 @@ def report(samples: dict[str, list[Cold]], *, rounds: int, how: str, stage: str,
           "route's AWS calls and nothing else; the app's dispatch also prices the run before admitting it (spend's "
           "estimate: the session's eval context read from S3 and parsed, every question's prompt rendered, the "
           "context fit run under asyncio), work the floor does not do and that loads the session ingest and the "
-          "judges' prompt code on the first dispatch.\n")
+          "judges' prompt code on the first dispatch. A dispatch that carries the quote of the estimate for the same "
+          "request (what the console sends: its dialog shows the estimate before the Start button) reserves the "
+          "quoted bound with a condition on the quote item instead, reading no session.\n")
     first = [(route.label, med(f"floor {route.label}", lambda s: s.invoke_cpu),
               med(f"app {route.label}", lambda s: s.invoke_cpu), med(f"app {route.label}", lambda s: s.modules))
              for route in ROUTES]
     print(table(("first request alone", "floor CPU ms", "app CPU ms", "modules loaded by the app after it"),
                 [(label, _ms(f), _ms(a), f"{m:.0f}") for label, f, a, m in first], "lrrr"))
     names = [g for g, _ in GROUPS] + ["other (stdlib, …)"]
-    print("\nWhere the time goes on the two heavier routes and the worker's first job: one extra cold start each "
+    print("\nWhere the time goes on the heavier routes and the worker's first job: one extra cold start each "
           "under `python -X importtime` (not in the figures above: it slows every import), the imports' own wall time "
           "summed by group (one sample on a shared machine: read the shares, not the absolute figures, which can "
           "exceed the sample's CPU time); besides imports, the CPU goes to running the request or job (token "

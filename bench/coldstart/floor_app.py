@@ -102,6 +102,6 @@ def dispatch(session_id: str) -> Response:
     except _Refused as refused:
         return _answer({"error": "unauthorized"}, refused.status)
     request = json.loads(app.current_request.raw_body or b"{}")
-    refused = _replay("dispatch")
+    refused = _replay("dispatch with quote" if "quote" in request else "dispatch")
     return _answer({"session_id": session_id, "tenant": claims["tenant"], "threshold": request.get("threshold"),
                     "refused_replays": refused}, 202)
