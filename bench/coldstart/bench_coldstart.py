@@ -417,8 +417,9 @@ def report(samples: dict[str, list[Cold]], *, rounds: int, how: str, stage: str,
                      _ms(f_wall), _ms(a_wall), f"{a_wall / f_wall:.2f}"))
     print("## Cold start (Lambda-like: packaged bytecode, fresh interpreters)\n")
     print(f"The `{stage}` deployment zip ({how}) extracted into a task directory; the floor is a minimal Chalice "
-          "app (`bench/coldstart/floor_app.py`: chalice, boto3 and PyJWT imported at the top) doing the same HS256 "
-          "check and replaying the AWS calls the app's route made on a cold container "
+          "app (`bench/coldstart/floor_app.py`: chalice, boto3, PyJWT and pydantic imported at the top, the "
+          "issue's floor; the dispatch body validated by a pydantic model) doing the same HS256 check and "
+          "replaying the AWS calls the app's route made on a cold container "
           f"({', '.join(f'{name}: ' + ', '.join(f'{s}.{o}' for s, o, _ in c) for name, c in calls.items())}). "
           "Each sample is a fresh `python -I` with `PYTHONDONTWRITEBYTECODE=1` running the deployed handler through "
           "`devstack/coldstart_harness.py`, which times the import and the first invocation inside the process "

@@ -1,7 +1,8 @@
 """The cold-start floor: a minimal Chalice app that does the same work as the API handler's measured routes.
 
-Written the way a minimal Lambda API is: chalice, boto3 and PyJWT imported at the top, clients built on
-first use, no validation models, no structured logging or metrics, no error mapping. Its routes do
+Written the way a minimal Lambda API is: chalice, boto3, PyJWT and pydantic imported at the top (the
+issue's floor is "chalice + boto3 + pydantic": a request body is validated by a model, as every edge of
+ours is), clients built on first use, no structured logging or metrics, no error mapping. Its routes do
 exactly what the app's do against AWS: the same HS256 check of the bearer token (PyJWT, the same
 options) and the AWS calls the app's route made on a cold container, replayed with boto3: the bench
 records them (service, operation, parameters) and hands them over in the file `FLOOR_CALLS` names;
@@ -22,8 +23,15 @@ import jwt
 from botocore import xform_name
 from botocore.exceptions import ClientError
 from chalice import Chalice, Response
+from pydantic import BaseModel, ConfigDict
 
 app = Chalice(app_name="cold-start-floor", configure_logs=False)
+
+
+class _DispatchBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    threshold: int = 2000
+    quote: str | None = None
 _clients: dict[str, Any] = {}
 
 
@@ -101,7 +109,7 @@ def dispatch(session_id: str) -> Response:
         claims = _caller()
     except _Refused as refused:
         return _answer({"error": "unauthorized"}, refused.status)
-    request = json.loads(app.current_request.raw_body or b"{}")
-    refused = _replay("dispatch with quote" if "quote" in request else "dispatch")
-    return _answer({"session_id": session_id, "tenant": claims["tenant"], "threshold": request.get("threshold"),
+    request = _DispatchBody.model_validate_json(app.current_request.raw_body or b"{}")
+    refused = _replay("dispatch with quote" if request.quote else "dispatch")
+    return _answer({"session_id": session_id, "tenant": claims["tenant"], "threshold": request.threshold,
                     "refused_replays": refused}, 202)
