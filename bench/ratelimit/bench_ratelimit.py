@@ -88,9 +88,11 @@ def _configure(stack: LocalStack, admin: str, *, rpm: float, latency: float, tim
             stack.fake_vendor_url, API_KEY, model=MODEL, run_timeout_seconds=timeout))
         resp.raise_for_status()
         # All runs dispatched at once by one user: above the default active-run quotas (3 a user, 20 a
-        # tenant), which would refuse most of them (429) before the vendor's limit is ever met.
+        # tenant), which would refuse most of them (429) before the vendor's limit is ever met; and 30 runs'
+        # worst-case cost is over the default budgets (402). The fake vendor charges nothing: no caps here.
         api.put("/admin/settings/eval-runner/limits", json={
-            "max_active_runs_per_user": runs, "max_active_runs_per_tenant": runs}).raise_for_status()
+            "max_active_runs_per_user": runs, "max_active_runs_per_tenant": runs,
+            "tenant_monthly_usd": None, "user_daily_usd": None}).raise_for_status()
     httpx.post(f"{stack.fake_vendor_url}/_fake/options", timeout=10,
                json={"rate_limit_per_minute": rpm, "latency": latency}).raise_for_status()
 
@@ -141,6 +143,9 @@ def _limiter_lines(log_path: Path) -> list[dict[str, Any]]:
 
 def run_mode(mode: str, *, runs: int, rpm: float, latency: float, timeout: int, limit_seconds: float) -> ModeResult:
     os.environ["VENDOR_RATE_LIMITER"] = mode
+    # The limiter's DynamoDB calls are read from the worker's per-run INFO line in the stack's log file
+    # (bench.run_all quiets the service to WARNING for the benches that print its output).
+    os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO"
     result = ModeResult(mode=mode, runs=runs)
     with local_stack("bench-ratelimit-") as stack:
         admin = mint_token(TENANT, "root", "admin")
