@@ -88,15 +88,6 @@ class SettingsPlan:
         return self.draft.model_copy(update=updates)
 
 
-def validate_static(update: EvalRunnerSettingsUpdate, *, policy: BaseUrlPolicy,
-                    max_run_timeout_seconds: int) -> dict[VendorName, str | None]:
-    """Checks that need no stored state: timeout bounds and base_url policy. Returns the normalised base
-    URLs of the vendors that send one (None = reset to the vendor default)."""
-    base_urls, errors = _static_checks(update, policy=policy, max_run_timeout_seconds=max_run_timeout_seconds)
-    _raise_field_errors(errors)
-    return base_urls
-
-
 def _static_checks(update: EvalRunnerSettingsUpdate, *, policy: BaseUrlPolicy, max_run_timeout_seconds: int
                    ) -> tuple[dict[VendorName, str | None], list[dict[str, Any]]]:
     errors: list[dict[str, Any]] = []
