@@ -28,6 +28,7 @@ _DEFAULT_REMAINING_MS = 900_000
 _INFRASTRUCTURE = (DependencyUnavailable, ClientError, BotoCoreError)
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def _parse_or_drop(model: type[M], body: str, message_id: str | None, dropped: str) -> M | None:
@@ -83,17 +84,9 @@ def _process(message: EvalJobMessage, message_id: str | None, context: Any) -> N
         return
 
     service = container().eval_jobs
-    ids = {"tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id}
-    try:
-        with _redelivered_on_infrastructure("eval job failed on infrastructure; SQS will redeliver it", ids):
-            outcome = service.process(message, remaining_ms=_remaining_ms(context))
-    except _INFRASTRUCTURE:
-        raise
-    except Exception as exc:
-        logger.exception("eval job crashed; marking the run failed", extra={
-            "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
-            "error_type": type(exc).__name__})
-        _mark_failed(message, exc)
+    outcome = _run_or_mark_failed(message, message_id, "eval job",
+                                  lambda: service.process(message, remaining_ms=_remaining_ms(context)))
+    if outcome is None:
         return
     logger.info("eval job processed", extra={
         "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
@@ -104,21 +97,28 @@ def _submit_vendor_batch(message: EvalJobMessage, message_id: str | None) -> Non
     """A batch-mode run: its judge calls go to the vendor as one batch; the scheduled poller finishes it."""
     from chalicelib.wiring import container
 
-    ids = {"tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id}
-    try:
-        with _redelivered_on_infrastructure("vendor batch submission failed on infrastructure; SQS will redeliver it",
-                                            ids):
-            action = container().vendor_batch_runs.submit(message)
-    except _INFRASTRUCTURE:
-        raise
-    except Exception as exc:
-        logger.exception("vendor batch submission crashed; marking the run failed", extra={
-            "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id,
-            "error_type": type(exc).__name__})
-        _mark_failed(message, exc)
+    action = _run_or_mark_failed(message, message_id, "vendor batch submission",
+                                 lambda: container().vendor_batch_runs.submit(message))
+    if action is None:
         return
     logger.info("batch-mode eval job processed", extra={
         "tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id, "action": action})
+
+
+def _run_or_mark_failed(message: EvalJobMessage, message_id: str | None, what: str,
+                        call: Callable[[], T]) -> T | None:
+    """`call()` for one run: infrastructure failures raise (SQS redelivers), a bug marks the run failed
+    rather than looping it through redeliveries (and gives None)."""
+    ids = {"tenant": message.tenant, "eval_run_id": message.eval_run_id, "message_id": message_id}
+    try:
+        with _redelivered_on_infrastructure(f"{what} failed on infrastructure; SQS will redeliver it", ids):
+            return call()
+    except _INFRASTRUCTURE:
+        raise
+    except Exception as exc:
+        logger.exception(f"{what} crashed; marking the run failed", extra={**ids, "error_type": type(exc).__name__})
+        _mark_failed(message, exc)
+        return None
 
 
 def _process_upload(body: str, message_id: str | None) -> None:
