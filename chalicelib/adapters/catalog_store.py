@@ -22,6 +22,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamo import from_item, put_head_with_record, tenant_pk, to_item
+from chalicelib.adapters.tenant_cache import MISS, TenantTtlCache
 from chalicelib.domain.catalog import CatalogAuditRecord, CatalogVersion
 from chalicelib.domain.errors import Conflict, DependencyUnavailable
 from chalicelib.observability import logger
@@ -50,25 +51,20 @@ class DynamoCatalogStore:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self._table = table_name
-        self._cache_seconds = cache_seconds
-        self._monotonic = monotonic
-        self._heads: dict[str, tuple[float, CatalogVersion | None]] = {}
+        self._heads: TenantTtlCache[CatalogVersion | None] = TenantTtlCache(cache_seconds, monotonic)
         self._versions: OrderedDict[tuple[str, int], CatalogVersion] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards `_versions`; the head cache has its own
 
     # -- reads --------------------------------------------------------------------------------
     def head(self, tenant: str, *, fresh: bool = False) -> CatalogVersion | None:
         """The current version; None when the tenant never saved a catalog (version 0 applies)."""
-        if not fresh and self._cache_seconds > 0:
-            with self._lock:
-                hit = self._heads.get(tenant)
-            if hit is not None and hit[0] > self._monotonic():
-                return hit[1]
+        if not fresh:
+            hit = self._heads.get(tenant)
+            if hit is not MISS:
+                return hit
         item = self._get(tenant, HEAD_SK, "get_catalog")
         head = None if item is None else _version(item)
-        if self._cache_seconds > 0:
-            with self._lock:
-                self._heads[tenant] = (self._monotonic() + self._cache_seconds, head)
+        self._heads.remember(tenant, head)
         return head
 
     def version(self, tenant: str, version: int) -> CatalogVersion | None:
@@ -127,19 +123,17 @@ class DynamoCatalogStore:
         if not won:
             self.invalidate(tenant)
             raise CatalogWriteConflict("The judge catalog was changed by another request; retry.")
-        with self._lock:
-            self._heads[tenant] = (self._monotonic() + self._cache_seconds, new)
+        self._heads.remember(tenant, new)
         self._remember_version(tenant, new)
 
     # -- cache --------------------------------------------------------------------------------
     def invalidate(self, tenant: str) -> None:
-        with self._lock:
-            self._heads.pop(tenant, None)
+        self._heads.invalidate(tenant)
 
     def reset(self) -> None:
         """Forget everything (what a fresh container has)."""
+        self._heads.clear()
         with self._lock:
-            self._heads.clear()
             self._versions.clear()
 
     def _remember_version(self, tenant: str, version: CatalogVersion) -> None:

@@ -12,7 +12,6 @@ in-process read cache serves the hot runner path; admin paths read with `fresh=T
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamo import from_item, put_head_with_record, tenant_pk, to_item
+from chalicelib.adapters.tenant_cache import MISS, TenantTtlCache
 from chalicelib.domain.errors import DependencyUnavailable
 from chalicelib.domain.settings import SettingsAuditRecord, SettingsRecord, SettingsWriteConflict
 from chalicelib.observability import logger
@@ -41,19 +41,15 @@ class SettingsStore:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self._table = table_name
-        self._cache_seconds = cache_seconds
-        self._monotonic = monotonic
-        self._cache: dict[str, tuple[float, SettingsRecord]] = {}
-        self._lock = threading.Lock()
+        self._cache: TenantTtlCache[SettingsRecord] = TenantTtlCache(cache_seconds, monotonic)
 
     # -- reads --------------------------------------------------------------------------------
     def get(self, tenant: str, *, fresh: bool = False) -> SettingsRecord:
         """The tenant's settings; a default (version 0) record when none were ever written."""
-        if not fresh and self._cache_seconds > 0:
-            with self._lock:
-                hit = self._cache.get(tenant)
-            if hit is not None and hit[0] > self._monotonic():
-                return hit[1]
+        if not fresh:
+            hit = self._cache.get(tenant)
+            if hit is not MISS:
+                return hit
         try:
             resp = self._client.get_item(TableName=self._table, ConsistentRead=True,
                                          Key={"pk": {"S": tenant_pk(tenant)}, "sk": {"S": SETTINGS_SK}})
@@ -62,7 +58,7 @@ class SettingsStore:
         item = resp.get("Item")
         record = SettingsRecord() if item is None else SettingsRecord.model_validate(
             {k: v for k, v in from_item(item).items() if k not in _KEY_FIELDS})
-        self._remember(tenant, record)
+        self._cache.remember(tenant, record)
         return record
 
     def list_audit(self, tenant: str, limit: int) -> list[SettingsAuditRecord]:
@@ -96,22 +92,14 @@ class SettingsStore:
         if not won:
             self.invalidate(tenant)
             raise SettingsWriteConflict("The settings were changed by another request; retry.")
-        self._remember(tenant, record)
+        self._cache.remember(tenant, record)
 
     # -- cache --------------------------------------------------------------------------------
     def invalidate(self, tenant: str) -> None:
-        with self._lock:
-            self._cache.pop(tenant, None)
+        self._cache.invalidate(tenant)
 
     def reset(self) -> None:
-        with self._lock:
-            self._cache.clear()
-
-    def _remember(self, tenant: str, record: SettingsRecord) -> None:
-        if self._cache_seconds <= 0:
-            return
-        with self._lock:
-            self._cache[tenant] = (self._monotonic() + self._cache_seconds, record)
+        self._cache.clear()
 
 
 def _translate(exc: ClientError, operation: str) -> Exception:
