@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item, to_value
+from chalicelib.adapters.dynamo import from_item, remove_clause, set_clause, tenant_pk, to_item, to_value
 from chalicelib.domain.daemons import ConnectionRecord, DaemonRecord, JobRecord
 from chalicelib.domain.errors import DependencyUnavailable
 
@@ -54,19 +54,9 @@ class DynamoDaemonStore:
         """SET the given attributes under a condition; None when the condition failed."""
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
-        parts = []
-        for i, (path, value) in enumerate(sets.items()):
-            tokens = []
-            for j, seg in enumerate(path.split(".")):
-                names[f"#n{i}_{j}"] = seg
-                tokens.append(f"#n{i}_{j}")
-            parts.append(f"{'.'.join(tokens)} = :v{i}")
-            values[f":v{i}"] = to_value(value)
-        expr = "SET " + ", ".join(parts)
+        expr = "SET " + set_clause(sets, names, values)
         if removes:
-            for k, attr in enumerate(removes):
-                names[f"#r{k}"] = attr
-            expr += " REMOVE " + ", ".join(f"#r{k}" for k in range(len(removes)))
+            expr += " REMOVE " + remove_clause(removes, names)
         for placeholder, raw in (cond_values or {}).items():
             values[placeholder] = to_value(raw)
         # Condition attribute names are written literally (status, expires_at, ...): alias them.

@@ -7,6 +7,7 @@ is used instead of the boto3 resource layer because it loads faster on a cold st
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -53,6 +54,30 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
 
 def tenant_pk(tenant: str) -> str:
     return f"TENANT#{tenant}"
+
+
+def set_clause(sets: Mapping[str, Any], names: dict[str, str], values: dict[str, Any]) -> str:
+    """The body of an UpdateExpression's SET (`#n0_0.#n0_1 = :v0, ...`; dotted paths go into maps).
+
+    Every path segment becomes a name placeholder (added to `names`) and every value a `:v<i>`
+    (serialised into `values`), so a reserved word such as `status` or `usage` never breaks the write.
+    """
+    parts = []
+    for i, (path, value) in enumerate(sets.items()):
+        tokens = []
+        for j, seg in enumerate(path.split(".")):
+            names[f"#n{i}_{j}"] = seg
+            tokens.append(f"#n{i}_{j}")
+        parts.append(f"{'.'.join(tokens)} = :v{i}")
+        values[f":v{i}"] = to_value(value)
+    return ", ".join(parts)
+
+
+def remove_clause(removes: Sequence[str], names: dict[str, str]) -> str:
+    """The body of an UpdateExpression's REMOVE (`#r0, #r1`), each attribute a name placeholder."""
+    for k, attr in enumerate(removes):
+        names[f"#r{k}"] = attr
+    return ", ".join(f"#r{k}" for k in range(len(removes)))
 
 
 _LOST_RACE = ("TransactionCanceledException", "ConditionalCheckFailedException", "TransactionConflictException")

@@ -26,7 +26,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.adapters.dynamo import from_item, tenant_pk, to_item, to_value
+from chalicelib.adapters.dynamo import from_item, remove_clause, set_clause, tenant_pk, to_item, to_value
 from chalicelib.adapters.run_index import SCORE_ATTRIBUTES, index_attributes, score_attributes, status_attributes
 from chalicelib.domain.errors import Conflict, DependencyUnavailable, InvalidRequest, NotFound
 from chalicelib.domain.evaluation import QuestionOutcome, SessionEvalCompleted, TokenUsage
@@ -112,23 +112,14 @@ def _update_expression(sets: Mapping[str, Any], *, removes: tuple[str, ...] = ()
     """SET (dotted paths into maps allowed) / ADD version / REMOVE, with every name a placeholder."""
     names: dict[str, str] = {"#status": "status"}
     values: dict[str, Any] = {}
-    parts = []
-    for i, (path, value) in enumerate(sets.items()):
-        tokens = []
-        for j, seg in enumerate(path.split(".")):
-            names[f"#n{i}_{j}"] = seg
-            tokens.append(f"#n{i}_{j}")
-        parts.append(f"{'.'.join(tokens)} = :v{i}")
-        values[f":v{i}"] = to_value(value)
-    expr = "SET " + ", ".join(parts) if parts else ""
+    assignments = set_clause(sets, names, values)
+    expr = "SET " + assignments if assignments else ""
     if add_version:
         names["#ver"] = "version"
         values[":one"] = {"N": "1"}
         expr += " ADD #ver :one"
     if removes:
-        for k, attr in enumerate(removes):
-            names[f"#r{k}"] = attr
-        expr += " REMOVE " + ", ".join(f"#r{k}" for k in range(len(removes)))
+        expr += " REMOVE " + remove_clause(removes, names)
     for placeholder, raw in (cond_values or {}).items():
         values[placeholder] = to_value(raw)
     return expr.strip(), names, values
