@@ -69,6 +69,32 @@ def truncation_marker(size: int, tool: str) -> str:
     return f"<truncated: {size} bytes, kind={tool}>"
 
 
+class _Tally:
+    """The counts both compaction passes report, kept in one place so their stats cannot drift apart."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.total = self.truncated = self.saved = 0
+        self.per_tool: dict[str, ToolTruncation] = {}
+
+    def truncation(self, tool: str, removed: int) -> None:
+        self.truncated += 1
+        self.saved += removed
+        tool_stats = self.per_tool.setdefault(tool, {"truncated": 0, "bytes_saved": 0})
+        tool_stats["truncated"] += 1
+        tool_stats["bytes_saved"] += removed
+
+    def stats(self, entries: int) -> CompactionStats:
+        return {
+            "threshold_bytes": self.threshold,
+            "entries": entries,
+            "tool_results_total": self.total,
+            "tool_results_truncated": self.truncated,
+            "bytes_saved": self.saved,
+            "per_tool": self.per_tool,
+        }
+
+
 def compact(entries: Iterable[TraceEntry], threshold_bytes: int) -> tuple[list[TraceEntry], CompactionStats]:
     """Replace tool outputs over `threshold_bytes` by a marker; returns the new trace and stats.
 
@@ -78,13 +104,12 @@ def compact(entries: Iterable[TraceEntry], threshold_bytes: int) -> tuple[list[T
     """
     threshold = validate_threshold(threshold_bytes)
     out: list[TraceEntry] = []
-    per_tool: dict[str, ToolTruncation] = {}
-    total = truncated = saved = 0
+    tally = _Tally(threshold)
     for entry in entries:
         if not isinstance(entry, ToolResult):
             out.append(entry)
             continue
-        total += 1
+        tally.total += 1
         if entry.truncated:
             marker_bytes = utf8_len(entry.output)
             removed = entry.output_bytes - marker_bytes
@@ -97,20 +122,8 @@ def compact(entries: Iterable[TraceEntry], threshold_bytes: int) -> tuple[list[T
             removed = size - utf8_len(marker)
             entry = entry.model_copy(update={"output": marker, "truncated": True, "output_bytes": size})
         out.append(entry)
-        truncated += 1
-        saved += removed
-        tool_stats = per_tool.setdefault(entry.tool, {"truncated": 0, "bytes_saved": 0})
-        tool_stats["truncated"] += 1
-        tool_stats["bytes_saved"] += removed
-    stats: CompactionStats = {
-        "threshold_bytes": threshold,
-        "entries": len(out),
-        "tool_results_total": total,
-        "tool_results_truncated": truncated,
-        "bytes_saved": saved,
-        "per_tool": per_tool,
-    }
-    return out, stats
+        tally.truncation(entry.tool, removed)
+    return out, tally.stats(len(out))
 
 
 def compact_wire(entries: Iterable[dict[str, Any]], threshold_bytes: int) -> tuple[list[dict[str, Any]],
@@ -122,13 +135,12 @@ def compact_wire(entries: Iterable[dict[str, Any]], threshold_bytes: int) -> tup
     """
     threshold = validate_threshold(threshold_bytes)
     out: list[dict[str, Any]] = []
-    per_tool: dict[str, ToolTruncation] = {}
-    total = truncated = saved = 0
+    tally = _Tally(threshold)
     for entry in entries:
         if entry.get("kind") != "tool_result":
             out.append(entry)
             continue
-        total += 1
+        tally.total += 1
         output = entry.get("output", "")
         if entry.get("truncated"):
             removed = int(entry.get("output_bytes", 0)) - utf8_len(output)
@@ -141,17 +153,5 @@ def compact_wire(entries: Iterable[dict[str, Any]], threshold_bytes: int) -> tup
             removed = size - utf8_len(marker)
             entry = {**entry, "output": marker, "truncated": True, "output_bytes": size}
         out.append(entry)
-        truncated += 1
-        saved += removed
-        tool_stats = per_tool.setdefault(entry["tool"], {"truncated": 0, "bytes_saved": 0})
-        tool_stats["truncated"] += 1
-        tool_stats["bytes_saved"] += removed
-    stats: CompactionStats = {
-        "threshold_bytes": threshold,
-        "entries": len(out),
-        "tool_results_total": total,
-        "tool_results_truncated": truncated,
-        "bytes_saved": saved,
-        "per_tool": per_tool,
-    }
-    return out, stats
+        tally.truncation(entry["tool"], removed)
+    return out, tally.stats(len(out))
