@@ -40,7 +40,6 @@ from chalicelib.judges.evidence import number_entries
 from chalicelib.observability import SERVICE, bind_log_keys, emit_run_status, logger
 from chalicelib.services.admin_settings import VendorCredentials
 from chalicelib.services.eval_job_ports import (
-    EVENT_DETAIL_TYPE,
     ContextLimitMemory,
     EvalContextSource,
     EventPublisher,
@@ -61,6 +60,7 @@ from chalicelib.services.judge_runner import (
     judge_run,
     run_guarded,
 )
+from chalicelib.services.run_events import announce_completed
 from chalicelib.services.run_lifecycle import RunLifecycle
 from chalicelib.services.session_tools import StoredEntrySource, start_run_tools
 from chalicelib.services.sessions import EvalContextDoc
@@ -478,26 +478,7 @@ class EvalJobService:
     # ------------------------------------------------------------------------------------ outputs
 
     def _announce(self, run: EvalRun) -> None:
-        if self._events is None:
-            return
-        result = run.result
-        detail = {
-            "tenant": run.tenant, "session_id": run.session_id, "eval_run_id": run.eval_run_id,
-            "status": run.status, "overall_score": result.overall_score if result else None,
-            "judge_model": result.judge_model if result else run.model, "vendor": run.vendor,
-            "runner": run.runner, "questions_total": len(run.questions),
-            "questions_scored": len(result.verdicts()) if result else 0,
-            "categories": {c.name: c.score for c in result.categories} if result else {},
-            "error_code": run.error.code if run.error else None, "usage": run.usage.model_dump(mode="json"),
-            "cost": live_cost(run).model_dump(mode="json"),
-            "finished_at": run.finished_at,
-        }
-        try:
-            self._events.publish(EVENT_DETAIL_TYPE, detail)
-        except (DomainError, ValueError) as exc:
-            # The run is stored; a lost notification must not re-run judges (the record is the truth).
-            logger.error("SessionEvalCompleted event not published", extra={
-                "tenant": run.tenant, "eval_run_id": run.eval_run_id, "error_type": type(exc).__name__})
+        announce_completed(self._events, run, cost=live_cost(run).model_dump(mode="json"))
 
     def _emit_run_metric(self, run: EvalRun, status: str) -> None:
         if status == "cancelled":

@@ -58,8 +58,9 @@ from chalicelib.services.context_fit import (
     PromptOverWindow,
     TokenMeter,
 )
-from chalicelib.services.eval_job_ports import EVENT_DETAIL_TYPE, EvalContextSource, RunQuestionSource
+from chalicelib.services.eval_job_ports import EvalContextSource, RunQuestionSource
 from chalicelib.services.judge_runner import RunnerTuning
+from chalicelib.services.run_events import announce_completed
 from chalicelib.services.run_lifecycle import RunLifecycle
 from chalicelib.services.session_models import EvalContextDoc
 
@@ -421,23 +422,7 @@ class VendorBatchRuns:
 
     def _announce(self, run: EvalRun) -> None:
         """`SessionEvalCompleted` on EventBridge, the same detail the worker publishes for a direct run."""
-        if self._events is None:
-            return
-        result = run.result
-        detail = {
-            "tenant": run.tenant, "session_id": run.session_id, "eval_run_id": run.eval_run_id,
-            "status": run.status, "overall_score": result.overall_score if result else None,
-            "judge_model": result.judge_model if result else run.model, "vendor": run.vendor,
-            "runner": run.runner, "mode": run.mode, "questions_total": len(run.questions),
-            "questions_scored": len(result.verdicts()) if result else 0,
-            "categories": {c.name: c.score for c in result.categories} if result else {},
-            "error_code": run.error.code if run.error else None, "usage": run.usage.model_dump(mode="json"),
-            "finished_at": run.finished_at}
-        try:
-            self._events.publish(EVENT_DETAIL_TYPE, detail)
-        except (DomainError, ValueError) as exc:
-            logger.error("SessionEvalCompleted event not published", extra={
-                "tenant": run.tenant, "eval_run_id": run.eval_run_id, "error_type": type(exc).__name__})
+        announce_completed(self._events, run, mode=run.mode)
 
 
 def _failed(ref: QuestionRef, prior: QuestionOutcome, kind: FailureKind, message: str, *,
