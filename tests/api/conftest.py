@@ -1,4 +1,5 @@
-"""Fixtures of the worker tests: a fake vendor in this process and a container tuned for short runs."""
+"""Fixtures of the API tests: a fake vendor in this process, a container tuned for short worker runs, a
+settable clock for the daemon-protocol tests and a member token."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 import pytest
 
 from devstack.fake_vendor import FakeVendor
+from tests.api.daemon_kit import FrozenClock
 from tests.api.worker_kit import TEST_TUNING
+from tests.conftest import mint
 from tests.fakevendor import running_fake_vendor
 
 
@@ -30,3 +33,15 @@ def fake(warm_vendor_sdks: None) -> Iterator[FakeVendor]:
 def worker(container: Any) -> Any:
     container.judge_tuning = TEST_TUNING
     return container
+
+
+@pytest.fixture
+def clock(container: Any) -> FrozenClock:
+    c = FrozenClock()
+    container.clock = c
+    return c
+
+
+@pytest.fixture
+def alice() -> str:
+    return mint("acme", "alice", [])

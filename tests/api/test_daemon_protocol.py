@@ -3,7 +3,6 @@ claim once, events, result, cancel, deadlines, and every way a post can be refus
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,43 +11,13 @@ from chalicelib.domain.clock import iso
 from chalicelib.domain.evaluation import JudgeVerdict
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import get_question
+from tests.api.daemon_kit import FrozenClock
 from tests.conftest import mint
 
 TRACE = {"trace": [
     {"kind": "user_message", "timestamp": "2026-11-29T10:00:00.000Z", "text": "Add a test for the parser."},
     {"kind": "assistant_message", "timestamp": "2026-11-29T10:00:05.000Z", "text": "Done: tests/test_parser.py."},
 ]}
-
-
-class FrozenClock:
-    """A settable clock so deadlines can pass without sleeping."""
-
-    def __init__(self) -> None:
-        self.current = datetime.now(UTC)
-        self.mono = 0.0
-
-    def now(self) -> datetime:
-        return self.current
-
-    def monotonic(self) -> float:
-        # Every look at the clock moves it, so a long poll ends after a few iterations, instantly.
-        self.mono += 5.0
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.current += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock(container: Any) -> FrozenClock:
-    c = FrozenClock()
-    container.clock = c
-    return c
-
-
-@pytest.fixture
-def alice() -> str:
-    return mint("acme", "alice", [])
 
 
 def register(client: Any, token: str, name: str = "laptop", judges: list[str] | None = None) -> str:

@@ -327,7 +327,8 @@ def test_try_it_dispatches_a_one_question_run_carrying_the_draft(client: Any, co
 
 def test_a_daemon_rerun_after_the_catalog_changed_carries_the_recorded_version(
         client: Any, container: Any, admin_token: str) -> None:
-    from tests.api.test_daemon_protocol import FrozenClock, claim, event, register
+    from tests.api.daemon_kit import FrozenClock
+    from tests.api.test_daemon_protocol import claim, event, register
 
     container.clock = FrozenClock()  # long polls end at once
     alice = mint("acme", "alice", [])

@@ -11,24 +11,13 @@ import pytest
 
 from chalicelib.domain.judge_facts import fact_id
 from chalicelib.domain.runs import EvalRun
-from tests.api.test_daemon_protocol import FrozenClock, claim, dispatch, event, register, result_body, verdict
+from tests.api.daemon_kit import FrozenClock
+from tests.api.test_daemon_protocol import claim, dispatch, event, register, result_body, verdict
 from tests.conftest import mint
 
 REPO = "github.com/acme/shop"
 QUESTIONS = ["sensitive_files", "destructive_commands"]
 FACT = "Integration tests need the local stack running; `make test` starts it."
-
-
-@pytest.fixture
-def clock(container: Any) -> FrozenClock:
-    c = FrozenClock()
-    container.clock = c
-    return c
-
-
-@pytest.fixture
-def alice() -> str:
-    return mint("acme", "alice", [])
 
 
 @pytest.fixture

@@ -13,11 +13,6 @@ SECRET = "ghp_R7tY2uI9oP4aS1dF6gH3jK8lZ5xC0vB2nM7q"
 BIG = "line of build output\n" * 20_000 + f"token={SECRET}\nBUILD FAILED"  # ~420 KB
 
 
-@pytest.fixture
-def alice() -> str:
-    return mint("acme", "alice", [])
-
-
 def upload(client: Any, token: str, session_id: str, entries: list[dict[str, Any]], parent: str | None = None
            ) -> None:
     body: dict[str, Any] = {"trace": entries}

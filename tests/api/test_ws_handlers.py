@@ -10,7 +10,8 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from chalicelib.api.ws_handlers import daemon_ws_connect, daemon_ws_disconnect, daemon_ws_message
-from tests.api.test_daemon_protocol import FrozenClock, dispatch, register, upload_session
+from tests.api.daemon_kit import FrozenClock
+from tests.api.test_daemon_protocol import dispatch, register, upload_session
 from tests.conftest import mint
 
 API_ID = "abc123"
@@ -41,18 +42,6 @@ def pushed(connection_id: str) -> list[dict[str, Any]]:
         obj, i = decoder.raw_decode(raw, i)
         out.append(obj)
     return out
-
-
-@pytest.fixture
-def clock(container: Any) -> FrozenClock:
-    c = FrozenClock()
-    container.clock = c
-    return c
-
-
-@pytest.fixture
-def alice() -> str:
-    return mint("acme", "alice", [])
 
 
 def connect(token: str, daemon_id: str, connection_id: str = "conn-1", how: str = "header") -> dict[str, Any]:
