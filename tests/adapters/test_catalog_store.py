@@ -20,19 +20,6 @@ class ManualClock:
         return self.t
 
 
-@pytest.fixture
-def ddb(aws: Any) -> Any:
-    session, _ = aws
-    return session.client("dynamodb", region_name="us-east-1")
-
-
-@pytest.fixture
-def table(aws: Any) -> str:
-    _, resources = aws
-    name: str = resources.table_name
-    return name
-
-
 def version(n: int, text: str = "Did the agent update the CHANGELOG?") -> CatalogVersion:
     entries = [CatalogEntry(id=q.id, builtin=True, enabled=q.id != "redundant_calls") for q in QUESTIONS]
     entries.append(CatalogEntry(id="changelog_updated", builtin=False, category="docs", text=text,

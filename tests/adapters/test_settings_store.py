@@ -24,19 +24,6 @@ class ManualClock:
         return self.t
 
 
-@pytest.fixture
-def ddb(aws: Any) -> Any:
-    session, _ = aws
-    return session.client("dynamodb", region_name="us-east-1")
-
-
-@pytest.fixture
-def table(aws: Any) -> str:
-    _, resources = aws
-    name: str = resources.table_name
-    return name
-
-
 def record(version: int, revision: int, model: str = "claude-sonnet-4-6") -> SettingsRecord:
     return SettingsRecord(version=version, revision=revision, run_timeout_seconds=600,
                           anthropic=VendorRecord(model=model, key_hint="…ab12", secret_arn="arn:x",
