@@ -23,9 +23,8 @@ from pydantic_core import from_json
 
 from chalicelib.domain.errors import DependencyUnavailable, DomainError
 from chalicelib.domain.trace import TraceEntry, entry_to_json
-from chalicelib.ingest import compact, validate_threshold
-from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, compact_wire
-from chalicelib.ingest.redaction import REDACTION_VERSION, Redactor
+from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, compact, compact_wire, validate_threshold
+from chalicelib.ingest.redaction_version import REDACTION_VERSION
 from chalicelib.observability import logger
 from chalicelib.services.session_input import read_trace
 from chalicelib.services.session_models import ChainStop, EvalContext, EvalContextDoc, SessionRecord
@@ -56,6 +55,8 @@ class EvalContextTooLarge(DomainError):
 def stream_eval_context(entries: Iterable[TraceEntry], threshold: int) -> tuple[list[TraceEntry], dict[str, Any]]:
     """`ingest.build_eval_context` in one streaming pass: each entry is redacted and then compacted
     as it is read, so peak memory is the compacted trace, not the raw one. Same result, same stats."""
+    from chalicelib.ingest.redaction import Redactor  # the detectors: only where a trace is redacted
+
     redactor = Redactor()
     trace, stats = compact(redactor.redact_all(entries), threshold)
     return trace, {**stats, "redactions": redactor.counts}
@@ -197,6 +198,8 @@ class EvalContextReader:
             yield from self.trace_of(record)
             redactions.update(record.redactions)
             return
+        from chalicelib.ingest.redaction import Redactor  # the detectors: only for a trace stored before
+
         redactor = Redactor()
         yield from redactor.redact_all(self.trace_of(record))
         redactions.update(redactor.counts)

@@ -59,7 +59,7 @@ from chalicelib.ingest import (
 )
 from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES
 from chalicelib.ingest.jsonl import ByteReader
-from chalicelib.ingest.redaction import REDACTION_VERSION, Redactor
+from chalicelib.ingest.redaction_version import REDACTION_VERSION
 from chalicelib.observability import logger
 from chalicelib.services.eval_context import (
     MAX_CHAIN_DEPTH,
@@ -500,6 +500,8 @@ class SessionService:
         """Spool, then (input fully parsed) PUT the trace object, then write the record."""
         tenant = principal.tenant
         key = self._objects.trace_key(tenant, session_id)
+        from chalicelib.ingest.redaction import Redactor  # the detectors: an upload's, not a reader's
+
         redactor = Redactor()
         with tempfile.SpooledTemporaryFile(max_size=self._spool_memory) as spool:
             # Redacted once, here: the stored trace never holds the secrets, and reads do not redact.

@@ -28,6 +28,11 @@ ELSEWHERE = ("chalicelib.services.analytics", "chalicelib.services.judge_facts",
 # Dispatch reads the session's eval context for the spend estimate (its true upper bound): the sessions
 # service and ingest are on its path; the settings routes never read a trace or build a prompt.
 TRACE_READING = ("chalicelib.ingest", "chalicelib.services.sessions", "chalicelib.judges.prompts")
+# Dispatch reads stored traces, redacted at upload under the current rules: the parsers and the redaction
+# detectors (regexes, prefilter) are an upload's or an older trace's, never on its first request. The
+# redaction package imports its detector modules, so "chalicelib.ingest.redaction." covers it.
+UPLOAD_ONLY = ("chalicelib.ingest.redaction.", "chalicelib.ingest.claude_code", "chalicelib.ingest.codex",
+               "chalicelib.ingest.context")
 
 
 def _cold(route_module: str, services: list[str]) -> tuple[list[str], list[str]]:
@@ -46,7 +51,7 @@ print(json.dumps([sorted(sys.modules), built]))
 
 
 @pytest.mark.parametrize(("route_module", "services", "not_loaded"), [
-    ("chalicelib.api.eval_routes", ["eval_runs"], ELSEWHERE),
+    ("chalicelib.api.eval_routes", ["eval_runs"], ELSEWHERE + UPLOAD_ONLY),
     ("chalicelib.api.admin_routes", ["admin_settings"], ELSEWHERE + TRACE_READING),
 ], ids=["dispatch", "admin settings"])
 def test_a_first_request_loads_only_its_route_and_builds_no_client_before_calling(

@@ -34,12 +34,12 @@ from chalicelib.ingest.redaction.assignments import Verdicts, key_starts, with_a
 from chalicelib.ingest.redaction.prefilter import NO_CANDIDATES, Candidates, find_candidates, find_candidates_many
 from chalicelib.ingest.redaction.tokens import PASSES, Found, scan_pass
 from chalicelib.ingest.redaction.values import key_is_secret, marker, shannon_entropy, value_is_secret
+from chalicelib.ingest.redaction_version import REDACTION_VERSION
 
+# REDACTION_VERSION lives apart (readers of stored traces load it without the detectors): bump it in
+# chalicelib/ingest/redaction_version.py when a detector changes.
 __all__ = ["REDACTION_VERSION", "Redactor", "marker", "redact_text", "redact_trace", "redact_value",
            "shannon_entropy"]
-
-# Bump when a detector changes: traces stored under an older version are redacted again on read.
-REDACTION_VERSION = 2
 
 
 # Entries redacted together share one prefilter scan: at most this many, or this many characters.
