@@ -20,7 +20,7 @@ Export memory: a fresh `python` child per size runs `RunExportService.export` (d
 streamed multipart upload) on a tenant holding that many verdicts (13 per run) and reports its peak
 resident set (`VmHWM`), its resident set after imports, and the export's `tracemalloc` peak.
 
-Usage: .venv/bin/python bench/history/bench_history.py [--runs 10000] [--rounds 5] [--verdicts 10000,50000,100000]
+Usage: .venv/bin/python bench/history/bench_history.py [--runs 10000] [--rounds 5] [--verdicts 10000,100000]
 """
 
 from __future__ import annotations
@@ -481,7 +481,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--noise-runs", type=int, default=2_000, help="runs of another tenant in the same indexes")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--verdicts", default="10000,50000,100000")
+    parser.add_argument("--verdicts", default="10000,100000")
     args = parser.parse_args()
     from chalicelib.judges.catalog import QUESTIONS
 
