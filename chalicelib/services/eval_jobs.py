@@ -33,7 +33,7 @@ from chalicelib.domain.evaluation import (
     SessionEvalCompleted,
     TokenUsage,
 )
-from chalicelib.domain.runs import EvalJobMessage, EvalRun, QuestionRef, RunError, live_cost
+from chalicelib.domain.runs import EvalJobMessage, EvalRun, QuestionRef, RunError
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.evidence import number_entries
@@ -478,7 +478,7 @@ class EvalJobService:
     # ------------------------------------------------------------------------------------ outputs
 
     def _announce(self, run: EvalRun) -> None:
-        announce_completed(self._events, run, cost=live_cost(run).model_dump(mode="json"))
+        announce_completed(self._events, run)
 
     def _emit_run_metric(self, run: EvalRun, status: str) -> None:
         if status == "cancelled":

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from chalicelib.domain.errors import DomainError
-from chalicelib.domain.runs import EvalRun
+from chalicelib.domain.runs import EvalRun, live_cost
 from chalicelib.observability import logger
 from chalicelib.services.eval_job_ports import EVENT_DETAIL_TYPE, EventPublisher
 
 
-def announce_completed(events: EventPublisher | None, run: EvalRun, **extra: Any) -> None:
-    """Publish the finished run's event (nothing when no event bus is wired); `extra` adds the caller's own fields.
+def announce_completed(events: EventPublisher | None, run: EvalRun) -> None:
+    """Publish the finished run's event (nothing when no event bus is wired).
+
+    One detail for every run, whichever path judged it (direct judge calls or a vendor batch), so a
+    consumer never has to know the mode to find the cost.
 
     The run record is the truth: a lost notification is logged, never raised, so it cannot make a
     caller re-run judges or fail a run that is already stored.
@@ -27,7 +28,7 @@ def announce_completed(events: EventPublisher | None, run: EvalRun, **extra: Any
         "questions_scored": len(result.verdicts()) if result else 0,
         "categories": {c.name: c.score for c in result.categories} if result else {},
         "error_code": run.error.code if run.error else None, "usage": run.usage.model_dump(mode="json"),
-        "finished_at": run.finished_at, **extra}
+        "mode": run.mode, "cost": live_cost(run).model_dump(mode="json"), "finished_at": run.finished_at}
     try:
         events.publish(EVENT_DETAIL_TYPE, detail)
     except (DomainError, ValueError) as exc:

@@ -422,7 +422,7 @@ class VendorBatchRuns:
 
     def _announce(self, run: EvalRun) -> None:
         """`SessionEvalCompleted` on EventBridge, the same detail the worker publishes for a direct run."""
-        announce_completed(self._events, run, mode=run.mode)
+        announce_completed(self._events, run)
 
 
 def _failed(ref: QuestionRef, prior: QuestionOutcome, kind: FailureKind, message: str, *,
