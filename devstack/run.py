@@ -84,6 +84,11 @@ def main() -> int:
     stack = Stack()
 
     def on_signal(signum: int, _frame: Any) -> None:
+        # `make run` stopped by a signal to its process group delivers it here more than once (the group's
+        # signal, then make's own when it dies, or a second Ctrl-C): a repeat must not raise SystemExit in
+        # the middle of the first stop, which would leave the remaining processes running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
         sys.exit(0)
 
