@@ -5,13 +5,8 @@ connect time: nothing reaches the receiver)."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
@@ -19,54 +14,11 @@ from chalicelib.adapters.alert_webhook import GuardedWebhookSender
 from chalicelib.adapters.outbound_http import OutboundGuard
 from chalicelib.domain.base_url import BaseUrlPolicy
 from chalicelib.domain.budget_alerts import WebhookUrlRefused, alert_body, check_webhook_url
+from tests.adapters.http_kit import receiver
 
 LOCAL = OutboundGuard(BaseUrlPolicy(allowed_hosts=("127.0.0.1",), allow_http=True))
 DETAIL = {"tenant": "acme", "budget": "tenant_monthly", "period": "2026-12", "user": None, "limit_usd": 100.0,
           "spent_usd": 81.5, "alert_at_fraction": 0.8, "eval_run_id": "run-1", "at": "2026-12-04T20:00:00.000Z"}
-
-
-@dataclass
-class Receiver:
-    port: int = 0
-    status: int = 204
-    hang: threading.Event | None = None
-    posts: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/budget"
-
-
-@contextmanager
-def receiver(**options: Any) -> Iterator[Receiver]:
-    state = Receiver(**options)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            state.posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            if state.hang is not None:
-                state.hang.wait(10)
-            self.send_response(state.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        if state.hang is not None:
-            state.hang.set()
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def sender(guard: OutboundGuard = LOCAL, timeout: float = 3.0) -> GuardedWebhookSender:

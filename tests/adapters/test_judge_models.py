@@ -442,8 +442,8 @@ def test_vendor_error_kind_is_validated() -> None:
 def test_a_key_echoed_by_the_vendor_never_reaches_the_error_in_any_case_or_cut(vendor: Vendor, shape: str) -> None:
     from chalicelib.adapters.outbound_http import OutboundGuard
     from chalicelib.domain.base_url import BaseUrlPolicy
-    from tests.adapters.test_outbound_http import recorder
-    from tests.unit.test_vendor_error_scrub import leaked
+    from tests.adapters.http_kit import recorder
+    from tests.unit.leak_kit import leaked
 
     key = register_secret("gw_live_Q7mZ4xT9kL2pR8vN3bC6yH1d")
     if shape.startswith("text"):

@@ -8,13 +8,10 @@ real sockets on 127.0.0.1 that record whether anything reached them.
 from __future__ import annotations
 
 import datetime
-import http.server
 import ipaddress
 import ssl
-import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ from chalicelib.adapters.outbound_http import OutboundGuard
 from chalicelib.domain.base_url import BaseUrlPolicy, BaseUrlRefused, refusal_in_chain
 from chalicelib.domain.judging import VendorCallError
 from devstack.fake_vendor import FakeVendor
+from tests.adapters.http_kit import recorder
 from tests.fakevendor import GOOD_KEYS, Vendor, run, running_fake_vendor, verdict_call
 
 VENDORS: list[Vendor] = ["anthropic", "openai"]
@@ -46,57 +44,6 @@ def fake_resolver(table: dict[str, Sequence[str]]) -> Any:
 
     resolve.calls = calls  # type: ignore[attr-defined]
     return resolve
-
-
-@dataclass
-class Recorder:
-    """A tiny HTTP(S) server on 127.0.0.1 recording every request it gets."""
-
-    port: int = 0
-    paths: list[str] = field(default_factory=list)
-    redirect_to: str | None = None
-    status: int = 200
-    body: bytes = b'{"ok": true}'
-
-
-@contextmanager
-def recorder(*, tls: ssl.SSLContext | None = None, **options: Any) -> Iterator[Recorder]:
-    state = Recorder(**options)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            if length:
-                self.rfile.read(length)
-            state.paths.append(self.path)
-            if state.redirect_to is not None and not self.path.startswith("/landed"):
-                self.send_response(307)
-                self.send_header("Location", state.redirect_to)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(state.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(state.body)))
-            self.end_headers()
-            self.wfile.write(state.body)
-
-        do_GET = do_POST = _answer
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass(frozen=True)

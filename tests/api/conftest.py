@@ -1,5 +1,6 @@
 """Fixtures of the API tests: a fake vendor in this process, a container tuned for short worker runs, a
-settable clock for the daemon-protocol tests and a member token."""
+settable clock for the daemon-protocol tests, an in-memory daemon directory for the dispatch tests and a
+member token."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from devstack.fake_vendor import FakeVendor
 from tests.api.daemon_kit import FrozenClock
+from tests.api.dispatch_kit import FakeDaemons, install_daemons
 from tests.api.worker_kit import TEST_TUNING
 from tests.conftest import mint
 from tests.fakevendor import running_fake_vendor
@@ -40,6 +42,13 @@ def clock(container: Any) -> FrozenClock:
     c = FrozenClock()
     container.clock = c
     return c
+
+
+@pytest.fixture
+def daemons(container: Any) -> FakeDaemons:
+    fake = FakeDaemons()
+    install_daemons(container, fake)
+    return fake
 
 
 @pytest.fixture

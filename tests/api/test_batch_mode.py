@@ -14,8 +14,8 @@ import pytest
 from chalicelib.worker.automation_poller import poll_automation
 from devstack.fake_vendor import FakeVendor
 from devstack.fake_vendor import batches as fake_vendor_batches
-from tests.api.test_eval_dispatch import drain_queue
-from tests.api.test_eval_rules import deliver, upload
+from tests.api.dispatch_kit import drain_queue
+from tests.api.rules_kit import deliver, upload
 from tests.api.worker_kit import KEYS, MODELS
 from tests.conftest import mint, register_secret
 

@@ -12,9 +12,9 @@ import pytest
 
 from chalicelib.domain.base_url import BaseUrlPolicy
 from devstack.fake_vendor import FakeVendor
-from tests.adapters.test_alert_webhook import receiver
-from tests.api.test_spend_api import ADMIN, LIMITS, SESSION, RecordedEvents, dispatch, estimate
-from tests.api.worker_kit import configure, queued_event, trace, upload, view, work
+from tests.adapters.http_kit import receiver
+from tests.api.spend_kit import ADMIN, LIMITS, RecordedEvents, dispatch, estimate
+from tests.api.worker_kit import SESSION, configure, queued_event, trace, upload, view, work
 
 AUDIT = "/admin/settings/eval-runner/audit"
 SECRET_PATH = "/services/T000/B000/s3cr3t-webhook-token"

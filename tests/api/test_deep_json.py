@@ -90,8 +90,8 @@ def test_a_deep_cursor_is_an_invalid_cursor(client: Any, member_token: str, path
 
 def test_a_deep_websocket_message_is_answered_json_too_deep(client: Any, container: Any) -> None:
     from chalicelib.api.ws_handlers import daemon_ws_connect, daemon_ws_message
-    from tests.api.test_daemon_protocol import register
-    from tests.api.test_ws_handlers import pushed, ws_event
+    from tests.api.daemon_kit import register
+    from tests.api.ws_kit import pushed, ws_event
 
     token = mint("acme", "alice", [])
     daemon_id = register(client, token)

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.api.test_eval_dispatch import configure_vendors, drain_queue
-from tests.api.test_eval_rules import upload
+from tests.api.dispatch_kit import configure_vendors, drain_queue
+from tests.api.rules_kit import create_rule, process_uploads, runs_of, upload
 from tests.conftest import mint
 
 T = TypeVar("T")
@@ -275,8 +275,6 @@ def test_runs_wait_for_reservations_to_settle_instead_of_failing(client: Any, co
 
 def test_a_rule_does_not_create_a_run_its_budget_cannot_take(client: Any, container: Any,
                                                             sessions: list[str]) -> None:
-    from tests.api.test_eval_rules import create_rule, process_uploads, runs_of
-
     rule = create_rule(client)
     limits(client, user_daily_usd=0.0001, tenant_monthly_usd=None)
     upload(client, "over-budget")

@@ -6,17 +6,14 @@ import base64
 import json
 from typing import Any
 
-import pytest
-
 from chalicelib.domain.evaluation import FailureReason, JudgeVerdict, QuestionOutcome, TokenUsage
 from chalicelib.judges.catalog import QUESTIONS
-from tests.api.test_eval_dispatch import (
+from tests.api.dispatch_kit import (
     SESSION,
     FakeDaemons,
     configure_vendors,
     dispatch,
     drain_queue,
-    install_daemons,
     seed_session,
     set_limits,
     suspend_vendor,
@@ -24,13 +21,6 @@ from tests.api.test_eval_dispatch import (
 from tests.conftest import mint
 
 NOW = "2026-11-29T10:00:01.000Z"
-
-
-@pytest.fixture
-def daemons(container: Any) -> FakeDaemons:
-    fake = FakeDaemons()
-    install_daemons(container, fake)
-    return fake
 
 
 def _new_run(client: Any, token: str, body: dict[str, Any] | None = None, session_id: str = SESSION) -> str:

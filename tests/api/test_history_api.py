@@ -441,7 +441,7 @@ def test_the_download_url_is_usable_over_http_shape(client: Any, frozen: Any) ->
 
 
 def test_a_dispatched_run_copies_its_sessions_repository(client: Any, container: Any) -> None:
-    from tests.api.test_eval_dispatch import FakeDaemons, configure_vendors, install_daemons
+    from tests.api.dispatch_kit import FakeDaemons, configure_vendors, install_daemons
 
     install_daemons(container, FakeDaemons())
     configure_vendors(client, "anthropic")
@@ -470,7 +470,7 @@ def _session_expiry(container: Any, session_id: str) -> int | None:
 
 
 def test_retention_tags_the_trace_and_stamps_the_session_and_its_runs(client: Any, container: Any) -> None:
-    from tests.api.test_eval_dispatch import FakeDaemons, configure_vendors, install_daemons
+    from tests.api.dispatch_kit import FakeDaemons, configure_vendors, install_daemons
 
     install_daemons(container, FakeDaemons())
     configure_vendors(client, "anthropic")
@@ -504,7 +504,7 @@ def test_retention_expires_the_session_and_its_runs_and_keeps_the_aggregates(cli
     """An admin's retention_days: the trace's tag selects the bucket rule that expires it after the
     (rounded down) period, and nothing sooner; the session, its runs and their verdicts get the same
     DynamoDB TTL; the daily aggregates get none and keep counting the run after it is gone."""
-    from tests.api.test_eval_dispatch import FakeDaemons, configure_vendors, install_daemons
+    from tests.api.dispatch_kit import FakeDaemons, configure_vendors, install_daemons
 
     install_daemons(container, FakeDaemons())
     configure_vendors(client, "anthropic")

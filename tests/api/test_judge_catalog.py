@@ -178,7 +178,7 @@ def test_catalogs_are_per_tenant(client: Any, admin_token: str, other_tenant_adm
 
 def test_runs_select_tenant_ids_and_categories_and_record_the_version(client: Any, container: Any,
                                                                      admin_token: str) -> None:
-    from tests.api.test_eval_dispatch import configure_vendors
+    from tests.api.dispatch_kit import configure_vendors
 
     configure_vendors(client, "anthropic")
     upload(client)
@@ -204,7 +204,7 @@ def test_runs_select_tenant_ids_and_categories_and_record_the_version(client: An
 def test_a_question_added_in_another_container_is_found_despite_the_head_cache(
         client: Any, container: Any, admin_token: str) -> None:
     from chalicelib.adapters.catalog_store import DynamoCatalogStore
-    from tests.api.test_eval_dispatch import configure_vendors
+    from tests.api.dispatch_kit import configure_vendors
 
     configure_vendors(client, "anthropic")
     upload(client)
@@ -227,7 +227,7 @@ def test_a_question_added_in_another_container_is_found_despite_the_head_cache(
 
 def test_a_daemon_job_carries_custom_questions_and_the_result_is_recomputed_in_order(
         client: Any, container: Any, admin_token: str) -> None:
-    from tests.api.test_daemon_protocol import claim, register
+    from tests.api.daemon_kit import claim, register
 
     alice = mint("acme", "alice", [])
     save(client, admin_token, [CHANGELOG, *builtins()])
@@ -295,7 +295,7 @@ def test_preview_shows_the_exact_question_part_and_the_shared_prefix(client: Any
 
 def test_try_it_dispatches_a_one_question_run_carrying_the_draft(client: Any, container: Any, admin_token: str,
                                                                  member_token: str) -> None:
-    from tests.api.test_eval_dispatch import configure_vendors
+    from tests.api.dispatch_kit import configure_vendors
 
     configure_vendors(client, "anthropic")
     upload(client)
@@ -327,8 +327,7 @@ def test_try_it_dispatches_a_one_question_run_carrying_the_draft(client: Any, co
 
 def test_a_daemon_rerun_after_the_catalog_changed_carries_the_recorded_version(
         client: Any, container: Any, admin_token: str) -> None:
-    from tests.api.daemon_kit import FrozenClock
-    from tests.api.test_daemon_protocol import claim, event, register
+    from tests.api.daemon_kit import FrozenClock, claim, event, register
 
     container.clock = FrozenClock()  # long polls end at once
     alice = mint("acme", "alice", [])

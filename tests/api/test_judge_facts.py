@@ -11,8 +11,7 @@ import pytest
 
 from chalicelib.domain.judge_facts import fact_id
 from chalicelib.domain.runs import EvalRun
-from tests.api.daemon_kit import FrozenClock
-from tests.api.test_daemon_protocol import claim, dispatch, event, register, result_body, verdict
+from tests.api.daemon_kit import FrozenClock, claim, dispatch, event, register, result_body, verdict
 from tests.conftest import mint
 
 REPO = "github.com/acme/shop"

@@ -20,9 +20,8 @@ import pytest
 from chalicelib.services.eval_jobs import EvalJobService
 from chalicelib.services.run_lifecycle import Contribution, Finalization, RunLifecycle
 from devstack.fake_vendor import FakeVendor
-from tests.api.daemon_kit import FrozenClock
-from tests.api.test_daemon_protocol import claim, event, register, result_body, upload_session, verdict
-from tests.api.test_daemon_protocol import dispatch as dispatch_daemon
+from tests.api.daemon_kit import FrozenClock, claim, event, register, result_body, upload_session, verdict
+from tests.api.daemon_kit import dispatch as dispatch_daemon
 from tests.api.worker_kit import (
     ALL_QUESTIONS,
     TEST_TUNING,

@@ -4,7 +4,6 @@ spend ledger's stored counters."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -12,7 +11,9 @@ import pytest
 from chalicelib.domain.spend import LedgerView, usd_to_micros
 from chalicelib.domain.spend_prices import cost_micros
 from devstack.fake_vendor import FakeVendor
+from tests.api.spend_kit import ADMIN, BOB, LIMITS, RecordedEvents, dispatch, estimate
 from tests.api.worker_kit import (
+    SESSION,
     configure,
     queued_event,
     trace,
@@ -22,27 +23,7 @@ from tests.api.worker_kit import (
 )
 from tests.conftest import mint
 
-LIMITS = "/admin/settings/eval-runner/limits"
 PRICES = "/admin/settings/eval-runner/prices"
-ADMIN = mint("acme", "root", ["admin"])
-BOB = mint("acme", "bob", [])
-SESSION = "sess-worker-1"
-
-
-class RecordedEvents:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
-        self.events.append((detail_type, dict(detail)))
-
-
-def estimate(client: Any, body: dict[str, Any] | None = None, token: str = BOB) -> Any:
-    return client.post(f"/sessions/{SESSION}/eval-runs/estimate", token=token, json_body=body or {})
-
-
-def dispatch(client: Any, body: dict[str, Any] | None = None, token: str = BOB) -> Any:
-    return client.post(f"/sessions/{SESSION}/eval-runs", token=token, json_body=body or {})
 
 
 def queued_messages(container: Any) -> int:

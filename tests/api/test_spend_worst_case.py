@@ -136,8 +136,8 @@ def test_concurrent_dispatches_never_overshoot_a_budget(client: Any, worker: Any
 
 
 def test_a_daemon_run_without_token_counts_costs_null_and_reserves_nothing(client: Any, container: Any) -> None:
-    from tests.api.test_daemon_protocol import claim, event, register, result_body, upload_session, verdict
-    from tests.api.test_daemon_protocol import dispatch as dispatch_daemon
+    from tests.api.daemon_kit import claim, event, register, result_body, upload_session, verdict
+    from tests.api.daemon_kit import dispatch as dispatch_daemon
 
     alice = mint("acme", "alice", [])
     daemon_id = register(client, alice)

@@ -15,23 +15,9 @@ from chalicelib.domain.clock import iso
 from daemon.agent import Daemon
 from daemon.client import ApiClient
 from tests.daemon.conftest import read_log, wait_for
+from tests.daemon.reference_daemon_kit import dispatch, finished, get_run
 
 FOUR = ["sensitive_files", "destructive_commands", "tests_written", "redundant_calls"]
-
-
-def dispatch(api: ApiClient, questions: list[str]) -> str:
-    status, body = api.call("POST", "/sessions/sess-1/eval-runs", {"runner": "daemon", "questions": questions})
-    assert status == 202, body
-    return str(body["eval_run_id"])
-
-
-def get_run(api: ApiClient, run_id: str) -> dict[str, Any]:
-    return dict(api.get(f"/eval-runs/{run_id}"))
-
-
-def finished(daemon: Daemon, run_id: str) -> Any:
-    return wait_for(lambda: next((o for o in daemon.outcomes if o.eval_run_id == run_id), None),
-                    f"the daemon to finish {run_id}")
 
 
 def alive(pid: int) -> bool:

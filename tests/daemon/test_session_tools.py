@@ -21,7 +21,7 @@ from daemon.sandbox import Bubblewrap, SandboxUnavailable, Unsandboxed, choose_s
 from daemon.session_tools import ALLOWED_TOOLS, JobTools, mcp_python
 from tests.conftest import mint
 from tests.daemon.conftest import FAKE_CLI_DIR, read_log
-from tests.daemon.test_reference_daemon import dispatch, finished, get_run
+from tests.daemon.reference_daemon_kit import dispatch, finished, get_run
 
 SECRET = "ghp_R7tY2uI9oP4aS1dF6gH3jK8lZ5xC0vB2nM7q"
 BIG = "building target\n" * 3000 + f"GITHUB_TOKEN={SECRET}\nerror: link failed in src/net.c"

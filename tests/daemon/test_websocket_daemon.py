@@ -18,7 +18,7 @@ from chalicelib.adapters.ws_push import WebSocketPush
 from chalicelib.api.ws_handlers import daemon_ws_connect, daemon_ws_disconnect, daemon_ws_message
 from daemon.agent import Daemon
 from tests.daemon.conftest import wait_for
-from tests.daemon.test_reference_daemon import dispatch, finished, get_run
+from tests.daemon.reference_daemon_kit import dispatch, finished, get_run
 
 websockets = pytest.importorskip("websockets")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_eval_dispatch import FakeDaemons, configure_vendors, install_daemons, seed_session
+from tests.api.dispatch_kit import FakeDaemons, configure_vendors, install_daemons, seed_session
 from tests.conftest import GuardedClient, mint
 
 DISPATCH_BUDGET = 7

@@ -26,8 +26,8 @@ from chalicelib.domain.rate_limit import (
     reserve,
 )
 from chalicelib.services.judge_runner import RunnerTuning
-from tests.unit.test_judge_runner import FAST, Ports, ScriptedModel, Step
-from tests.unit.test_judge_runner import run as judge
+from tests.unit.judge_runner_kit import FAST, Ports, ScriptedModel, Step
+from tests.unit.judge_runner_kit import run as judge
 
 POLICY = RateLimitPolicy()
 NOW = 1_800_000_000.0

@@ -22,7 +22,7 @@ from chalicelib.domain.evaluation import (
 from chalicelib.domain.runs import EvalRun, QuestionRef
 from chalicelib.judges.aggregation import aggregate
 from chalicelib.judges.catalog import get_question
-from tests.api.test_daemon_protocol import dispatch, event, register, upload_session
+from tests.api.daemon_kit import dispatch, event, register, upload_session
 from tests.conftest import mint
 
 QUESTIONS = ["sensitive_files", "destructive_commands", "tests_written", "redundant_calls"]

@@ -7,20 +7,11 @@ import pytest
 
 from chalicelib.domain.judging import (
     MAX_ERROR_MESSAGE_CHARS,
-    SECRET_FRAGMENT_CHARS,
     VendorCallError,
     sanitize_vendor_message,
     scrub_secrets,
 )
-
-# Not "sk-" shaped: a gateway's own key format, so only the secret match (not a key-shape rule) saves it.
-KEY = "gw_live_Q7mZ4xT9kL2pR8vN3bC6yH1d"
-
-
-def leaked(text: str, secret: str = KEY) -> bool:
-    """Does `text` hold any SECRET_FRAGMENT_CHARS-long piece of the secret, in any case?"""
-    low, s = text.lower(), secret.lower()
-    return any(s[i:i + SECRET_FRAGMENT_CHARS] in low for i in range(len(s) - SECRET_FRAGMENT_CHARS + 1))
+from tests.unit.leak_kit import KEY, leaked
 
 
 @pytest.mark.parametrize("echo", [KEY, KEY.upper(), KEY.lower(), KEY.swapcase(), KEY[:20], KEY[-12:],

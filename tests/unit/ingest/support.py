@@ -1,8 +1,9 @@
-"""Helpers for the ingest tests: fixture paths, JSONL building, parsing to wire JSON."""
+"""Helpers for the ingest tests: fixture paths, JSONL building, parsing to wire JSON, the strings in a JSON value."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,14 @@ def wire(entries: list[TraceEntry]) -> list[dict[str, Any]]:
 def golden(name: str) -> dict[str, Any]:
     result: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
     return result
+
+
+def strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from detect_secrets.settings import transient_settings
 from chalicelib.domain.trace import ToolResult, entry_to_json, parse_trace, utf8_len
 from chalicelib.ingest import redact_text, redact_trace, redact_value
 
-from .support import parse_fixture
+from .support import parse_fixture, strings
 
 # The fake credentials written into claude-code-secrets.jsonl.
 SECRETS = [
@@ -66,17 +65,6 @@ ORACLE_PLUGINS = [
     "SlackDetector",
     "StripeDetector",
 ]
-
-
-def strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from strings(item)
 
 
 def oracle_findings(entries: list[Any]) -> list[str]:

@@ -24,8 +24,7 @@ from chalicelib.ingest.redaction.prefilter import (
 )
 from chalicelib.ingest.redaction.tokens import PASSES, TOKEN_DETECTORS
 
-from .support import parse_fixture
-from .test_redaction import strings
+from .support import parse_fixture, strings
 
 pytestmark = pytest.mark.skipif(not available(), reason="the hyperscan package is not installed")
 
