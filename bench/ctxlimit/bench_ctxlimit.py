@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 # The refit is logged as a warning; this script's stdout is its RESULTS.md section.
 os.environ["POWERTOOLS_LOG_LEVEL"] = "ERROR"
 
-from bench.runner.bench_runner import MODELS, NoAws, Vendor, eval_context, one_run
+from bench.judging import MODELS, NoAws, Vendor
+from bench.runner.bench_runner import eval_context, one_run
 from chalicelib.services.judge_runner import RunnerTuning
 from devstack.fake_vendor import FakeVendorOptions, FakeVendorProcess
 

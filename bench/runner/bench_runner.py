@@ -35,12 +35,10 @@ from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.judging import LOCAL_OUTBOUND, MODELS, NoAws, Vendor
 from chalicelib.adapters.judge_models import build_judge_model
-from chalicelib.adapters.outbound_http import OutboundGuard
-from chalicelib.domain.base_url import BaseUrlPolicy
 from chalicelib.domain.catalog import CatalogUpdate, CatalogVersion, plan_catalog
-from chalicelib.domain.context_limits import StatedLimit
-from chalicelib.domain.evaluation import QuestionOutcome, TokenUsage
+from chalicelib.domain.evaluation import QuestionOutcome
 from chalicelib.judges.catalog import QUESTIONS, Question
 from chalicelib.services.judge_runner import (
     Deadline,
@@ -51,12 +49,6 @@ from chalicelib.services.judge_runner import (
     judge_run,
 )
 from devstack.fake_vendor import FakeVendorOptions, FakeVendorProcess
-
-# The fake vendor listens on 127.0.0.1 over http: the local stack's outbound policy.
-LOCAL_OUTBOUND = OutboundGuard(BaseUrlPolicy(allowed_hosts=("127.0.0.1",), allow_http=True))
-
-Vendor = Literal["anthropic", "openai"]
-MODELS: dict[Vendor, str] = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4.1"}
 
 WRITE, READ = 1.25, 0.1
 
@@ -74,28 +66,6 @@ STRATEGIES: tuple[Strategy, ...] = (
     Strategy("warm-up judge, fan out after its whole answer (before)", 13, "whole"),
     Strategy("warm-up judge streamed, fan out at its first token (default)", RunnerTuning().concurrency, "first"),
 )
-
-
-class NoAws:
-    """RunPorts without AWS: progress writes succeed, nothing is cancelled, keys never rotate; stated
-    context limits are kept in memory (what `CTXLIMIT#…` items hold)."""
-
-    def __init__(self, remembered: dict[str, int] | None = None) -> None:
-        self.flushes = 0
-        self.remembered = remembered if remembered is not None else {}
-
-    async def flush(self, outcomes: Sequence[QuestionOutcome], usage: TokenUsage, context: Any) -> bool:
-        self.flushes += 1
-        return True
-
-    async def is_cancelled(self) -> bool:
-        return False
-
-    async def refresh_model(self) -> Any:
-        return None
-
-    async def remember_context_limit(self, stated: StatedLimit, source: str) -> None:
-        self.remembered["limit"] = stated.limit_tokens
 
 
 def eval_context(trace_kb: int) -> dict[str, Any]:

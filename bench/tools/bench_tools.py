@@ -26,11 +26,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.runner.bench_runner import LOCAL_OUTBOUND, MODELS, NoAws
+from bench.judging import LOCAL_OUTBOUND, MODELS, NoAws, Vendor
 from chalicelib.adapters.judge_models import build_judge_model
 from chalicelib.domain.evaluation import QuestionOutcome, TokenUsage
 from chalicelib.judges.catalog import QUESTIONS, Question
@@ -46,7 +46,6 @@ from chalicelib.services.judge_runner import (
 from chalicelib.services.session_tools import FullOutputs, RunTools, truncated_positions
 from devstack.fake_vendor import FakeVendorOptions, FakeVendorProcess
 
-Vendor = Literal["anthropic", "openai"]
 RATES: dict[Vendor, tuple[float, float, float]] = {"anthropic": (1.0, 1.25, 0.1), "openai": (1.0, 1.0, 0.25)}
 TOOL_QUESTIONS = [q.id for q in QUESTIONS if q.needs_tools]
 
