@@ -120,21 +120,29 @@ def main() -> None:
         while not stop.is_set():
             if not slots.acquire(timeout=0.5):
                 continue
+            # Like the event source mapping's pollers, one ReceiveMessage (up to 10 messages) fetches work
+            # for every idle slot, and each batch of `batch_size` records is its own invocation: when
+            # several runs end at once, their slots refill in one round trip instead of one each.
+            free = 1
+            while (free + 1) * args.batch_size <= 10 and slots.acquire(blocking=False):
+                free += 1
             try:
-                resp = sqs.receive_message(QueueUrl=config.queue_url, MaxNumberOfMessages=args.batch_size,
+                resp = sqs.receive_message(QueueUrl=config.queue_url, MaxNumberOfMessages=free * args.batch_size,
                                            WaitTimeSeconds=1, AttributeNames=["All"],
                                            MessageAttributeNames=["All"])
             except Exception:
-                slots.release()
+                for _ in range(free):
+                    slots.release()
                 if stop.wait(1):
                     break
                 continue
             messages = resp.get("Messages", [])
-            if not messages:
+            size = args.batch_size
+            batches: list[list[Any]] = [messages[i:i + size] for i in range(0, len(messages), size)]
+            for _ in range(free - len(batches)):
                 slots.release()
-                continue
-            pool.submit(invoke, messages)
-
+            for batch in batches:
+                pool.submit(invoke, batch)
 
 if __name__ == "__main__":
     main()
