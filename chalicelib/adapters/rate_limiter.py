@@ -187,7 +187,8 @@ class GateStats:
                 "rate_max_wait_seconds": round(self.max_wait_seconds, 3)}
 
 
-Slot = tuple[float, float | None]  # (send time, interval it was paced at or None)
+# (send time, interval it was paced at or None, paid from the budget model's credit: sent at once)
+Slot = tuple[float, float | None, bool]
 
 
 class SharedRateGate:
@@ -227,7 +228,7 @@ class SharedRateGate:
         future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         self._kick()
-        send_at, interval = await future
+        send_at, interval, from_credit = await future
         waited = 0.0
         try:
             while True:
@@ -247,7 +248,8 @@ class SharedRateGate:
             self.stats.unpaced_sends += 1
         else:
             self.stats.paced_sends += 1
-        _SENT_INTERVAL.set(interval)
+        # A call the modelled credit paid for went out as if unpaced (see `explained_by_budget`).
+        _SENT_INTERVAL.set(None if from_credit else interval)
         _SENT_AT.set(self._wall())
 
     async def after_response(self, status: int, headers: Mapping[str, str]) -> None:
@@ -255,8 +257,12 @@ class SharedRateGate:
             self._observe(headers)
             return
         self.stats.rate_limited += 1
+        budget = advertised_budget(headers)
         signal = RateLimitSignal(at=self._wall(), retry_after=parse_retry_after(headers),
-                                 advertised_per_minute=advertised_limit(headers), sent_interval=_SENT_INTERVAL.get())
+                                 advertised_per_minute=advertised_limit(headers), sent_interval=_SENT_INTERVAL.get(),
+                                 advertised_remaining=budget[1] if budget is not None else None)
+        # A 429 advertises the budget too: an exhausted one is what the fleet's model must start from.
+        self._observe(headers)
         pause = signal.retry_after if signal.retry_after is not None else self._policy.default_pause_seconds
         self._local_block = max(self._local_block, signal.at + min(pause, self._policy.max_pause_seconds))
         self._signals.append(signal)
@@ -340,7 +346,7 @@ class SharedRateGate:
                 self.stats.store_errors += 1
                 logger.error("vendor rate limiter failed; calls go out unpaced",
                              extra={**self._log_fields, "vendor": self._vendor, "error_type": type(exc).__name__})
-                slots = [(self._wall(), None)] * len(self._serving)
+                slots = [(self._wall(), None, False)] * len(self._serving)
             for waiter, slot in zip(self._serving, slots, strict=True):
                 if not waiter.done():
                     waiter.set_result(slot)
@@ -362,7 +368,7 @@ class SharedRateGate:
         base = state or FleetPacing()
         if not signals and not observations and not base.paced(now, self._policy):
             _, times = reserve(base, now=now, count=count, policy=self._policy)
-            return [(t, None) for t in times]
+            return [(t, None, False) for t in times]
         policy = self._policy
 
         def change(current: FleetPacing, at: float) -> tuple[FleetPacing | None, list[Slot]]:
@@ -419,4 +425,8 @@ def _apply(current: FleetPacing, at: float, signals: list[RateLimitSignal],
     reserved, times = reserve(after, now=at, count=count, policy=policy)
     pace = after.pace(at, policy)
     interval = pace[0] if pace is not None else None
-    return reserved or observed or limited, [(t, interval) for t in times]
+    # Paced by the budget, the calls its modelled credit pays for go out at once: like unpaced calls, a 429
+    # on one with the budget spent only shows the model ran ahead of the calls still in flight
+    # (`explained_by_budget`); a 429 on a slot of the refill timeline says the advertised rate is wrong.
+    credit = interval is not None and not after.limited(at, policy)
+    return reserved or observed or limited, [(t, interval, credit and t <= at) for t in times]

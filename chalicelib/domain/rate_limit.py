@@ -18,7 +18,11 @@ these functions are the only way it changes (each change is one conditional writ
   no writes).
 - **One 429 pauses the fleet.** A 429 sets `blocked_until` = now + its retry-after; every worker
   waits for it before sending, instead of each one hammering the vendor on its own schedule.
-- **Paced at a learned rate (AIMD).** The first 429 starts pacing at an estimate: the vendor's
+- **A 429 the budget explains teaches nothing more.** A 429 on a call sent unpaced whose answer shows
+  the advertised budget spent (a fresh fleet's first fan-out outran it before any answer told the
+  fleet) pauses the fleet and starts the budget model from an empty bucket; the vendor's numbers
+  described it, so the fleet keeps pacing by them, credit refilled while it idles included.
+- **Paced at a learned rate (AIMD).** Any other 429 starts pacing at an estimate: the vendor's
   advertised requests-per-minute limit when a response header carries it, else the retry-after
   (a token bucket's wait for its next token is about one interval). Calls then reserve send slots
   `interval` apart on a fleet-wide timeline (`next_slot`, the generic cell rate algorithm's
@@ -136,6 +140,17 @@ class RateLimitSignal:
     retry_after: float | None = None
     advertised_per_minute: float | None = None
     sent_interval: float | None = None  # the interval the request was paced at; None → sent unpaced
+    advertised_remaining: float | None = None  # the requests the 429 answer says are left; None → not shown
+
+
+def explained_by_budget(signal: RateLimitSignal, policy: RateLimitPolicy) -> bool:
+    """A 429 on a call sent unpaced whose answer shows the advertised request budget spent: the vendor's
+    own numbers account for it (the call went out before the fleet paced by them, e.g. the first fan-out
+    of a fresh fleet), so it pauses the fleet and the budget model takes it as an empty bucket, but it is
+    no evidence that those numbers are wrong. Learned pacing (whose burst is one second) would throw the
+    credit the vendor refills while the fleet idles away for the next ten minutes."""
+    return (policy.use_advertised and signal.sent_interval is None and signal.advertised_remaining is not None
+            and signal.advertised_remaining < 1)
 
 
 def reserve(state: FleetPacing, *, now: float, count: int,
@@ -206,6 +221,8 @@ def after_rate_limited(state: FleetPacing, signals: Sequence[RateLimitSignal],
         pause = signal.retry_after if signal.retry_after is not None else policy.default_pause_seconds
         pause = min(max(pause, 0.0), policy.max_pause_seconds)
         blocked = max(blocked, signal.at + pause)
+        if explained_by_budget(signal, policy):
+            continue  # the pause only; the answer's budget reaches the model as an observation
         floor = advertised_interval(signal.advertised_per_minute, policy) or 0.0
         paced = interval is not None and signal.at - limited_at < policy.forget_after_seconds
         estimate = min(max(pause, policy.min_interval_seconds), policy.max_initial_interval_seconds)

@@ -338,6 +338,8 @@ def test_two_workers_on_a_rate_limited_key_lose_no_question_to_429s(client: Any,
         assert [q["status"] for q in v["progress"]["questions"]] == ["scored"] * len(WORKER_QUESTIONS)
         assert v["retrospective_status"] == "succeeded"
     assert any(r["status"] == 429 for r in judged if r.get("question_id"))  # the limit was really hit
-    # The fleet learned a pace, stored where every worker of the tenant finds it.
+    # The fleet paces by the vendor's budget, stored where every worker of the tenant finds it: the 429s
+    # showed that budget spent (calls sent before the fleet knew it), so no slower rate was learned from them.
     item = stored(table=(container.dynamodb, container.config.table_name))
-    assert item is not None and float(item["interval"]["N"]) > 0
+    assert item is not None and float(item["advertised_interval"]["N"]) == pytest.approx(60 / (240 * 0.98))
+    assert "interval" not in item or item["interval"].get("NULL")

@@ -218,6 +218,31 @@ def test_a_429_while_paced_by_the_budget_wins_but_is_never_faster_than_advertise
     assert pace is not None and pace[0] >= state.advertised_interval  # type: ignore[operator]
 
 
+def test_an_unpaced_429_with_the_budget_spent_pauses_and_paces_by_the_budget_without_learning_a_rate() -> None:
+    # A fresh fleet's first fan-out outruns the budget before any answer told it: the 429s show the
+    # budget spent, so the vendor's numbers explain them and they are no reason to distrust those numbers.
+    signal = RateLimitSignal(at=NOW, retry_after=0.4, advertised_per_minute=240, advertised_remaining=0)
+    paused = after_rate_limited(FleetPacing(), [signal], POLICY)
+    assert paused is not None and paused.blocked_until == NOW + 0.4
+    assert paused.interval is None and not paused.limited(NOW, POLICY)
+    state = after_observed(paused, [observed(0)], POLICY)
+    assert state is not None and state.paced(NOW + 1, POLICY) and not state.limited(NOW + 1, POLICY)
+    interval = 60 / (240 * POLICY.advertised_pace_share)
+    # What the vendor refills while the fleet idles is credit again (a learned pace would allow one second).
+    assert state.credit(NOW + 30.4) == pytest.approx(30 / interval)  # ~118 calls
+    _, slots = reserve(state, now=NOW + 30.4, count=130, policy=POLICY)
+    assert slots.count(NOW + 30.4) == 1 + int(30 / interval) and slots[-1] > NOW + 30.4
+    # Not explained by the budget: calls were left (a token limit?), the call was paced, or no budget shown.
+    for other in (RateLimitSignal(at=NOW, retry_after=0.4, advertised_remaining=12),
+                  RateLimitSignal(at=NOW, retry_after=0.4, advertised_remaining=0, sent_interval=0.25),
+                  RateLimitSignal(at=NOW, retry_after=0.4)):
+        learned = after_rate_limited(FleetPacing(), [other], POLICY)
+        assert learned is not None and learned.limited(NOW, POLICY)
+    # The reactive baseline ignores budgets: every 429 teaches the rate, as before.
+    reactive = after_rate_limited(FleetPacing(), [signal], REACTIVE)
+    assert reactive is not None and reactive.limited(NOW, REACTIVE)
+
+
 def test_unused_slots_are_handed_back_to_the_fleet() -> None:
     state = paced(0.5, next_slot=NOW + 10)
     released = release(state, [NOW + 8, NOW + 8.5, NOW + 9, NOW - 1], now=NOW, policy=POLICY)
@@ -319,8 +344,12 @@ def simulate(*, per_minute: float, workers: int, concurrency: int, seconds: floa
         else:
             limited += 1
             if coordinated:
-                state = after_rate_limited(state, [RateLimitSignal(at=now, retry_after=wait,
-                                                                   sent_interval=payload)], policy) or state
+                # The 429 advertises the budget too (spent), as the vendors' and the fake's do.
+                signal = RateLimitSignal(at=now, retry_after=wait, sent_interval=payload,
+                                         advertised_remaining=float(int(bucket.tokens)))
+                state = after_rate_limited(state, [signal], policy) or state
+                spent = RateLimitObservation(at=now, per_minute=per_minute, remaining=float(int(bucket.tokens)))
+                state = after_observed(state, [spent], policy) or state
             heapq.heappush(events, (now + wait, sequence, "want", worker, None))  # the SDK retries after the wait
     return ok, limited
 
