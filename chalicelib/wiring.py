@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from chalicelib.services.export import RunExportService
     from chalicelib.services.history import RunHistoryService
     from chalicelib.services.judge_facts import IndexedRepositories, JudgeFactRetention, JudgeFactService
-    from chalicelib.services.judge_runner import RunnerTuning
+    from chalicelib.services.judge_tuning import RunnerTuning
     from chalicelib.services.run_lifecycle import Contribution, Finalization, FinalizationParticipant, RunLifecycle
     from chalicelib.services.session_entries import SessionEntryService
     from chalicelib.services.sessions import SessionService
@@ -308,7 +308,8 @@ class Container:
     def spend_estimator(self) -> SpendEstimator:
         from chalicelib.services.spend_estimates import SpendEstimator
 
-        return SpendEstimator(sessions=self.sessions, quotes=self.spend_store, clock=self.clock,
+        # A dispatch carrying a quote reads no session: the sessions service is built on the first estimate.
+        return SpendEstimator(sessions=_SessionsOnFirstUse(self), quotes=self.spend_store, clock=self.clock,
                               tuning=lambda: self.judge_tuning)
 
     @cached_property
@@ -516,7 +517,7 @@ class Container:
     @cached_property
     def judge_tuning(self) -> RunnerTuning:
         # Assign before first use of `eval_jobs` to change it (tests use short poll intervals).
-        from chalicelib.services.judge_runner import RunnerTuning
+        from chalicelib.services.judge_tuning import RunnerTuning
 
         return RunnerTuning(retry_rate_limited=self.config.vendor_rate_limiter != "off")
 
@@ -677,10 +678,14 @@ class _ClientOnFirstUse:
 
 
 class _SessionsOnFirstUse:
-    """The catalog's session reader (its preview and try-it): the sessions service, built when called."""
+    """The session reader of the catalog (its preview and try-it) and of the spend estimate: the sessions
+    service (and the session ingest it imports), built when called."""
 
     def __init__(self, container: Container) -> None:
         self._container = container
+
+    def get_session(self, tenant: str, session_id: str) -> Any:
+        return self._container.sessions.get_session(tenant, session_id)
 
     def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = DEFAULT_THRESHOLD_BYTES,
                           chain: bool = False) -> Any:

@@ -437,10 +437,11 @@ def report(samples: dict[str, list[Cold]], *, rounds: int, how: str, stage: str,
           f"route → **{met}**" + (f" (over it: {'; '.join(missed)})" if missed else "") + ". The floor makes the "
           "route's AWS calls and nothing else; the app's dispatch also prices the run before admitting it (spend's "
           "estimate: the session's eval context read from S3 and parsed, every question's prompt rendered, the "
-          "context fit run under asyncio), work the floor does not do and that loads the session ingest and the "
-          "judges' prompt code on the first dispatch. A dispatch that carries the quote of the estimate for the same "
-          "request (what the console sends: its dialog shows the estimate before the Start button) reserves the "
-          "quoted bound with a condition on the quote item instead, reading no session.\n")
+          "context fit run, without an event loop since nothing in it waits), work the floor does not do and that "
+          "loads the session ingest and the judges' prompt code on the first dispatch. A dispatch that carries the "
+          "quote of the estimate for the same request (what the console sends: its dialog shows the estimate before "
+          "the Start button) reserves the quoted bound with a condition on the quote item instead, reading no "
+          "session and loading none of the session ingest.\n")
     first = [(route.label, med(f"floor {route.label}", lambda s: s.invoke_cpu),
               med(f"app {route.label}", lambda s: s.invoke_cpu), med(f"app {route.label}", lambda s: s.modules))
              for route in ROUTES]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -603,3 +603,16 @@ async def fit_context(
                            longest_prompt=longest_prompt, meter=meter, output_tokens=output_tokens, model=model,
                            min_threshold=min_threshold)
     return await fitter.fit(window)
+
+
+def without_waiting(fit: Coroutine[Any, Any, FittedContext]) -> FittedContext:
+    """Runs a fit whose meter never waits (its counter answers at once, as the estimate's does) to the end,
+    with no event loop: the API's dispatch prices a run this way, and `asyncio.run` would cost its first
+    request the asyncio import and a loop for a coroutine that never suspends."""
+    try:
+        fit.send(None)
+    except StopIteration as done:
+        result: FittedContext = done.value
+        return result
+    fit.close()
+    raise RuntimeError("the fit waited on its token counter: it needs an event loop (asyncio.run)")

@@ -12,7 +12,6 @@ is still at the quoted revision. Without a quote (or with a stale one) dispatch 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -50,8 +49,8 @@ from chalicelib.judges.tools import (
     TOOL_SPECS,
     tool_rounds_bytes_max,
 )
-from chalicelib.services.context_fit import TokenMeter, context_json, fit_context
-from chalicelib.services.judge_runner import RunnerTuning
+from chalicelib.services.context_fit import TokenMeter, context_json, fit_context, without_waiting
+from chalicelib.services.judge_tuning import RunnerTuning
 
 QUOTE_TTL_SECONDS = 15 * 60
 # Same length as a real run id (new_id("evr")), so the rendered prompt has the run's exact size.
@@ -211,7 +210,8 @@ class SpendEstimator:
             return build_shared_context(shape.session_id, _PLACEHOLDER_RUN_ID, text)
 
         # A context the fit cannot shrink enough raises ContextTooLarge (422): the run would fail the same way.
-        fitted = asyncio.run(fit_context(
+        # Nothing here waits (no count API), so the fit runs without an event loop.
+        fitted = without_waiting(fit_context(
             doc=doc, reload=reload, requested_threshold=shape.threshold, render=render,
             longest_prompt=longest + PROMPT_SEPARATOR + _REPAIR_ALLOWANCE,
             meter=TokenMeter(no_count, window=window, safety=tuning.estimate_safety), window=window,

@@ -26,8 +26,15 @@ CLIENTS = ("dynamodb", "sqs", "secretsmanager", "s3", "events")
 ELSEWHERE = ("chalicelib.services.analytics", "chalicelib.services.judge_facts", "chalicelib.services.connection_test",
              "chalicelib.services.automation_dispatch", "chalicelib.domain.history", "chalicelib.services.eval_jobs")
 # Dispatch reads the session's eval context for the spend estimate (its true upper bound): the sessions
-# service and ingest are on its path; the settings routes never read a trace or build a prompt.
-TRACE_READING = ("chalicelib.ingest", "chalicelib.services.sessions", "chalicelib.judges.prompts")
+# service and ingest are on its path, loaded by the estimate itself (a dispatch carrying the estimate's
+# quote, the console's, reads no session); the settings routes never read a trace or build a prompt.
+SESSION_READING = ("chalicelib.ingest", "chalicelib.services.sessions", "chalicelib.services.eval_context",
+                   "chalicelib.services.session_models")
+TRACE_READING = (*SESSION_READING, "chalicelib.judges.prompts")
+# The worker's judge phase: the estimate runs the same context fit without an event loop (nothing in it
+# waits) and reads the judge tuning from its own module, so asyncio and the judge runner stay off the API.
+JUDGE_PHASE = ("asyncio", "chalicelib.services.judge_runner", "chalicelib.services.judge_session",
+               "chalicelib.services.judge_fanout")
 # Dispatch reads stored traces, redacted at upload under the current rules: the parsers and the redaction
 # detectors (regexes, prefilter) are an upload's or an older trace's, never on its first request. The
 # redaction package imports its detector modules, so "chalicelib.ingest.redaction." covers it.
@@ -35,13 +42,14 @@ UPLOAD_ONLY = ("chalicelib.ingest.redaction.", "chalicelib.ingest.claude_code", 
                "chalicelib.ingest.context")
 
 
-def _cold(route_module: str, services: list[str]) -> tuple[list[str], list[str]]:
+def _cold(route_module: str, services: list[str], then: str = "") -> tuple[list[str], list[str]]:
     code = f"""
 import json, sys
 import app, {route_module}
 from chalicelib.wiring import container
 for name in {services!r}:
     getattr(container(), name)
+{then}
 built = [n for n in {CLIENTS!r} if n in vars(container()) and vars(container())[n]._client is not None]
 print(json.dumps([sorted(sys.modules), built]))
 """
@@ -51,7 +59,7 @@ print(json.dumps([sorted(sys.modules), built]))
 
 
 @pytest.mark.parametrize(("route_module", "services", "not_loaded"), [
-    ("chalicelib.api.eval_routes", ["eval_runs"], ELSEWHERE + UPLOAD_ONLY),
+    ("chalicelib.api.eval_routes", ["eval_runs"], ELSEWHERE + UPLOAD_ONLY + SESSION_READING + JUDGE_PHASE),
     ("chalicelib.api.admin_routes", ["admin_settings"], ELSEWHERE + TRACE_READING),
 ], ids=["dispatch", "admin settings"])
 def test_a_first_request_loads_only_its_route_and_builds_no_client_before_calling(
@@ -60,4 +68,33 @@ def test_a_first_request_loads_only_its_route_and_builds_no_client_before_callin
     assert [m for m in modules if m.startswith(not_loaded)] == []
     assert [m for m in modules if m.endswith("_routes")] == [route_module]
     # Clients are built on their first call: building the services calls nothing.
+    assert built == []
+
+
+# A spend estimate as dispatch makes one, on a stored session's eval context (read from a fake: no AWS).
+_ESTIMATE = """
+from chalicelib.judges.catalog import QUESTIONS
+from chalicelib.services.session_models import EvalContext
+from chalicelib.services.spend_estimates import RunShape, SpendEstimator
+
+class Sessions:
+    def get_session(self, tenant, session_id):
+        raise AssertionError("a dispatch's own estimate issues no quote")
+
+    def load_eval_context(self, tenant, session_id, threshold=2000, chain=False):
+        return EvalContext(session_id=session_id, session_chain=[session_id], trace=[],
+                           compaction={"threshold_bytes": threshold})
+
+c = container()
+estimator = SpendEstimator(sessions=Sessions(), quotes=c.spend_store, clock=c.clock, tuning=lambda: c.judge_tuning)
+shape = RunShape(session_id="s", questions=list(QUESTIONS)[:3], threshold=2000, chain=False, runner="server",
+                 vendor="anthropic", model="claude-sonnet-4-5")
+assert estimator.estimate("t", "u", shape, None, issue_quote=False).estimate.input_tokens > 0
+"""
+
+
+def test_a_dispatch_prices_its_run_without_asyncio_or_the_judge_runner() -> None:
+    modules, built = _cold("chalicelib.api.eval_routes", ["eval_runs"], then=_ESTIMATE)
+    assert [m for m in modules if m.startswith(JUDGE_PHASE + UPLOAD_ONLY)] == []
+    assert "chalicelib.services.context_fit" in modules
     assert built == []

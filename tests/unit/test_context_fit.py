@@ -20,6 +20,7 @@ from chalicelib.services.context_fit import (
     elide_middle,
     fit_context,
     prompt_limit,
+    without_waiting,
 )
 
 
@@ -188,6 +189,33 @@ def test_a_fixed_part_larger_than_the_window_is_reported_not_sent() -> None:
     with pytest.raises(ContextTooLarge) as caught:
         fit(session(20), window=800, counter=Counter())
     assert caught.value.code == "context_too_large"
+
+
+def test_a_fit_whose_counter_never_waits_runs_without_an_event_loop() -> None:
+    # The API's spend estimate (estimate mode, no count API) prices a run this way: same fit as asyncio.run.
+    trace = session(600, size=150)
+
+    def coroutine() -> Any:
+        return fit_context(doc=recompact(trace)(2000), reload=recompact(trace), requested_threshold=2000,
+                           render=render, longest_prompt="question " * 50,
+                           meter=TokenMeter(Counter(exact=False), window=9_000), window=9_000, output_tokens=500,
+                           model="m")
+
+    looped, direct = asyncio.run(coroutine()), without_waiting(coroutine())
+    assert direct.report["elided_entries"] > 0
+    assert (direct.shared_context, direct.report) == (looped.shared_context, looped.report)
+
+
+def test_a_fit_that_waits_is_refused_without_an_event_loop() -> None:
+    async def waits(shared: str, prompt: str) -> int | None:
+        await asyncio.sleep(0)
+        return None
+
+    with pytest.raises(RuntimeError, match="event loop"):
+        without_waiting(fit_context(doc=recompact(session(20))(2000), reload=recompact(session(20)),
+                                    requested_threshold=2000, render=render, longest_prompt="q",
+                                    meter=TokenMeter(waits, window=200_000), window=200_000, output_tokens=500,
+                                    model="m"))
 
 
 def fitter(trace: list[dict[str, Any]], counter: Counter, threshold: int = 2000) -> ContextFitter:
