@@ -95,8 +95,13 @@ def rule_of(trigger: ManualTrigger | RuleTrigger | BatchTrigger) -> str | None:
 
 # ------------------------------------------------------------------------------------ filters
 
+# The rule models below are built on first use (`defer_build`): dispatch imports this module for the run
+# triggers above only (bench/coldstart).
+
 class SessionFacts(BaseModel):
     """What a rule filter looks at on a stored session revision."""
+
+    model_config = ConfigDict(defer_build=True)
 
     session_id: str
     repository: str | None = None
@@ -110,7 +115,7 @@ class SessionFacts(BaseModel):
 class RuleFilter(BaseModel):
     """Every given condition must hold; an empty filter matches every session."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     repository: str | None = Field(
         default=None, max_length=200,
@@ -159,7 +164,7 @@ def _finite_rate(value: Any) -> Any:
 class EvalRuleInput(BaseModel):
     """`POST /admin/eval-rules` and `PUT /admin/eval-rules/{rule_id}` (the whole rule)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=MAX_RULE_NAME_CHARS)
     enabled: StrictBool = True
@@ -192,6 +197,8 @@ class EvalRuleInput(BaseModel):
 class RuleMatch(BaseModel):
     """One recent decision of a rule on a session revision."""
 
+    model_config = ConfigDict(defer_build=True)
+
     session_id: str
     revision: int
     at: str
@@ -203,7 +210,7 @@ class RuleMatch(BaseModel):
 class RuleStats(BaseModel):
     """What a rule did: sessions its filter matched, runs it created, what it skipped and why."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     matched: int = 0
     sampled_out: int = 0
@@ -220,7 +227,7 @@ class RuleStats(BaseModel):
 class EvalRule(EvalRuleInput):
     """The stored rule."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     rule_id: str
     tenant: str
@@ -237,6 +244,8 @@ class EvalRule(EvalRuleInput):
 
 class EvalRuleView(BaseModel):
     """`GET /admin/eval-rules/{rule_id}`: the rule, as the contract names it, and what it did."""
+
+    model_config = ConfigDict(defer_build=True)
 
     rule_id: str
     name: str
@@ -256,6 +265,8 @@ class EvalRuleView(BaseModel):
 
 
 class EvalRuleList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     items: list[EvalRuleView]
     max_rules: int = MAX_RULES_PER_TENANT
 
@@ -273,7 +284,7 @@ class SessionStoredNotice(BaseModel):
     """The job message a stored session revision sends (SQS), so rules are matched in the worker and
     never inside the upload request. Ids only; the worker reads the session record."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     job: Literal["session_stored"] = "session_stored"
     tenant: str

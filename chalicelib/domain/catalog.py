@@ -240,6 +240,8 @@ class CatalogAuditQuery(BaseModel):
 
 
 class QuestionEntry(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     category: str
     id: str
     text: str
@@ -250,6 +252,8 @@ class QuestionEntry(BaseModel):
 
 class QuestionCatalog(BaseModel):
     """GET /eval/questions: the tenant's enabled questions in catalog order."""
+
+    model_config = ConfigDict(defer_build=True)
 
     questions: list[QuestionEntry]
     version: int = Field(default=0, description="The catalog version these questions come from.")

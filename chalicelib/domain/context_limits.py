@@ -117,7 +117,8 @@ def context_limit_sk(vendor: str, base_url: str | None, model: str) -> str:
 class LearnedContextLimit(BaseModel):
     """A context limit a vendor stated for a model behind a base URL (null: the vendor's own API)."""
 
-    model_config = ConfigDict(frozen=True)
+    # Built on first use (`defer_build`): the worker's and the admin view's, never dispatch's (bench/coldstart).
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     vendor: str
     model: str

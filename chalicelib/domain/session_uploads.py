@@ -12,7 +12,8 @@ UploadState = Literal["pending", "processing", "succeeded", "failed"]
 class SessionUploadJob(BaseModel):
     """The SQS message that hands a large uploaded file to the worker (ids only, never content)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use (`defer_build`), like UploadError: uploads only, never dispatch (bench/coldstart).
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     job: Literal["session_upload"] = "session_upload"
     tenant: str
@@ -23,6 +24,8 @@ class SessionUploadJob(BaseModel):
 
 
 class UploadError(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     code: str
     message: str
     details: dict[str, Any] | None = None

@@ -121,7 +121,8 @@ class SpendLimits(BaseModel):
 class SpendLimitsUpdate(BaseModel):
     """`PUT …/limits`: any subset; numbers only (a string or a bool is a 400, never coerced)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use (`defer_build`): the admin's update, never on dispatch (bench/coldstart).
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     tenant_monthly_usd: Usd | None = Field(default=None, ge=0, le=MAX_BUDGET_USD,
                                            description="USD per UTC calendar month for the whole tenant; null = no cap")

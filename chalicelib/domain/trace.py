@@ -129,7 +129,8 @@ def parse_trace(data: Any) -> list[TraceEntry]:
 class SessionUpload(BaseModel):
     """Body of `PUT /sessions/{id}` with `Content-Type: application/json`."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use (`defer_build`): an upload's body, never on dispatch (bench/coldstart).
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     trace: list[TraceEntry]
     parent_session_id: str | None = Field(default=None, min_length=1, max_length=512)

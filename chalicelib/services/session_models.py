@@ -17,6 +17,10 @@ JsonlFormat = Literal["claude-code", "codex"]
 ChainStop = Literal["missing_parent", "cycle", "max_depth"]
 
 
+# The upload side's models (details, requests, tickets, statuses, pages) are built on first use
+# (`defer_build`): dispatch reads a session's record and eval context only (bench/coldstart).
+
+
 class _Out(BaseModel):
     # Stored records are read back with these models; unknown attributes from newer writers are
     # ignored rather than failing old readers.
@@ -90,10 +94,14 @@ class SessionRecord(_Out):
 class SessionStored(SessionRecord):
     """`PUT /sessions/{id}` and upload completion: the stored record, and whether it was new."""
 
+    model_config = ConfigDict(defer_build=True)
+
     created: bool
 
 
 class SessionPage(_Out):
+    model_config = ConfigDict(defer_build=True)
+
     items: list[SessionRecord]
     next_cursor: str | None = None
 
@@ -101,7 +109,7 @@ class SessionPage(_Out):
 class SessionDetails(BaseModel):
     """Uploader-supplied metadata (native body, query string, or the upload request)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     repository: str | None = Field(default=None, max_length=2048)
     title: str | None = Field(default=None, max_length=1024)
@@ -111,6 +119,8 @@ class SessionDetails(BaseModel):
 class UploadRequest(SessionDetails):
     """`POST /sessions/{id}/uploads`."""
 
+    model_config = ConfigDict(defer_build=True)
+
     format: JsonlFormat
     # Required: it is signed into the URL, so S3 refuses a body of any other size (an unsized URL
     # would accept up to 5 GB into the bucket), and completion checks the stored size against it.
@@ -118,6 +128,8 @@ class UploadRequest(SessionDetails):
 
 
 class UploadTicket(_Out):
+    model_config = ConfigDict(defer_build=True)
+
     upload_id: str
     session_id: str
     url: str
@@ -130,6 +142,8 @@ class UploadTicket(_Out):
 
 class UploadAccepted(_Out):
     """`POST …/complete` for a large file: 202, parsed in the background; poll `status_path`."""
+
+    model_config = ConfigDict(defer_build=True)
 
     upload_id: str
     session_id: str
@@ -149,9 +163,13 @@ class EvalContextDoc:
 class UploadCompletion(RootModel[SessionStored | UploadAccepted]):
     """`POST …/complete`: the stored session (201/200), or `UploadAccepted` (202) for a large file."""
 
+    model_config = ConfigDict(defer_build=True)
+
 
 class UploadStatus(_Out):
     """`GET /sessions/{id}/uploads/{upload_id}`: where a presigned upload is."""
+
+    model_config = ConfigDict(defer_build=True)
 
     upload_id: str
     session_id: str

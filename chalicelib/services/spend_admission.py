@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.adapters.run_store import SessionChanged, TransactItem
 from chalicelib.domain.clock import Clock, parse_iso
@@ -23,8 +23,12 @@ from chalicelib.judges.catalog import Question, get_question
 from chalicelib.services.spend import AdmissionRequest, QuoteRejected, SpendService
 from chalicelib.services.spend_estimates import RunShape, SpendEstimator, decode_quote
 
+# The estimate route's models are built on first use (`defer_build`): dispatch never builds one (bench/coldstart).
+
 
 class ActiveRuns(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     user: int
     user_limit: int
     tenant: int
@@ -33,6 +37,8 @@ class ActiveRuns(BaseModel):
 
 class EvalRunEstimate(BaseModel):
     """`POST /sessions/{id}/eval-runs/estimate`: what the run would cost and whether the limits allow it."""
+
+    model_config = ConfigDict(defer_build=True)
 
     input_tokens: int = Field(description="expected prompt tokens of the whole run (fitted context, every judge)")
     max_output_tokens: int = Field(description="the most output tokens the run can be billed for")

@@ -98,3 +98,19 @@ def test_a_dispatch_prices_its_run_without_asyncio_or_the_judge_runner() -> None
     assert [m for m in modules if m.startswith(JUDGE_PHASE + UPLOAD_ONLY)] == []
     assert "chalicelib.services.context_fit" in modules
     assert built == []
+
+
+# Models dispatch never validates: built on first use (`defer_build`), so its first request builds none.
+_DEFERRED = """
+from chalicelib.domain import automation, context_limits, session_uploads, spend, trace
+from chalicelib.services import session_models, spend_admission
+deferred = [automation.EvalRule, automation.EvalRuleInput, automation.RuleFilter, automation.SessionStoredNotice,
+            session_models.SessionStored, session_models.UploadStatus, session_models.UploadRequest,
+            session_uploads.SessionUploadJob, trace.SessionUpload, spend.SpendLimitsUpdate,
+            context_limits.LearnedContextLimit, spend_admission.EvalRunEstimate]
+assert [m.__name__ for m in deferred if m.__pydantic_complete__] == [], "built at import"
+"""
+
+
+def test_dispatch_builds_none_of_the_models_it_never_validates() -> None:
+    _cold("chalicelib.api.eval_routes", ["eval_runs"], then=_ESTIMATE + _DEFERRED)
