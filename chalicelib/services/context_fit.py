@@ -528,6 +528,9 @@ class ContextFitter:
             threshold = max(self._min_threshold, threshold // 2)
             tried.append(threshold)
             shared = None  # not kept while the next one is measured
+            # Nor the previous reload while the next is built: each holds a new dict per shortened entry, so two
+            # at once were the fit's peak for a large session.
+            current = {}
             current = dict(self._reload(threshold))
             shared, tokens = await self._measure_doc(current, longest_prompt)
             window = lowered(window)

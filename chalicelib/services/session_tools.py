@@ -35,8 +35,10 @@ from chalicelib.judges.tools import (
 )
 from chalicelib.observability import logger
 
-# Capped outputs kept in memory before the spool moves to disk.
-SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
+# Capped outputs kept in memory before the spool moves to disk. Small: the spool fills while the judges' request
+# bodies are in flight (the run's peak), and a lookup reads one output back, so disk costs a tool call little
+# (8 MiB held up to 8 MB at that peak; bench/RESULTS.md "Worker memory").
+SPOOL_MEMORY_BYTES = 1024 * 1024
 # Share of a model's context window one question's tool answers may take.
 WINDOW_SHARE = 0.15
 
