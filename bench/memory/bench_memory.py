@@ -142,11 +142,21 @@ def setup(env: dict[str, str], session_mbs: list[int], tmp: Path) -> dict[str, d
             accepted = c.eval_runs.dispatch_eval_run(member, case["session_id"], EvalRunRequest.model_validate({}),
                                                      idempotency_key=f"memory-before-{case['session_id']}")
             case["before_eval_run_id"] = accepted.eval_run_id
+            # A third run judged by a warm worker: one that has judged a small run first (a Lambda container is
+            # reused across jobs), so its peak over that worker is what this session costs beyond the cold start.
+            accepted = c.eval_runs.dispatch_eval_run(member, case["session_id"], EvalRunRequest.model_validate({}),
+                                                     idempotency_key=f"memory-warm-{case['session_id']}")
+            case["warm_eval_run_id"] = accepted.eval_run_id
+            accepted = c.eval_runs.dispatch_eval_run(member, "mem-small", EvalRunRequest.model_validate({}),
+                                                     idempotency_key=f"memory-warmup-{case['session_id']}")
+            case["warmup_eval_run_id"] = accepted.eval_run_id
     by_run = {json.loads(r["body"])["eval_run_id"]: r for r in drain_queue(c.sqs, c.config.queue_url)}
     for case in cases.values():
         case["record"] = by_run[case["eval_run_id"]]
         if "before_eval_run_id" in case:
             case["before_record"] = by_run[case["before_eval_run_id"]]
+            case["warm_record"] = by_run[case["warm_eval_run_id"]]
+            case["warmup_record"] = by_run[case["warmup_eval_run_id"]]
     return cases
 
 
@@ -165,8 +175,10 @@ def use_previous_fit() -> None:
     context_fit.ContextFitter._measure_doc = render_always  # type: ignore[method-assign]
 
 
-def child(record_file: str | None) -> None:
-    """One worker Lambda invocation in this fresh process; prints JSON facts on the last stdout line."""
+def child(record_file: str | None, warmup_file: str | None = None) -> None:
+    """One worker Lambda invocation in this fresh process; prints JSON facts on the last stdout line. With
+    `warmup_file`, that (small) run is judged first and the peak is reset after it (`/proc/self/clear_refs`),
+    so the peak is the second run's on a warm worker; `warm_rss_mb` is the worker's size between the two."""
     started = time.monotonic()
     # What the worker Lambda's runtime imports: its handler's module (not app.py, which is the API's).
     from chalicelib.worker.eval_worker import handle_sqs_batch
@@ -182,6 +194,11 @@ def child(record_file: str | None) -> None:
     record = json.loads(Path(record_file).read_text())
     if os.environ.get("BENCH_FIT") == "before":
         use_previous_fit()
+    warm: dict[str, float] = {}
+    if warmup_file is not None:
+        handle_sqs_batch({"Records": [json.loads(Path(warmup_file).read_text())]}, worker_context(900))
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        warm = {"warm_rss_mb": rss_mb()}
     t0, cpu0 = time.monotonic(), time.process_time()
     result = handle_sqs_batch({"Records": [record]}, worker_context(900))
     seconds, cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
@@ -192,19 +209,21 @@ def child(record_file: str | None) -> None:
     run = container().run_store.require(body["tenant"], body["eval_run_id"])
     prompt_tokens = max((o.usage.input_tokens + o.usage.cache_read_input_tokens + o.usage.cache_creation_input_tokens
                          for o in run.outcomes.values()), default=0)
-    print(json.dumps({**imported, "peak_rss_mb": peak, "rss_end_mb": rss_mb(), "run_seconds": seconds,
+    print(json.dumps({**imported, **warm, "peak_rss_mb": peak, "rss_end_mb": rss_mb(), "run_seconds": seconds,
                       "run_cpu_seconds": cpu_seconds,
                       "failures": result.get("batchItemFailures"), "status": run.status,
                       "context": run.context, "prompt_tokens": prompt_tokens}))
 
 
-def run_child(env: dict[str, str], record: dict[str, Any] | None, tmp: Path, *, fit: str = "now") -> dict[str, Any]:
+def run_child(env: dict[str, str], record: dict[str, Any] | None, tmp: Path, *, fit: str = "now",
+              warmup: dict[str, Any] | None = None) -> dict[str, Any]:
     args = [sys.executable, str(Path(__file__).resolve()), "--child"]
     env = {**env, "BENCH_FIT": fit}
-    if record is not None:
-        record_file = tmp / f"record-{record['messageId']}.json"
-        record_file.write_text(json.dumps(record))
-        args.append(str(record_file))
+    for one in (record, warmup):
+        if one is not None:
+            record_file = tmp / f"record-{one['messageId']}.json"
+            record_file.write_text(json.dumps(one))
+            args.append(str(record_file))
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"worker child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -215,10 +234,10 @@ def run_child(env: dict[str, str], record: dict[str, Any] | None, tmp: Path, *, 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--session-mb", default="50,200,500", help="comma-separated session sizes in MB")
-    parser.add_argument("--child", nargs="?", const="", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.child or None)
+        child(*args.child) if args.child else child(None)
         return
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp_name, \
@@ -232,10 +251,13 @@ def main() -> None:
         idle = run_child(env, None, tmp)
         results: dict[str, dict[str, Any]] = {}
         before: dict[str, dict[str, Any]] = {}
+        warm: dict[str, dict[str, Any]] = {}
         for name, case in cases.items():  # before and now in turn, so load from others hits both alike
             if "before_record" in case:
                 before[name] = run_child(env, case["before_record"], tmp, fit="before")
             results[name] = run_child(env, case["record"], tmp)
+            if "warm_record" in case:
+                warm[name] = run_child(env, case["warm_record"], tmp, warmup=case["warmup_record"])
 
     print("## Worker memory\n")
     print(f"`python -m bench.run_all --only memory` ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC). "
@@ -279,6 +301,26 @@ def main() -> None:
               f"{(old - idle['rss_with_sdk_mb']) / stored:.2f} → **{per_byte[name]:.2f}** | {beyond:+.0f} MB | "
               f"{(old - window_peak) / stored:.2f} → **{beyond / stored:.2f}** |"
               + ("" if same else " (the two fits differ!)"))
+    # The same sessions on a warm worker (a Lambda container judges many jobs): the cold start's one-time
+    # costs (boto3 and its clients' service models, the modules a first job imports) are already paid.
+    print("\n| session | stored MB | warm worker (after one small run) | peak RSS | peak over the warm worker "
+          "| bytes per stored byte (over the warm worker) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    warm_per_byte: dict[str, float] = {}
+    for name, case in big.items():
+        stored = case["bytes"] / MB
+        w = warm[name]
+        warm_over = w["peak_rss_mb"] - w["warm_rss_mb"]
+        warm_per_byte[name] = warm_over / stored
+        print(f"| {name} | {stored:.0f} | {w['warm_rss_mb']:.0f} MB | {w['peak_rss_mb']:.0f} MB | "
+              f"{warm_over:+.0f} MB | **{warm_per_byte[name]:.2f}** |")
+    warm_missed = [n for n in big if warm_per_byte[n] > 0.5]
+    print("\nOver the warm worker, ≤ 0.5 bytes per stored byte is " + (
+        "met for every session size" if not warm_missed else "**missed** at " + ", ".join(
+            f"{big[n]['mb']} MB ({warm_per_byte[n]:.2f})" for n in warm_missed))
+          + ". This is the session's own cost; issue #19's figure as it was stated (over the idle worker, "
+          "below) also counts the cold start's one-time costs, which a fresh worker pays on its first job of "
+          "any size.")
     largest = max(big, key=lambda n: big[n]["bytes"])
     smallest = min(big, key=lambda n: big[n]["bytes"])
     per_mb = max(per_byte.values())
