@@ -13,6 +13,21 @@ event and calls `chalicelib.worker.eval_worker.handle_sqs_batch`; the child repo
 peak resident set (`VmHWM`; not `ru_maxrss`, which inherits this parent's peak), so nothing of the setup or of
 AWS/the vendor is counted.
 
+Each big session is also judged by a warm worker: a child that judges a 2-entry run first, resets its peak
+(`/proc/self/clear_refs`) and then judges the session; its peak over its size between the two is what the session
+costs a Lambda container that is already serving jobs.
+
+Where a fresh worker's fixed ~50 MB over the idle process goes (issue #19; RSS checkpoints in one worker process
+judging a 2-entry run against this bench's stack, tracemalloc and memray for what is Python and what is native;
+2026-12-05): boto3's import +10 MB and its Session +2; the four clients an eval job builds (DynamoDB, S3, Secrets
+Manager, EventBridge) +~17, each once per process (`wiring.Container`; a second job builds none), of which ~6-8 MB
+is botocore's shared endpoint and partition data paid by whichever client comes first and ~6 MB is S3's model;
+the ~220 modules a job imports on first use +12 (Powertools' batch utility alone 2.5 MB, 57 modules, through its
+event data classes; the services, adapters, httpcore2/anyio, truststore); ~6 MB more on the first job that is
+native, not Python objects (tracemalloc sees 2 MB): SSL context (~0.8 MB), thread arenas. A second small job adds
+0.3 MB. Judging a window-sized prompt adds ~12 MB at its peak on a warm worker, ~9 of them the SDK's 13 encoded
+request bodies (one per question, each carrying the whole shared context).
+
 Usage: .venv/bin/python bench/memory/bench_memory.py [--session-mb 50,200,500]
 """
 
