@@ -6,7 +6,7 @@ from __future__ import annotations
 import http.server
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,16 +44,9 @@ def receiver(**options: Any) -> Iterator[Receiver]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    # A hanging handler is released first, or shutting the server down would wait on it.
+    with _serving(server, before_shutdown=state.hang.set if state.hang is not None else None):
         yield state
-    finally:
-        if state.hang is not None:
-            state.hang.set()
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @dataclass
@@ -98,10 +91,21 @@ def recorder(*, tls: ssl.SSLContext | None = None, **options: Any) -> Iterator[R
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     state.port = server.server_address[1]
+    with _serving(server):
+        yield state
+
+
+@contextmanager
+def _serving(
+    server: http.server.ThreadingHTTPServer, *, before_shutdown: Callable[[], None] | None = None
+) -> Iterator[None]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield state
+        yield
     finally:
+        if before_shutdown is not None:
+            before_shutdown()
         server.shutdown()
         server.server_close()
+        thread.join()
