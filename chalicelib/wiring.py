@@ -8,7 +8,7 @@ pointed at moto, and `reset_container()` between tests.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from chalicelib.config import RuntimeConfig, load_runtime_config
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from chalicelib.services.daemons import DaemonService
     from chalicelib.services.deletion import DeletionService, DerivedDataCleaner
     from chalicelib.services.eval_batches import EvalBatchService
+    from chalicelib.services.eval_context import EvalContextReader
     from chalicelib.services.eval_jobs import EvalJobService
     from chalicelib.services.eval_rules import EvalRuleService, RulePresence
     from chalicelib.services.eval_runs import DaemonDirectory, EvalRunService, SessionFacts
@@ -228,6 +229,18 @@ class Container:
                               on_stored=self._announce_stored_session,
                               retention_days=self._retention_days)
 
+    @cached_property
+    def eval_contexts(self) -> EvalContextReader:
+        """The sessions service's reader without the service: dispatch's spend estimate reads eval contexts,
+        so its first request builds no upload rate limit and imports no upload code or models."""
+        from chalicelib.adapters.session_store import DynamoSessionIndex, S3SessionObjects
+        from chalicelib.services.eval_context import EvalContextReader, read_session_record
+
+        cfg = self.config
+        index = DynamoSessionIndex(self.dynamodb, table_name=cfg.table_name)
+        return EvalContextReader(S3SessionObjects(self.s3, bucket=cfg.bucket_name, kms_key_id=cfg.kms_key_id),
+                                 index, partial(read_session_record, index))
+
     def _retention_days(self, tenant: str) -> int | None:
         """The tenant's retention (spend's limits, cached with them): history's TTLs and lifecycle tag."""
         return self.spend_store.limits(tenant).retention_days
@@ -308,8 +321,8 @@ class Container:
     def spend_estimator(self) -> SpendEstimator:
         from chalicelib.services.spend_estimates import SpendEstimator
 
-        # A dispatch carrying a quote reads no session: the sessions service is built on the first estimate.
-        return SpendEstimator(sessions=_SessionsOnFirstUse(self), quotes=self.spend_store, clock=self.clock,
+        # A dispatch carrying a quote reads no session: the eval-context reader is built on the first estimate.
+        return SpendEstimator(sessions=_ContextsOnFirstUse(self), quotes=self.spend_store, clock=self.clock,
                               tuning=lambda: self.judge_tuning)
 
     @cached_property
@@ -690,6 +703,21 @@ class _SessionsOnFirstUse:
     def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = DEFAULT_THRESHOLD_BYTES,
                           chain: bool = False) -> Any:
         return self._container.sessions.load_eval_context(tenant, session_id, threshold, chain)
+
+
+class _ContextsOnFirstUse:
+    """The spend estimate's session reader: the eval-context reader, built when called (a dispatch carrying
+    a quote reads no session)."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    def get_session(self, tenant: str, session_id: str) -> Any:
+        return self._container.eval_contexts.get_session(tenant, session_id)
+
+    def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = DEFAULT_THRESHOLD_BYTES,
+                          chain: bool = False) -> Any:
+        return self._container.eval_contexts.load(tenant, session_id, threshold, chain)
 
 
 class _ParticipantOnFirstUse:

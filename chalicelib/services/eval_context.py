@@ -21,7 +21,8 @@ from typing import Any, TypeVar, cast
 
 from pydantic_core import from_json
 
-from chalicelib.domain.errors import DependencyUnavailable, DomainError
+from chalicelib.domain.errors import DependencyUnavailable, DomainError, InvalidRequest, NotFound
+from chalicelib.domain.ids import SESSION_ID_PATTERN
 from chalicelib.domain.trace import TraceEntry, entry_to_json
 from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, compact, compact_wire, validate_threshold
 from chalicelib.ingest.redaction_version import REDACTION_VERSION
@@ -31,6 +32,26 @@ from chalicelib.services.session_models import ChainStop, EvalContext, EvalConte
 from chalicelib.services.session_ports import SessionIndex, SessionObjects, SizedStream
 
 MAX_CHAIN_DEPTH = 50
+
+
+def validate_session_id(value: str, *, field: str = "session_id") -> str:
+    if not SESSION_ID_PATTERN.fullmatch(value or ""):
+        raise InvalidRequest(
+            f"{field} must be 1-200 characters of letters, digits, '.', '_', '~' or '-', starting with "
+            "a letter or digit.",
+            code="invalid_session_id", details={"field": field, "pattern": SESSION_ID_PATTERN.pattern})
+    return value
+
+
+def read_session_record(index: SessionIndex, tenant: str, session_id: str) -> SessionRecord:
+    """A stored session's record (`GET /sessions/{id}`): here, not in the sessions service, so a reader of
+    eval contexts (dispatch's spend estimate) is built without the upload side."""
+    validate_session_id(session_id)
+    data = index.get_session(tenant, session_id)
+    if data is None:
+        raise NotFound(f"Session {session_id} does not exist; upload it with PUT /sessions/{session_id}.",
+                       code="session_not_found")
+    return SessionRecord.model_validate(data)
 
 
 class ContextLoadStopped(Exception):
@@ -98,6 +119,9 @@ class EvalContextReader:
         self._objects = objects
         self._index = index
         self._get_session = get_session
+
+    def get_session(self, tenant: str, session_id: str) -> SessionRecord:
+        return self._get_session(tenant, session_id)
 
     def load(self, tenant: str, session_id: str, threshold: int | str | None = DEFAULT_THRESHOLD_BYTES,
                           chain: bool = False, *, stop: Callable[[], bool] | None = None) -> EvalContext:

@@ -46,7 +46,6 @@ from chalicelib.domain.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from chalicelib.domain.ids import SESSION_ID_PATTERN
 from chalicelib.domain.principal import Principal
 from chalicelib.domain.retention import retention_stamp
 from chalicelib.domain.session_uploads import SessionUploadJob, UploadError, UploadState
@@ -66,7 +65,9 @@ from chalicelib.services.eval_context import (
     ContextLoadStopped,
     EvalContextReader,
     EvalContextTooLarge,
+    read_session_record,
     stream_eval_context,
+    validate_session_id,
 )
 from chalicelib.services.session_input import (
     GZIP_MAGIC,
@@ -107,7 +108,7 @@ from chalicelib.services.session_ports import SessionIndex, SessionObjects, Size
 __all__ = ["ContextLoadStopped", "EvalContext", "EvalContextDoc", "EvalContextTooLarge", "JsonlFormat",
            "SessionDetails", "SessionIndex", "SessionObjects", "SessionPage", "SessionRecord", "SessionService",
            "SessionStored", "UploadAccepted", "UploadCompletion", "UploadRequest", "UploadStatus", "UploadTicket",
-           "stream_eval_context"]
+           "stream_eval_context", "validate_session_id"]
 
 # -- limits and identifiers -----------------------------------------------------------------------
 
@@ -134,15 +135,6 @@ READ_CHUNK_BYTES = 1 << 20
 NDJSON = "application/x-ndjson"
 
 UPLOAD_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-
-
-def validate_session_id(value: str, *, field: str = "session_id") -> str:
-    if not SESSION_ID_PATTERN.fullmatch(value or ""):
-        raise InvalidRequest(
-            f"{field} must be 1-200 characters of letters, digits, '.', '_', '~' or '-', starting with "
-            "a letter or digit.",
-            code="invalid_session_id", details={"field": field, "pattern": SESSION_ID_PATTERN.pattern})
-    return value
 
 
 def _validate_upload_id(value: str) -> str:
@@ -414,12 +406,7 @@ class SessionService:
     # -- reads -----------------------------------------------------------------------------
 
     def get_session(self, tenant: str, session_id: str) -> SessionRecord:
-        validate_session_id(session_id)
-        data = self._index.get_session(tenant, session_id)
-        if data is None:
-            raise NotFound(f"Session {session_id} does not exist; upload it with PUT /sessions/{session_id}.",
-                           code="session_not_found")
-        return SessionRecord.model_validate(data)
+        return read_session_record(self._index, tenant, session_id)
 
     def list_sessions(self, tenant: str, *, limit: int = DEFAULT_LIST_LIMIT,
                       cursor: str | None = None) -> SessionPage:

@@ -18,19 +18,12 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.adapters.run_store import TransactItem
 from chalicelib.domain.clock import Clock
 from chalicelib.domain.ids import new_id
 from chalicelib.domain.judging import known_context_window
-from chalicelib.domain.spend_estimate import (
-    TOOL_BLOCK_FRAMING_BYTES,
-    EstimateInputs,
-    RunEstimate,
-    estimate_run,
-    utf8_len,
-)
 from chalicelib.domain.spend_prices import ModelPrice
 from chalicelib.judges.catalog import Question
 from chalicelib.judges.prompts import (
@@ -41,6 +34,8 @@ from chalicelib.judges.prompts import (
     build_retrospective_prompt,
     build_shared_context,
 )
+
+# Loaded with the prompts anyway (they name the schema's keys and the tools).
 from chalicelib.judges.schema import retrospective_json_schema, verdict_json_schema
 from chalicelib.judges.tools import (
     CALLS_PER_ROUND_ECHOED,
@@ -49,8 +44,10 @@ from chalicelib.judges.tools import (
     TOOL_SPECS,
     tool_rounds_bytes_max,
 )
-from chalicelib.services.context_fit import TokenMeter, context_json, fit_context, without_waiting
-from chalicelib.services.judge_tuning import RunnerTuning
+
+if TYPE_CHECKING:
+    from chalicelib.domain.spend_estimate import RunEstimate
+    from chalicelib.services.judge_tuning import RunnerTuning
 
 QUOTE_TTL_SECONDS = 15 * 60
 # Same length as a real run id (new_id("evr")), so the rendered prompt has the run's exact size.
@@ -143,6 +140,11 @@ class SpendEstimator:
                  issue_quote: bool = True) -> Estimated:
         # The revision a quote is bound to; a dispatch estimating for itself does not need it (it
         # reserves from what it just read, and its spend guard caps the run at that anyway).
+        # The arithmetic and the context fit are the estimate's alone: a dispatch carrying a quote only
+        # fingerprints its prompts, so its first request does not import them.
+        from chalicelib.domain.spend_estimate import TOOL_BLOCK_FRAMING_BYTES, EstimateInputs, estimate_run, utf8_len
+        from chalicelib.services.context_fit import context_json
+
         revision: int | None = None
         if issue_quote:
             record = self._sessions.get_session(tenant, shape.session_id)
@@ -193,6 +195,7 @@ class SpendEstimator:
                       shared: str) -> int:
         """Characters of the shared context after the runner's fit (estimate mode: chars/4 x safety)."""
         from chalicelib.ingest.compaction import compact
+        from chalicelib.services.context_fit import TokenMeter, fit_context, without_waiting
 
         model = shape.model or ""
         tuning = self._tuning()

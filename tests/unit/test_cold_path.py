@@ -40,6 +40,14 @@ JUDGE_PHASE = ("asyncio", "chalicelib.services.judge_runner", "chalicelib.servic
 # redaction package imports its detector modules, so "chalicelib.ingest.redaction." covers it.
 UPLOAD_ONLY = ("chalicelib.ingest.redaction.", "chalicelib.ingest.claude_code", "chalicelib.ingest.codex",
                "chalicelib.ingest.context")
+# A dispatch's own estimate reads the eval context through the reader the composition root builds for it,
+# not through the sessions service: the upload side (its rate limit, counters, stats) stays off its path.
+UPLOAD_SIDE = ("chalicelib.services.sessions", "chalicelib.services.upload_limits",
+               "chalicelib.adapters.upload_rate_store", "chalicelib.ingest.stats")
+# A dispatch carrying the estimate's quote only fingerprints its prompts (judges.prompts, which itself needs
+# the schema's keys and the tools' names): the estimate's arithmetic and context fit are imported where an
+# estimate is computed.
+ESTIMATE_ONLY = ("chalicelib.services.context_fit", "chalicelib.domain.spend_estimate")
 
 
 def _cold(route_module: str, services: list[str], then: str = "") -> tuple[list[str], list[str]]:
@@ -59,7 +67,8 @@ print(json.dumps([sorted(sys.modules), built]))
 
 
 @pytest.mark.parametrize(("route_module", "services", "not_loaded"), [
-    ("chalicelib.api.eval_routes", ["eval_runs"], ELSEWHERE + UPLOAD_ONLY + SESSION_READING + JUDGE_PHASE),
+    ("chalicelib.api.eval_routes", ["eval_runs"],
+     ELSEWHERE + UPLOAD_ONLY + SESSION_READING + JUDGE_PHASE + ESTIMATE_ONLY),
     ("chalicelib.api.admin_routes", ["admin_settings"], ELSEWHERE + TRACE_READING),
 ], ids=["dispatch", "admin settings"])
 def test_a_first_request_loads_only_its_route_and_builds_no_client_before_calling(
@@ -97,6 +106,40 @@ def test_a_dispatch_prices_its_run_without_asyncio_or_the_judge_runner() -> None
     modules, built = _cold("chalicelib.api.eval_routes", ["eval_runs"], then=_ESTIMATE)
     assert [m for m in modules if m.startswith(JUDGE_PHASE + UPLOAD_ONLY)] == []
     assert "chalicelib.services.context_fit" in modules
+    assert built == []
+
+
+# The quoted dispatch's part of the estimator (fingerprint and quote check), and the container's estimator
+# reading a session: an invalid id is refused before any AWS call, after the reader is built.
+_QUOTED = """
+from chalicelib.judges.catalog import QUESTIONS
+from chalicelib.services.spend_estimates import RunShape, decode_quote
+shape = RunShape(session_id="s", questions=list(QUESTIONS)[:3], threshold=2000, chain=False, runner="server",
+                 vendor="anthropic", model="claude-sonnet-4-5")
+assert len(shape.fingerprint()) == 32 and decode_quote("not a quote") is None
+"""
+_READ_THROUGH_CONTAINER = """
+from chalicelib.domain.errors import InvalidRequest
+try:
+    container().spend_estimator.estimate("t", "u", RunShape(session_id="bad id!", questions=[], threshold=2000,
+                                         chain=False, runner="server", vendor=None, model=None), None)
+except InvalidRequest:
+    pass
+else:
+    raise AssertionError("an invalid session id reads nothing")
+"""
+
+
+def test_a_quoted_dispatch_imports_none_of_the_estimate() -> None:
+    modules, built = _cold("chalicelib.api.eval_routes", ["eval_runs"], then=_QUOTED)
+    assert [m for m in modules if m.startswith(ESTIMATE_ONLY + SESSION_READING)] == []
+    assert built == []
+
+
+def test_a_dispatch_estimates_through_the_eval_context_reader_not_the_sessions_service() -> None:
+    modules, built = _cold("chalicelib.api.eval_routes", ["eval_runs"], then=_QUOTED + _READ_THROUGH_CONTAINER)
+    assert [m for m in modules if m.startswith(UPLOAD_SIDE + UPLOAD_ONLY)] == []
+    assert "chalicelib.services.eval_context" in modules
     assert built == []
 
 
