@@ -125,8 +125,8 @@ def test_path_parameters_match_the_path_template(doc: dict[str, Any]) -> None:
 
 
 def test_ids_with_a_known_shape_are_documented_with_it(doc: dict[str, Any]) -> None:
+    from chalicelib.domain.ids import SESSION_ID_PATTERN
     from chalicelib.domain.settings import VENDORS
-    from chalicelib.services.sessions import SESSION_ID_PATTERN
 
     for (path, method), op in _operations(doc).items():
         for param in op.get("parameters", []):
