@@ -268,7 +268,7 @@ class Container:
     def catalog(self) -> CatalogService:
         from chalicelib.services.catalog import CatalogService
 
-        return CatalogService(store=self.catalog_store, clock=self.clock, sessions=_SessionsOnFirstUse(self),
+        return CatalogService(store=self.catalog_store, clock=self.clock, sessions=_ContextsOnFirstUse(self),
                               runs=lambda: self.eval_runs)
 
     # -- eval runs (dispatch side) -----------------------------------------------------------
@@ -690,24 +690,9 @@ class _ClientOnFirstUse:
         return getattr(self._client, name)
 
 
-class _SessionsOnFirstUse:
-    """The session reader of the catalog (its preview and try-it) and of the spend estimate: the sessions
-    service (and the session ingest it imports), built when called."""
-
-    def __init__(self, container: Container) -> None:
-        self._container = container
-
-    def get_session(self, tenant: str, session_id: str) -> Any:
-        return self._container.sessions.get_session(tenant, session_id)
-
-    def load_eval_context(self, tenant: str, session_id: str, threshold: int | str | None = DEFAULT_THRESHOLD_BYTES,
-                          chain: bool = False) -> Any:
-        return self._container.sessions.load_eval_context(tenant, session_id, threshold, chain)
-
-
 class _ContextsOnFirstUse:
-    """The spend estimate's session reader: the eval-context reader, built when called (a dispatch carrying
-    a quote reads no session)."""
+    """The session reader of the spend estimate and of the catalog (its preview and try-it): the eval-context
+    reader, built when called (a dispatch carrying a quote reads no session, and neither loads the upload side)."""
 
     def __init__(self, container: Container) -> None:
         self._container = container

@@ -144,5 +144,6 @@ def main() -> None:
             for batch in batches:
                 pool.submit(invoke, batch)
 
+
 if __name__ == "__main__":
     main()

@@ -62,7 +62,8 @@ from chalicelib.observability import logger
 from chalicelib.services.context_fit import ContextFitter, ContextTooLarge, FittedContext, TokenMeter
 from chalicelib.services.judge_fanout import Guarded, QuestionJob, Stop, run_guarded, run_judges
 from chalicelib.services.judge_ports import RunPorts
-from chalicelib.services.judge_session import Deadline, JudgeSession, RunAborted, RunnerTuning
+from chalicelib.services.judge_session import Deadline, JudgeSession, RunAborted
+from chalicelib.services.judge_tuning import RunnerTuning
 from chalicelib.services.session_tools import RunTools, answer_budget_for
 
 __all__ = ["Deadline", "Guarded", "JudgeRunInput", "JudgeRunResult", "QuestionJob", "RunAborted", "RunPorts",

@@ -1,7 +1,6 @@
 """One run's conversation with the judge vendor: the current model (replaced once after a key rotation),
 the shared context (refit when the vendor refuses it as too long), waiting out rate limits, the
-deadline, and the usage tally. The judge phase's tuning knobs are `services/judge_tuning.py`'s
-(re-exported here).
+deadline, and the usage tally (its tuning knobs are `services/judge_tuning.py`'s).
 
 Every judge of the run goes through one `JudgeSession`, which is what makes the recoveries run-wide:
 one key refresh for all judges that met the 401, and one context refit that every judge refused as
@@ -33,7 +32,7 @@ from chalicelib.domain.judging import (
 )
 from chalicelib.observability import logger
 from chalicelib.services.context_fit import PromptOverWindow
-from chalicelib.services.judge_tuning import RunnerTuning as RunnerTuning
+from chalicelib.services.judge_tuning import RunnerTuning
 from chalicelib.services.session_tools import RunTools
 
 T = TypeVar("T")
