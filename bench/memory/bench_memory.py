@@ -153,7 +153,7 @@ def setup(env: dict[str, str], session_mbs: list[int], tmp: Path) -> dict[str, d
         accepted = c.eval_runs.dispatch_eval_run(member, case["session_id"], EvalRunRequest.model_validate({}),
                                                  idempotency_key=f"memory-{case['session_id']}")
         case["eval_run_id"] = accepted.eval_run_id
-        if "mb" in case:  # a second run of the big sessions, judged with the previous fit (`before`)
+        if "mb" in case:  # a second run of the big sessions, judged with the trace held as dicts (`before`)
             accepted = c.eval_runs.dispatch_eval_run(member, case["session_id"], EvalRunRequest.model_validate({}),
                                                      idempotency_key=f"memory-before-{case['session_id']}")
             case["before_eval_run_id"] = accepted.eval_run_id
@@ -178,16 +178,35 @@ def setup(env: dict[str, str], session_mbs: list[int], tmp: Path) -> dict[str, d
 # ----------------------------------------------------------------------------------- child
 
 
-def use_previous_fit() -> None:
-    """The context fit as it was before it measured documents far over the window from their entries' sizes:
-    every step renders the whole document (`before` rows)."""
-    from chalicelib.services import context_fit
+def use_dict_trace() -> None:
+    """The worker's trace as it was held before the spool (`before` rows): every compacted entry a dict (keys
+    and kinds shared, as the reader then interned them) and each lower threshold the fit tries a recompacted
+    copy. The spool is still built first and dropped; it is a few MB beside the dicts."""
+    import sys as _sys
 
-    async def render_always(self: Any, doc: Any, prompt: str) -> tuple[str | None, int]:
-        shared = self._render(context_fit.context_json(doc))
-        return shared, await self.meter.measure(shared, prompt)
+    from chalicelib.ingest.compaction import compact_wire
+    from chalicelib.services.eval_context import EvalContextReader
+    from chalicelib.services.session_models import EvalContextDoc
 
-    context_fit.ContextFitter._measure_doc = render_always  # type: ignore[method-assign]
+    spooled = EvalContextReader.load_doc
+
+    def interned(entry: dict[str, Any]) -> dict[str, Any]:
+        return {_sys.intern(k): _sys.intern(v) if k in ("kind", "tool", "agent_type") and isinstance(v, str) else v
+                for k, v in entry.items()}
+
+    def load_doc(self: Any, *args: Any, **kwargs: Any) -> EvalContextDoc:
+        loaded = spooled(self, *args, **kwargs)
+        trace = [interned(e) for e in loaded.doc["trace"]]
+        doc = {**loaded.doc, "trace": trace}
+        del loaded
+
+        def reload(lower: int) -> dict[str, Any]:
+            smaller, stats = compact_wire(trace, lower)
+            return {**doc, "trace": smaller, "compaction": {**doc["compaction"], **stats}}
+
+        return EvalContextDoc(doc=doc, reload=reload)
+
+    EvalContextReader.load_doc = load_doc  # type: ignore[method-assign]
 
 
 def child(record_file: str | None, warmup_file: str | None = None) -> None:
@@ -208,7 +227,7 @@ def child(record_file: str | None, warmup_file: str | None = None) -> None:
         return
     record = json.loads(Path(record_file).read_text())
     if os.environ.get("BENCH_FIT") == "before":
-        use_previous_fit()
+        use_dict_trace()
     warm: dict[str, float] = {}
     if warmup_file is not None:
         handle_sqs_batch({"Records": [json.loads(Path(warmup_file).read_text())]}, worker_context(900))
@@ -353,12 +372,12 @@ def main() -> None:
     largest_run_cpu = results[largest]["run_cpu_seconds"]
     configured = json.loads((ROOT / ".chalice" / "config.json").read_text())["lambda_functions"]["eval_worker"][
         "lambda_memory_size"]
-    print(f"\nBefore/now: the same session judged by two runs in turn, the `before` one with the context fit as it "
-          "was (every step of the fit rendered the whole document, even when it was far over the window: "
-          "`use_previous_fit`); now a document far over the window is measured from its entries' sizes and "
-          "never rendered, and the entries' sizes are computed once. The worker reads the stored (already "
-          "redacted) trace line by line as plain JSON and keeps only the compacted entries, so what grows with "
-          "the session is the compacted trace at the requested threshold (the fit's reloads share its entries). "
+    print(f"\nBefore/now: the same session judged by two runs in turn, the `before` one with the compacted trace "
+          "held as it was, one dict per entry and a recompacted copy for each lower threshold the fit tried "
+          "(`use_dict_trace`); now the worker keeps it in a compressed spool (`chalicelib/services/trace_spool.py`: "
+          "each entry once, as the prompt's JSON in zlib blocks of 64 KiB, with its size, kind and what truncating "
+          "its output would change in arrays beside them), which the fit measures, lowers and elides without "
+          "reading an entry; only the entries a prompt keeps and the judges' tools' passes are decoded. "
           f"The window-sized run ({window_peak:.0f} MB) is what judging a full window costs whatever the "
           "session's size (13 prompts of the window's size, the SDK's request bodies): every big session's "
           "fitted prompt is window-sized too, so the last column is what the session's size adds. At most "
@@ -379,8 +398,9 @@ def main() -> None:
           f"dominates the remainder is fixed, not the session: judging a window-sized prompt costs "
           f"{window_over_idle:+.0f} MB over the idle worker whatever the session's size (the window-sized run), "
           f"which alone is {window_over_idle / (big[smallest]['bytes'] / MB):.2f} bytes per stored byte of the "
-          f"{big[smallest]['mb']} MB session{slope_text}. That growing part is the compacted trace at the "
-          "requested threshold, held as dicts while the fit halves the threshold.\n")
+          f"{big[smallest]['mb']} MB session{slope_text}. That growing part is the compressed spool of the "
+          "compacted trace and its per-entry arrays, plus the transient entries the judges' tools and the "
+          "elision read back.\n")
     print(f"| `lambda_memory_size` | vCPU share (1,769 MB = 1 vCPU) | headroom over the {max_session_mb} MiB-session "
           f"peak | cold import, est. s | CPU part of the {big[largest]['mb']} MB run, est. s |")
     print("|---:|---:|---:|---:|---:|")

@@ -11,12 +11,14 @@ from the JSON when absent).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic_core import from_json
 
 EntryKind = Literal[
     "user_message", "assistant_message", "assistant_thinking", "tool_invocation", "tool_result", "plan"
@@ -115,6 +117,17 @@ def entry_to_json(entry: TraceEntry) -> dict[str, Any]:
     """The wire form of one entry: every field of its kind, minus absent `agent_id`/`agent_type`."""
     # exclude_none is safe: agent_id/agent_type are the only fields that may be None.
     return entry.model_dump(mode="json", exclude_none=True)
+
+
+def entry_from_json_line(line: bytes) -> dict[str, Any]:
+    """One entry's wire form from its JSON line (a stored trace's, or the worker's spool's)."""
+    # pydantic-core's parser is about twice as fast as `json`; it refuses what the trace may hold that is
+    # not strict UTF-8 (a surrogate kept from the upload), which `json` then reads.
+    try:
+        entry: dict[str, Any] = from_json(line)
+    except ValueError:
+        entry = json.loads(line.decode("utf-8", "surrogatepass"))
+    return entry
 
 
 def trace_to_json(entries: Iterable[TraceEntry]) -> list[dict[str, Any]]:

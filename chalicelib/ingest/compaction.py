@@ -69,7 +69,7 @@ def truncation_marker(size: int, tool: str) -> str:
     return f"<truncated: {size} bytes, kind={tool}>"
 
 
-class _Tally:
+class CompactionTally:
     """The counts both compaction passes report, kept in one place so their stats cannot drift apart."""
 
     def __init__(self, threshold: int) -> None:
@@ -104,7 +104,7 @@ def compact(entries: Iterable[TraceEntry], threshold_bytes: int) -> tuple[list[T
     """
     threshold = validate_threshold(threshold_bytes)
     out: list[TraceEntry] = []
-    tally = _Tally(threshold)
+    tally = CompactionTally(threshold)
     for entry in entries:
         if not isinstance(entry, ToolResult):
             out.append(entry)
@@ -135,7 +135,7 @@ def compact_wire(entries: Iterable[dict[str, Any]], threshold_bytes: int) -> tup
     """
     threshold = validate_threshold(threshold_bytes)
     out: list[dict[str, Any]] = []
-    tally = _Tally(threshold)
+    tally = CompactionTally(threshold)
     for entry in entries:
         if entry.get("kind") != "tool_result":
             out.append(entry)

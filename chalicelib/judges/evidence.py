@@ -10,22 +10,31 @@ replaced by marker entries, the kept entries keep their `pos`. The trace viewer,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from chalicelib.domain.evaluation import MAX_EVIDENCE_ENTRIES
 
 POSITION_KEY = "pos"
 
 
+@runtime_checkable
+class NumberedOnRead(Protocol):
+    """A trace that gives each entry its `pos` as it is read (the worker's spooled trace)."""
+
+    def number_entries(self) -> None: ...
+
+
 def number_entries(doc: dict[str, Any]) -> dict[str, Any]:
     """Give every entry of `doc["trace"]` its `pos` (first key), in place, and return `doc`.
 
     The trace list itself is kept (each entry is replaced by a numbered copy that shares its values), so
-    whatever holds the list — the worker's `reload(threshold)` recompacts the same list — sees the
-    positions too, and a large trace is never held twice.
+    whatever holds the list sees the positions too, and a large trace is never held twice. A trace that
+    numbers its entries as they are read (the worker's, whose `reload(threshold)` shares it) is told to.
     """
     trace = doc.get("trace")
-    if isinstance(trace, list):
+    if isinstance(trace, NumberedOnRead):
+        trace.number_entries()
+    elif isinstance(trace, list):
         for i, entry in enumerate(trace):
             trace[i] = {POSITION_KEY: i, **{k: v for k, v in entry.items() if k != POSITION_KEY}}
     return doc

@@ -27,6 +27,7 @@ from typing import Any
 from chalicelib.domain.context_limits import ContextTooSmall, StatedLimit
 from chalicelib.domain.errors import DomainError
 from chalicelib.domain.judging import CHARS_PER_TOKEN
+from chalicelib.services.trace_spool import SpooledTrace
 
 ELIDED_KIND = "elided"
 DEFAULT_MIN_THRESHOLD = 200
@@ -91,13 +92,18 @@ def _is_marker(entry: Mapping[str, Any]) -> bool:
     return entry.get("kind") == ELIDED_KIND
 
 
-def _marker(run: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    # A marker from an earlier elision stands for the entries it replaced, so counts stay exact when
-    # an already-elided trace is elided again (after a vendor overflow).
-    count = sum(int(e.get("elided_entries", 0)) if _is_marker(e) else 1 for e in run)
-    size = sum(int(e.get("elided_bytes", 0)) if _is_marker(e) else _utf8(e) for e in run)
-    first = str(run[0].get("timestamp", ""))
-    last = str(run[-1].get("timestamp", ""))
+def _marker(entries: Sequence[Mapping[str, Any]], start: int, stop: int) -> dict[str, Any]:
+    """The marker entry standing for `entries[start:stop]`."""
+    first = str(entries[start].get("timestamp", ""))
+    last = str(entries[stop - 1].get("timestamp", ""))
+    if isinstance(entries, SpooledTrace):  # no markers in it: sized without reading an entry
+        count, size = stop - start, entries.utf8_total(start, stop)
+    else:
+        # A marker from an earlier elision stands for the entries it replaced, so counts stay exact when
+        # an already-elided trace is elided again (after a vendor overflow).
+        run = entries[start:stop]
+        count = sum(int(e.get("elided_entries", 0)) if _is_marker(e) else 1 for e in run)
+        size = sum(int(e.get("elided_bytes", 0)) if _is_marker(e) else _utf8(e) for e in run)
     return {
         "kind": ELIDED_KIND,
         "timestamp": first,
@@ -118,20 +124,22 @@ def elide_middle(entries: Sequence[Mapping[str, Any]], budget_chars: int,
     thinking), up to a quarter of the budget; the first `plan` entry after it is pinned too (plan
     adherence is judged against it); the remaining budget goes to the newest entries, kept
     contiguous. An entry too large for its share is cut rather than dropped when it is the first
-    of its part. `sizes` are the entries' `_entry_chars`, when the caller has them.
+    of its part. `sizes` are the entries' `_entry_chars`, when the caller has them. Only the kept
+    entries and each elided run's first and last are read (the worker's trace is decoded as read).
     """
     if sizes is None:
         sizes = [_entry_chars(e) for e in entries]
     if sum(sizes) <= budget_chars:
-        elided, elided_bytes = _elided_totals(entries)
-        return Elision([dict(e) for e in entries], elided_entries=elided, elided_bytes=elided_bytes)
+        kept_all = [dict(e) for e in entries]
+        elided, elided_bytes = _elided_totals(kept_all)
+        return Elision(kept_all, elided_entries=elided, elided_bytes=elided_bytes)
     n = len(entries)
+    kind_of = entries.kind if isinstance(entries, SpooledTrace) else (lambda i: entries[i].get("kind"))
     kept: list[dict[str, Any] | None] = [None] * n
     shortened = 0
     remaining = max(budget_chars - _MARKER_RESERVE_CHARS, 0)
 
-    first_tool = next((i for i, e in enumerate(entries)
-                       if e.get("kind") in ("tool_invocation", "tool_result")), n)
+    first_tool = next((i for i in range(n) if kind_of(i) in ("tool_invocation", "tool_result")), n)
     head_budget = int(remaining * _HEAD_SHARE)
     used = 0
     head_end = 0
@@ -150,7 +158,7 @@ def elide_middle(entries: Sequence[Mapping[str, Any]], budget_chars: int,
             break
         head_end = i + 1
 
-    plan_index = next((i for i in range(head_end, n) if entries[i].get("kind") == "plan"), None)
+    plan_index = next((i for i in range(head_end, n) if kind_of(i) == "plan"), None)
     if plan_index is not None:
         plan_budget = int(remaining * _PLAN_SHARE)
         if sizes[plan_index] <= plan_budget:
@@ -178,17 +186,17 @@ def elide_middle(entries: Sequence[Mapping[str, Any]], budget_chars: int,
         tail_started = True
 
     out: list[dict[str, Any]] = []
-    run: list[Mapping[str, Any]] = []
-    for entry, keep in zip(entries, kept, strict=True):
+    run_start: int | None = None
+    for i, keep in enumerate(kept):
         if keep is None:
-            run.append(entry)
+            run_start = i if run_start is None else run_start
             continue
-        if run:
-            out.append(_marker(run))
-            run = []
+        if run_start is not None:
+            out.append(_marker(entries, run_start, i))
+            run_start = None
         out.append(keep)
-    if run:
-        out.append(_marker(run))
+    if run_start is not None:
+        out.append(_marker(entries, run_start, n))
     elided, elided_bytes = _elided_totals(out)
     return Elision(out, elided_entries=elided, elided_bytes=elided_bytes, shortened_entries=shortened)
 
@@ -412,28 +420,35 @@ class ContextFitter:
         return await self._fit_to_stated(fitted, stated, source)
 
     # -- internals --------------------------------------------------------------------------------
-    def _entry_sizes(self, trace: Sequence[Mapping[str, Any]]) -> list[int]:
+    def _entry_sizes(self, trace: Sequence[Mapping[str, Any]]) -> Sequence[int]:
         """`_entry_chars` of each entry. Those of the loaded document are remembered by identity: it stays
         loaded for the whole fit (so no id of one of its entries can belong to another object meanwhile),
-        and every reload shares the entries it does not change. A reload's own entries are measured anew."""
+        and every reload shares the entries it does not change. A reload's own entries are measured anew.
+        A spooled trace (the worker's) knows its entries' sizes without reading them."""
+        if isinstance(trace, SpooledTrace):
+            return trace.sizes()
         cache = self._sizes
-        if not cache:
-            cache.update((id(e), _entry_chars(e)) for e in self._doc.get("trace") or [])
+        loaded = self._doc.get("trace") or []
+        if not cache and not isinstance(loaded, SpooledTrace):
+            cache.update((id(e), _entry_chars(e)) for e in loaded)
         return [cache.get(id(entry)) or _entry_chars(entry) for entry in trace]
 
-    async def _measure_doc(self, doc: Mapping[str, Any], prompt: str) -> tuple[str | None, int]:
-        """`doc`'s rendered shared context and the prompt's size in tokens. A document far over the window is
-        measured from its entries' sizes, never rendered (None): for a large session that render is the
-        biggest allocation of the run. The size counts the rendered document without its trace plus the
-        trace's JSON; the render's fence can only be a few characters longer."""
+    async def _measure_doc(self, doc: dict[str, Any], prompt: str) -> tuple[str | None, int, dict[str, Any]]:
+        """`doc`'s rendered shared context, the prompt's size in tokens and `doc` as rendered. A document far
+        over the window is measured from its entries' sizes, never rendered (None): for a large session that
+        render is the biggest allocation of the run. The size counts the rendered document without its trace
+        plus the trace's JSON; the render's fence can only be a few characters longer. A spooled trace is
+        read into a list when the document is rendered (it is then about a window's size)."""
         trace = doc.get("trace") or []
         chars = len(self._render(context_json({**doc, "trace": []}))) + len(prompt)
         chars += sum(self._entry_sizes(trace)) - (1 if trace else 0)
         tokens = self.meter.without_count(chars)
         if tokens is not None:
-            return None, tokens
+            return None, tokens, doc
+        if not isinstance(trace, list):
+            doc = {**doc, "trace": list(trace)}
         shared = self._render(context_json(doc))
-        return shared, await self.meter.measure(shared, prompt)
+        return shared, await self.meter.measure(shared, prompt), doc
 
     def _prompt_for(self, window: int) -> str:
         return self._prompt if isinstance(self._prompt, str) else self._prompt(window)
@@ -515,7 +530,7 @@ class ContextFitter:
         limit = prompt_limit(window, self._output)
         tried = list(earlier["thresholds_tried"]) if earlier else [threshold]
         current: dict[str, Any] = dict(doc)
-        shared, tokens = await self._measure_doc(current, longest_prompt)
+        shared, tokens, current = await self._measure_doc(current, longest_prompt)
         original_tokens = int((earlier or {}).get("original_prompt_tokens", tokens))
         window = lowered(window)
         longest_prompt = self._prompt_for(window)
@@ -532,14 +547,14 @@ class ContextFitter:
             # at once were the fit's peak for a large session.
             current = {}
             current = dict(self._reload(threshold))
-            shared, tokens = await self._measure_doc(current, longest_prompt)
+            shared, tokens, current = await self._measure_doc(current, longest_prompt)
             window = lowered(window)
             longest_prompt = self._prompt_for(window)
             limit = prompt_limit(window, self._output)
 
-        elision = Elision(list(current.get("trace") or []))
+        trace: Sequence[dict[str, Any]] = current.get("trace") or []
+        elision = Elision(trace if isinstance(trace, list) else [])
         if tokens > limit:
-            trace: list[dict[str, Any]] = list(current.get("trace") or [])
             fixed_chars = len(render(context_json({**current, "trace": []}))) + len(longest_prompt)
             budget_chars = int(limit / meter.tokens_per_char) - fixed_chars
             for _ in range(_ELISION_ATTEMPTS):

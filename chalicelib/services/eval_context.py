@@ -5,7 +5,7 @@ the stored entries the trace viewer and the judges' tools read by position: the 
 session and, with `chain`, of its ancestors oldest first (at most 50; the walk stops at a missing
 parent, a cycle or the depth limit and says so). A trace stored under the current redaction rules
 is read as it is; an older one is redacted while it is read. The API gets models; the worker gets
-the same object as wire dicts (`load_doc`), built without models, holding only the compacted trace
+the same object as wire dicts (`load_doc`), built without models, its compacted trace held compressed
 (bench/memory).
 """
 
@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import gzip
 import itertools
-import json
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
-from pydantic_core import from_json
-
 from chalicelib.domain.errors import DependencyUnavailable, DomainError, InvalidRequest, NotFound
 from chalicelib.domain.ids import SESSION_ID_PATTERN
-from chalicelib.domain.trace import TraceEntry, entry_to_json
-from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, compact, compact_wire, validate_threshold
+from chalicelib.domain.trace import TraceEntry, entry_from_json_line, entry_to_json
+from chalicelib.ingest.compaction import DEFAULT_THRESHOLD_BYTES, compact, validate_threshold
 from chalicelib.ingest.redaction_version import REDACTION_VERSION
 from chalicelib.observability import logger
 from chalicelib.services.session_input import read_trace
@@ -83,34 +79,6 @@ def stream_eval_context(entries: Iterable[TraceEntry], threshold: int) -> tuple[
     return trace, {**stats, "redactions": redactor.counts}
 
 
-# Every entry repeats these keys and a few values: one shared string each instead of one per entry
-# (json.loads allocates them afresh per line) takes a third off a large trace held as dicts.
-_WIRE_KEYS = {key: key for key in ("kind", "timestamp", "text", "tool", "call_id", "arguments", "output", "is_error",
-                                   "output_bytes", "truncated", "agent_id", "agent_type")}
-_SHARED_VALUES = frozenset({"kind", "tool", "agent_type"})
-
-
-def _interned(entry: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in entry.items():
-        key = _WIRE_KEYS.get(key, key)
-        if key in _SHARED_VALUES and isinstance(value, str):
-            value = sys.intern(value)
-        out[key] = value
-    return out
-
-
-def _wire_entry(line: bytes) -> dict[str, Any]:
-    # pydantic-core's parser is about twice as fast as `json`, and shares the short strings it
-    # makes (keys, kinds, tool names) between entries; it refuses what the trace may hold that is
-    # not strict UTF-8 (a surrogate kept from the upload), which `json` then reads.
-    try:
-        entry: dict[str, Any] = from_json(line)
-    except ValueError:
-        entry = json.loads(line.decode("utf-8", "surrogatepass"))
-    return entry
-
-
 class EvalContextReader:
     """Reads eval contexts and stored entries from the trace objects and session records."""
 
@@ -147,10 +115,13 @@ class EvalContextReader:
                               stop: Callable[[], bool] | None = None) -> EvalContextDoc:
         """`load` for the worker: the same object in wire form (`model_dump(mode="json")`),
         built without models. A trace stored under the current redaction rules is read line by line as
-        plain JSON, compacted as it streams, and only the compacted dicts are kept (the worker's memory
-        per stored byte, bench/memory); `reload(threshold)` recompacts them for the context fit.
+        plain JSON, compacted as it streams into a compressed spool (`trace_spool`: the worker's memory per
+        stored byte, bench/memory), which `trace` reads entries back from; `reload(threshold)` is the same
+        spool at a lower threshold, for the context fit.
         `stop` is polled between entries (the run's deadline and cancel).
         """
+        from chalicelib.services.trace_spool import SpooledTrace, TraceSpool  # the worker's: off the API's path
+
         threshold_bytes = validate_threshold(threshold)
         records, chain_stop, missing = self.chain_records(tenant, session_id, chain)
         redactions: Counter[str] = Counter()
@@ -158,16 +129,18 @@ class EvalContextReader:
             self._wire_trace_of(r, redactions) for r in records)
         if stop is not None:
             entries = _stoppable(entries, stop)
-        trace, stats = compact_wire(entries, threshold_bytes)
-        base = {**stats, "redactions": dict(sorted(redactions.items()))}
+        spool = TraceSpool(threshold_bytes)
+        spool.add_all(entries)
+        trace = SpooledTrace(spool)
+        base = {**spool.stats(threshold_bytes), "redactions": dict(sorted(redactions.items()))}
         doc: dict[str, Any] = {"session_id": session_id, "session_chain": [r.session_id for r in records],
                                "trace": trace, "compaction": base, "chain_incomplete": chain_stop is not None,
                                "chain_stop_reason": chain_stop, "missing_parent_session_id": missing}
 
         def reload(lower: int) -> dict[str, Any]:
-            # Compaction is idempotent: recompacting the compacted trace equals loading at `lower`.
-            smaller, lower_stats = compact_wire(trace, lower)
-            return {**doc, "trace": smaller, "compaction": {**base, **lower_stats}}
+            # Compaction is idempotent: the spool at a lower threshold equals loading at `lower`.
+            smaller = trace.at_threshold(lower)
+            return {**doc, "trace": smaller, "compaction": {**base, **smaller.stats()}}
 
         return EvalContextDoc(doc=doc, reload=reload)
 
@@ -240,7 +213,7 @@ class EvalContextReader:
             with gzip.GzipFile(fileobj=cast(Any, stream), mode="rb") as gz:
                 for line in gz:
                     if line.strip():
-                        yield _interned(_wire_entry(line))
+                        yield entry_from_json_line(line)
         finally:
             stream.close()
         redactions.update(record.redactions)

@@ -153,8 +153,9 @@ class UploadAccepted(_Out):
 
 @dataclass(frozen=True)
 class EvalContextDoc:
-    """The worker's eval context: `doc` is `EvalContext.model_dump(mode="json")`, `reload(threshold)`
-    the same compacted at a lower threshold (what the context fit asks for)."""
+    """The worker's eval context: `doc` is `EvalContext.model_dump(mode="json")` except that its `trace` is a
+    `SpooledTrace` (read entry by entry, `list()` it for the dicts); `reload(threshold)` the same compacted at
+    a lower threshold (what the context fit asks for)."""
 
     doc: dict[str, Any]
     reload: Callable[[int], dict[str, Any]]

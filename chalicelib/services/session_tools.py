@@ -186,7 +186,8 @@ def start_run_tools(stored: StoredEntrySource, run: EvalRun, doc: Mapping[str, A
     """The session tools of a server run over its eval context `doc`, with the whole outputs of the truncated
     results read from the stored trace in a thread while the judges start (close the outputs when the run
     ends: that stops the read)."""
-    trace: list[dict[str, Any]] = list(doc.get("trace") or [])
+    # Not copied into a list: the worker's trace is spooled, read entry by entry (`trace_spool`).
+    trace: Sequence[Mapping[str, Any]] = doc.get("trace") or []
     chain = [str(s) for s in doc.get("session_chain") or [run.session_id]]
     outputs = FullOutputs(truncated_positions(trace))
     outputs.wait_with(seconds_left)

@@ -334,9 +334,9 @@ def test_a_document_far_over_the_window_is_measured_from_its_entries_not_rendere
                                render=render_fn, longest_prompt="question " * 50,
                                meter=TokenMeter(Counter(exact=False), window=9_000), output_tokens=500, model="m")
         if not measure_from_sizes:
-            async def render_always(doc: Any, prompt: str) -> tuple[str | None, int]:
+            async def render_always(doc: Any, prompt: str) -> tuple[str | None, int, Any]:
                 shared = fitter._render(context_json(doc))
-                return shared, await fitter.meter.measure(shared, prompt)
+                return shared, await fitter.meter.measure(shared, prompt), doc
 
             fitter._measure_doc = render_always  # type: ignore[method-assign]
         return asyncio.run(fitter.fit(9_000))
