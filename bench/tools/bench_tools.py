@@ -5,11 +5,14 @@ What is measured is the runner's machinery (`chalicelib.services.judge_runner.ju
 `RunTools`): every tool round re-sends the run's shared prefix (tool definitions + system prompt with the
 trace), and must read it from the vendor's prompt cache instead of paying for it again. Target: the run's
 billed input with tools on ≤ 1.3 x with tools off. How many rounds a judge makes is the judge's choice, so
-three judge behaviours are measured (the fake vendor answers each of the 4 `needs_tools` questions with):
+five judge behaviours are measured (the fake vendor answers each of the 4 `needs_tools` questions with):
 - "1 call": fetch the output the trace shows truncated (by the call_id on its marker), then answer — what
-  the prompt asks for and the fake's default;
-- "2 calls": the same fetch and a search, in two rounds;
-- "3 calls": the outline, a search and the fetch, in three rounds.
+  the prompt asks for and the fake's default; the answer is the stored output's opening and end (~4 KB);
+- "1 short call": fetch a short output the trace shows whole (~0.5 KB): what one round costs by itself;
+- "2 calls": the default fetch and a search, in two rounds;
+- "3 calls": the outline, a search and the default fetch, in three rounds;
+- "whole output": the default fetch, then the rest of the stored output (~16 KB in all) in two more reads
+  by `offset` — a judge that reads everything.
 "Tools off" judges the same 13 questions with `needs_tools` false (the text path, no tool definitions).
 
 Billed-equivalent input tokens: Anthropic uncached x 1 + cache write x 1.25 + cache read x 0.1; OpenAI
@@ -35,6 +38,7 @@ from chalicelib.adapters.judge_models import build_judge_model
 from chalicelib.domain.evaluation import QuestionOutcome, TokenUsage
 from chalicelib.judges.catalog import QUESTIONS, Question
 from chalicelib.judges.evidence import number_entries
+from chalicelib.judges.tools import RESULT_PAGE_MAX_BYTES, TOOL_RESULT_MAX_BYTES, VIEW_HEAD_BYTES
 from chalicelib.services.judge_runner import (
     Deadline,
     JudgeRunInput,
@@ -72,14 +76,23 @@ def session(trace_kb: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return doc, stored
 
 
-def behaviour(calls: int, doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Fake-vendor rules: each tool question makes `calls` tool calls, one per round, then answers."""
+def script(name: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool calls each tool question makes, one per round, before it answers."""
     first = next(e["call_id"] for e in doc["trace"] if e.get("truncated"))
+    short = next(e["call_id"] for e in doc["trace"] if e["kind"] == "tool_result" and not e.get("truncated"))
     fetch = {"name": "get_tool_result", "arguments": {"call_id": first}}
     search = {"name": "search_session", "arguments": {"query": "FAILED test_parser", "limit": 5}}
     summary = {"name": "get_session_summary", "arguments": {}}
-    script = {1: [fetch], 2: [fetch, search], 3: [summary, search, fetch]}[calls]
-    return [{"match": qid, "times": None, "tool_calls": script} for qid in TOOL_QUESTIONS]
+    pages = [{"name": "get_tool_result", "arguments": {"call_id": first, "offset": offset,
+                                                       "max_bytes": RESULT_PAGE_MAX_BYTES}}
+             for offset in range(VIEW_HEAD_BYTES, TOOL_RESULT_MAX_BYTES, RESULT_PAGE_MAX_BYTES)]
+    return {"1": [fetch], "short": [{"name": "get_tool_result", "arguments": {"call_id": short}}],
+            "2": [fetch, search], "3": [summary, search, fetch], "whole": [fetch, *pages]}[name]
+
+
+def behaviour(name: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Fake-vendor rules: each tool question makes the calls of `script(name)`, then answers."""
+    return [{"match": qid, "times": None, "tool_calls": script(name, doc)} for qid in TOOL_QUESTIONS]
 
 
 async def one_run(fake: FakeVendorProcess, vendor: Vendor, doc: dict[str, Any], stored: list[dict[str, Any]],
@@ -109,9 +122,10 @@ def billed(vendor: Vendor, usage: TokenUsage) -> float:
     return plain * usage.input_tokens + write * usage.cache_creation_input_tokens + read * usage.cache_read_input_tokens
 
 
-Case = tuple[str, bool, int]  # (label, tools on, calls per tool question)
-CASES: tuple[Case, ...] = (("tools off", False, 0), ("tools on, 1 call (default)", True, 1),
-                           ("tools on, 2 calls", True, 2), ("tools on, 3 calls", True, 3))
+Case = tuple[str, bool, str]  # (label, tools on, the tool questions' script)
+CASES: tuple[Case, ...] = (("tools off", False, ""), ("tools on, 1 call (default)", True, "1"),
+                           ("tools on, 1 short call", True, "short"), ("tools on, 2 calls", True, "2"),
+                           ("tools on, 3 calls", True, "3"), ("tools on, whole output (3 calls)", True, "whole"))
 
 
 def measure(vendor: Vendor, latency: float, trace_kb: int, repeats: int) -> dict[str, dict[str, Any]]:
@@ -119,12 +133,13 @@ def measure(vendor: Vendor, latency: float, trace_kb: int, repeats: int) -> dict
     samples: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in CASES}
     with FakeVendorProcess(FakeVendorOptions(latency=latency, ttft=latency / 4)) as fake:
         for n in range(repeats):
-            for label, tools, calls in CASES:  # interleaved: a busy machine slows every case alike
+            for label, tools, name in CASES:  # interleaved: a busy machine slows every case alike
                 fake.reset()
+                calls = len(script(name, doc)) if tools else 0
                 if tools:
-                    fake.script(*behaviour(calls, doc))
+                    fake.script(*behaviour(name, doc))
                 wall, result = asyncio.run(one_run(fake, vendor, doc, stored, tools=tools, latency=latency,
-                                                   run_id=f"evr_tools_{n}_{calls}"))
+                                                   run_id=f"evr_tools_{n}_{name or 'off'}"))
                 if result.stop != "done" or result.result is None or len(result.result.verdicts()) != 13:
                     raise SystemExit(f"{vendor} {label}: the run did not judge all 13 questions ({result.stop})")
                 used = [v.tools_used for v in result.result.verdicts() if v.tools_used is not None]
@@ -177,15 +192,18 @@ def main() -> None:
     for kb in sizes:
         for vendor in ("anthropic", "openai"):
             ratios = print_table(vendor, kb, measure(vendor, args.latency, kb, args.repeats), args.latency)
-            summary.append(f"{vendor} at {kb} KB: {ratios[1]:.2f}x with the default single fetch, "
-                           f"{ratios[2]:.2f}x with 2 calls, {ratios[3]:.2f}x with 3")
+            summary.append(f"{vendor} at {kb} KB: **{ratios[1]:.2f}x** with the default single fetch "
+                           f"({ratios[2]:.2f}x for a round with a short answer), {ratios[3]:.2f}x with 2 calls, "
+                           f"{ratios[4]:.2f}x with 3, {ratios[5]:.2f}x reading the whole stored output")
     print("Billed-equivalent input: Anthropic uncached x 1 + cache write x 1.25 + cache read x 0.1; OpenAI uncached "
           "x 1 + cached x 0.25. Every tool round re-sends the run's prefix (tool definitions, instructions and the "
           "trace) and reads it from the cache, so a round costs about a tenth (Anthropic) or a quarter (OpenAI) of "
-          "the prefix, plus what the judge fetched (a capped output is up to 16,000 bytes, ~4,000 tokens, paid once "
-          "as new input): the ratio to tools off grows with the rounds the judges choose and shrinks as the trace "
-          "grows. Target ≤ 1.3x: " + "; ".join(summary) + ". Wall time: a tool question takes one more request "
-          "per round after its first answer, and the run ends with its slowest question.")
+          "the prefix, plus what the judge reads (a fetch without `offset` answers at most ~4,000 bytes, ~1,000 "
+          "tokens; a stored output is at most 16,000 bytes, ~4,000 tokens; paid once as new input): the ratio to "
+          "tools off grows with the rounds and reads the judges choose and shrinks as the trace grows; the short-"
+          "answer row is what the extra round costs by itself. Target ≤ 1.3x: " + "; ".join(summary)
+          + ". Wall time: a tool question takes one more request per round after its first answer, and the run "
+          "ends with its slowest question.")
 
 
 if __name__ == "__main__":

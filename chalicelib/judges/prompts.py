@@ -34,7 +34,8 @@ from chalicelib.judges.tools import (
     GET_TOOL_RESULT,
     MAX_TOOL_CALLS,
     SEARCH_SESSION,
-    TOOL_RESULT_MAX_BYTES,
+    VIEW_HEAD_BYTES,
+    VIEW_TAIL_BYTES,
 )
 
 PROMPT_SEPARATOR = "\n\n"
@@ -217,8 +218,9 @@ _TOOLS_SECTION = _section(
     "truncated results, with their positions).\n"
     f"- `{SEARCH_SESSION}(query, limit)`: entries containing every word of the query (literal, "
     "case-insensitive, full outputs included), with their `pos`.\n"
-    f"- `{GET_TOOL_RESULT}(call_id)`: the stored output of one tool call (outputs over "
-    f"{TOOL_RESULT_MAX_BYTES} bytes show their beginning and end).",
+    f"- `{GET_TOOL_RESULT}(call_id, offset, max_bytes)`: the stored output of one tool call; without `offset`, "
+    f"a long one shows its first {VIEW_HEAD_BYTES} and last {VIEW_TAIL_BYTES} bytes and names the range not "
+    "shown, which `offset` reads when the answer depends on it.",
     f"You may make at most {MAX_TOOL_CALLS} tool calls. Use them only where the answer depends on what the "
     "trace does not show: a marker's entry carries the `call_id` to fetch, so fetch the outputs you need "
     "directly; search when you do not know where to look; ask for calls that do not depend on each other "

@@ -10,13 +10,17 @@ What a tool can see is the judge's own session data and nothing else:
 - `entries`: the session's eval-context trace (redacted when stored; compacted: outputs over the run's
   threshold are `<truncated: …>` markers), position = index (the `pos` judges cite);
 - `full_output(pos)`: the redacted output of a truncated tool result, already capped with `cap_output`
-  by whoever stored it (None when unknown). Outputs in an answer never exceed TOOL_RESULT_MAX_BYTES plus
-  the omission marker.
+  by whoever stored it (None when unknown): the stored output, at most TOOL_RESULT_MAX_BYTES plus the
+  omission marker.
 
 Limits (documented in the README, "Tool-using judges"):
 - at most MAX_TOOL_CALLS calls per question; a further call gets a tool error telling the judge to answer;
-- `get_tool_result`: outputs over TOOL_RESULT_MAX_BYTES (UTF-8) show their first OUTPUT_HEAD_BYTES and
-  last OUTPUT_TAIL_BYTES with a marker saying how much was left out (test summaries and errors sit at the end);
+- `get_tool_result`: outputs are stored capped at TOOL_RESULT_MAX_BYTES (UTF-8: their first OUTPUT_HEAD_BYTES
+  and last OUTPUT_TAIL_BYTES around a marker saying how much was left out). A call answers a stored output of
+  up to RESULT_VIEW_BYTES whole, a longer one as its first VIEW_HEAD_BYTES and last VIEW_TAIL_BYTES (test
+  summaries and errors sit at the end) with the byte range left out; `offset` (and `max_bytes`, at most
+  RESULT_PAGE_MAX_BYTES) reads any other part. A judge pays for the evidence it reads, not for a whole log
+  it did not need (bench/tools);
 - `search_session`: literal, case-insensitive terms (all must occur in an entry; no patterns, so matching is
   linear in the trace), at most SEARCH_MAX_LIMIT matches with a snippet each, query at most
   SEARCH_QUERY_MAX_CHARS;
@@ -40,6 +44,12 @@ MAX_TOOL_CALLS = 6
 TOOL_RESULT_MAX_BYTES = 16_000
 OUTPUT_HEAD_BYTES = 4_000
 OUTPUT_TAIL_BYTES = TOOL_RESULT_MAX_BYTES - OUTPUT_HEAD_BYTES
+# What one `get_tool_result` call shows of a stored output, unless it asks for a part (about 1,000 tokens):
+# the opening (the command's banner, the first error) and the end (summaries, the last traceback).
+RESULT_VIEW_BYTES = 4_000
+VIEW_HEAD_BYTES = 1_000
+VIEW_TAIL_BYTES = RESULT_VIEW_BYTES - VIEW_HEAD_BYTES
+RESULT_PAGE_MAX_BYTES = 8_000
 SEARCH_DEFAULT_LIMIT = 10
 SEARCH_MAX_LIMIT = 20
 SEARCH_QUERY_MAX_CHARS = 200
@@ -126,11 +136,19 @@ TOOL_SPECS: tuple[dict[str, Any], ...] = (
         "name": GET_TOOL_RESULT,
         "description": (
             "The stored output of one tool call, by the `call_id` of its tool_invocation / tool_result entry "
-            f"(redacted). Outputs over {TOOL_RESULT_MAX_BYTES} bytes show their first {OUTPUT_HEAD_BYTES} and "
-            f"last {OUTPUT_TAIL_BYTES} bytes."
+            f"(redacted; stored outputs keep at most their first {OUTPUT_HEAD_BYTES} and last "
+            f"{OUTPUT_TAIL_BYTES} bytes). Without `offset`: an output of up to {RESULT_VIEW_BYTES} bytes whole, "
+            f"a longer one as its first {VIEW_HEAD_BYTES} and last {VIEW_TAIL_BYTES} bytes, naming the byte "
+            "range not shown. With `offset`: the bytes from there (`max_bytes` of them, "
+            f"{RESULT_VIEW_BYTES} by default, at most {RESULT_PAGE_MAX_BYTES}) and the offset to read on from."
         ),
         "parameters": _schema({
             "call_id": {"type": "string", "description": "The call_id as it appears in the trace."},
+            "offset": {"type": ["integer", "null"],
+                       "description": "Byte offset in the stored output to read from (null: its opening and end)."},
+            "max_bytes": {"type": ["integer", "null"],
+                          "description": f"Bytes to read from `offset`, 1-{RESULT_PAGE_MAX_BYTES} "
+                                         f"(null: {RESULT_VIEW_BYTES})."},
         }),
     },
 )
@@ -160,6 +178,41 @@ def cap_output(text: str, *, head_bytes: int = OUTPUT_HEAD_BYTES, tail_bytes: in
     tail = raw[len(raw) - tail_bytes:].decode("utf-8", "ignore")
     omitted = len(raw) - len(_utf8(head)) - len(_utf8(tail))
     return f"{head}\n<omitted: {omitted} bytes from the middle of this output ({len(raw)} bytes in all)>\n{tail}"
+
+
+def _whole_chars(raw: bytes, start: int, stop: int) -> tuple[int, int]:
+    """`start` and `stop` moved onto UTF-8 character boundaries of `raw` (start forward, stop back)."""
+    while start < len(raw) and raw[start] & 0xC0 == 0x80:
+        start += 1
+    while stop < len(raw) and stop > start and raw[stop] & 0xC0 == 0x80:
+        stop -= 1
+    return start, max(start, stop)
+
+
+def view_output(text: str, offset: int | None = None, max_bytes: int | None = None) -> dict[str, Any]:
+    """What `get_tool_result` shows of a stored output: the part asked for, where it is, and where to read on.
+
+    Without `offset`, an output of up to RESULT_VIEW_BYTES whole and a longer one as its opening and end with
+    the byte range between them named; with `offset`, up to `max_bytes` bytes from there (cut on character
+    boundaries) and `next_offset` (None at the end). Offsets count UTF-8 bytes of the stored output.
+    """
+    raw = _utf8(text)
+    size = len(raw)
+    if offset is None:
+        if size <= RESULT_VIEW_BYTES:
+            return {"stored_bytes": size, "output": text}
+        _, head_end = _whole_chars(raw, 0, VIEW_HEAD_BYTES)
+        tail_start, _ = _whole_chars(raw, size - VIEW_TAIL_BYTES, size)
+        head = raw[:head_end].decode("utf-8", "surrogatepass")
+        tail = raw[tail_start:].decode("utf-8", "surrogatepass")
+        gap = (f"\n<not shown: bytes {head_end}-{tail_start} of {size}; read them with "
+               f"get_tool_result(call_id, offset={head_end})>\n")
+        return {"stored_bytes": size, "shown": [[0, head_end], [tail_start, size]], "next_offset": head_end,
+                "output": head + gap + tail}
+    length = RESULT_VIEW_BYTES if max_bytes is None else max_bytes
+    start, stop = _whole_chars(raw, offset, min(offset + length, size))
+    return {"stored_bytes": size, "shown": [[start, stop]], "next_offset": stop if stop < size else None,
+            "output": raw[start:stop].decode("utf-8", "surrogatepass")}
 
 
 def _collapse(text: str) -> str:
@@ -244,11 +297,20 @@ class SessionTools:
         entry = self._entries[pos]
         full_size = entry.get("output_bytes")
         output = self.output_of(pos)
+        offset, max_bytes = arguments.get("offset"), arguments.get("max_bytes")
+        stored = len(_utf8(output))
+        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)
+                                   or not 0 <= offset < max(stored, 1)):
+            return _error(f"offset must be null or a whole number from 0 to {max(stored - 1, 0)} (the stored "
+                          f"output of {call_id!r} is {stored} bytes)."), True
+        if max_bytes is not None and (not isinstance(max_bytes, int) or isinstance(max_bytes, bool)
+                                      or not 1 <= max_bytes <= RESULT_PAGE_MAX_BYTES):
+            return _error(f"max_bytes must be null or a whole number from 1 to {RESULT_PAGE_MAX_BYTES}."), True
         available = not entry.get("truncated") or self._full_output(pos) is not None
         answer: dict[str, Any] = {"call_id": call_id, "tool": entry.get("tool"), "pos": pos,
                                   "is_error": bool(entry.get("is_error")),
-                                  "output_bytes": full_size if isinstance(full_size, int) else len(_utf8(output)),
-                                  "output": output}
+                                  "output_bytes": full_size if isinstance(full_size, int) else stored,
+                                  **view_output(output, offset, max_bytes)}
         if not available:
             answer["note"] = "The full output of this call is not available; only its marker is stored."
         return json.dumps(answer, ensure_ascii=False), False
@@ -426,18 +488,22 @@ class ToolConversation:
         return content
 
 
+# A null that says something ("the default limit"); a null offset is just the call without one.
+_NULL_RECORDED = frozenset({"query", "limit"})
+
+
 def _recorded_arguments(name: str, arguments: Any) -> dict[str, Any]:
     """The arguments kept in `tools_used`: the known parameters of a known tool, bounded."""
     if not isinstance(arguments, Mapping):
         return {}
     keep: dict[str, Any] = {}
-    for key in {GET_TOOL_RESULT: ("call_id",), SEARCH_SESSION: ("query", "limit")}.get(name, ()):
+    for key in {GET_TOOL_RESULT: ("call_id", "offset", "max_bytes"), SEARCH_SESSION: ("query", "limit")}.get(name, ()):
         value = arguments.get(key)
         if isinstance(value, str):
             keep[key] = value[:200]
         elif isinstance(value, int) and not isinstance(value, bool):
             keep[key] = value
-        elif key in arguments and value is None:
+        elif key in arguments and value is None and key in _NULL_RECORDED:
             keep[key] = None
     return keep
 

@@ -3,11 +3,12 @@ gets while (and after) the read runs, fails or is stopped."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from chalicelib.judges.tools import OUTPUT_HEAD_BYTES, cap_output
+from chalicelib.judges.tools import VIEW_HEAD_BYTES, cap_output
 from chalicelib.services.session_tools import FullOutputs, RunTools, answer_budget_for, truncated_positions
 
 BIG = "x" * 50_000 + "THE END"
@@ -28,7 +29,9 @@ def test_truncated_outputs_are_kept_capped_and_others_not() -> None:
     assert outputs.get(1) == cap_output(BIG) and outputs.get(2) is None and not outputs.failed
     tools = RunTools(trace, session_id="s", session_chain=["s"], outputs=outputs)
     answer = tools.tools.get_tool_result({"call_id": "c1"})[0]
-    assert "THE END" in answer and "x" * OUTPUT_HEAD_BYTES in answer
+    assert "THE END" in answer and "x" * VIEW_HEAD_BYTES in answer
+    opening = json.loads(tools.tools.get_tool_result({"call_id": "c1", "offset": 0, "max_bytes": 8_000})[0])
+    assert opening["output"] == cap_output(BIG).encode()[:8_000].decode()  # the stored output, read by part
     outputs.close()
     assert outputs.get(1) is None  # after the run: nothing is read from a closed spool
 

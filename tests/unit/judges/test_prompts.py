@@ -207,7 +207,8 @@ def test_a_needs_tools_question_gets_the_tools_section_after_the_question() -> N
     text_question = next(q for q in QUESTIONS if not q.needs_tools)
     suffix = build_question_prompt(tools_question)
     assert suffix.startswith("## Question\n") and "\n\n## Investigating the session\n\n" in suffix
-    for name in ("get_session_summary()", "search_session(query, limit)", "get_tool_result(call_id)"):
+    for name in ("get_session_summary()", "search_session(query, limit)",
+                 "get_tool_result(call_id, offset, max_bytes)"):
         assert name in suffix
     assert "at most 6 tool calls" in suffix
     assert "Investigating the session" not in build_question_prompt(text_question)

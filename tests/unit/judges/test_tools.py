@@ -10,11 +10,12 @@ import pytest
 from chalicelib.judges.tools import (
     ANSWER_BUDGET_CHARS,
     MAX_TOOL_CALLS,
-    OUTPUT_HEAD_BYTES,
-    OUTPUT_TAIL_BYTES,
+    RESULT_PAGE_MAX_BYTES,
+    RESULT_VIEW_BYTES,
     SEARCH_MAX_LIMIT,
-    TOOL_RESULT_MAX_BYTES,
     TOOL_SPECS,
+    VIEW_HEAD_BYTES,
+    VIEW_TAIL_BYTES,
     SessionTools,
     cap_output,
 )
@@ -52,16 +53,60 @@ def answer(name: str, arguments: Any, box: SessionTools | None = None) -> tuple[
     return json.loads(result.content), result.is_error
 
 
-def test_get_tool_result_returns_the_full_output_of_a_truncated_call_capped_head_and_tail() -> None:
+def test_get_tool_result_shows_the_opening_and_end_of_a_truncated_call_and_names_the_rest() -> None:
     body, is_error = answer("get_tool_result", {"call_id": "c1"})
     assert not is_error
     assert body["pos"] == 3 and body["tool"] == "Bash" and body["is_error"] is True
     assert body["output_bytes"] == len(LONG_TEST_OUTPUT)
+    stored = cap_output(LONG_TEST_OUTPUT)  # what was kept of it: its first and last bytes
+    assert body["stored_bytes"] == len(stored.encode())
     output = body["output"]
     assert output.startswith("collected 40 items") and output.endswith("FAILED tests/test_io.py::test_read\n2 failed")
-    omitted = len(LONG_TEST_OUTPUT) - OUTPUT_HEAD_BYTES - OUTPUT_TAIL_BYTES
-    assert f"<omitted: {omitted} bytes from the middle of this output" in output
-    assert len(output.encode()) < TOOL_RESULT_MAX_BYTES + 200
+    head_end, tail_start = VIEW_HEAD_BYTES, body["stored_bytes"] - VIEW_TAIL_BYTES
+    assert body["shown"] == [[0, head_end], [tail_start, body["stored_bytes"]]] and body["next_offset"] == head_end
+    assert (f"<not shown: bytes {head_end}-{tail_start} of {body['stored_bytes']}; read them with "
+            f"get_tool_result(call_id, offset={head_end})>") in output
+    assert len(output.encode()) < RESULT_VIEW_BYTES + 200
+
+
+def test_a_judge_reads_the_whole_stored_output_page_by_page() -> None:
+    stored = cap_output(LONG_TEST_OUTPUT)
+    box = tools()
+    conversation = box.conversation()
+    first = json.loads(conversation.call("get_tool_result", {"call_id": "c1"}).content)
+    pages, offset = [stored.encode()[:first["next_offset"]].decode()], first["next_offset"]
+    while offset is not None:
+        page = json.loads(conversation.call("get_tool_result", {"call_id": "c1", "offset": offset,
+                                                                "max_bytes": RESULT_PAGE_MAX_BYTES}).content)
+        assert page["shown"] == [[offset, page["next_offset"] or page["stored_bytes"]]]
+        pages.append(page["output"])
+        offset = page["next_offset"]
+    assert "".join(pages) == stored and len(conversation.calls) == 3
+    assert conversation.calls[1]["arguments"] == {"call_id": "c1", "offset": first["next_offset"],
+                                                  "max_bytes": RESULT_PAGE_MAX_BYTES}
+
+
+def test_a_page_is_cut_on_character_boundaries() -> None:
+    text = "é" * 5_000
+    box = SessionTools([{"kind": "tool_result", "timestamp": "t", "tool": "Read", "call_id": "r", "output": text,
+                         "is_error": False, "truncated": False}])
+    body, is_error = answer("get_tool_result", {"call_id": "r", "offset": 3, "max_bytes": 10}, box)
+    assert not is_error and body["output"] == "é" * 4 and body["shown"] == [[4, 12]] and body["next_offset"] == 12
+    whole, _ = answer("get_tool_result", {"call_id": "r", "offset": None, "max_bytes": None}, box)
+    assert set(whole["output"].replace("\n", "").split("<")[0]) == {"é"} and whole["next_offset"] == 1000
+
+
+@pytest.mark.parametrize(("arguments", "expected"), [
+    ({"call_id": "c1", "offset": -1}, "offset must be null or a whole number from 0 to"),
+    ({"call_id": "c1", "offset": 10**9}, "offset must be null or a whole number from 0 to"),
+    ({"call_id": "c1", "offset": "12"}, "offset must be null or a whole number"),
+    ({"call_id": "c1", "offset": True}, "offset must be null or a whole number"),
+    ({"call_id": "c1", "offset": 0, "max_bytes": 0}, "max_bytes must be null or a whole number from 1 to 8000"),
+    ({"call_id": "c1", "offset": 0, "max_bytes": 8001}, "max_bytes must be null or a whole number from 1 to 8000"),
+])
+def test_bad_pages_are_tool_errors_the_judge_can_read(arguments: dict[str, Any], expected: str) -> None:
+    body, is_error = answer("get_tool_result", arguments)
+    assert is_error and expected in body["error"]
 
 
 def test_a_short_output_comes_back_whole() -> None:
@@ -182,8 +227,9 @@ def test_answers_of_one_question_share_a_budget() -> None:
     entries = [{"kind": "tool_result", "timestamp": "t", "tool": "Bash", "call_id": f"c{i}", "output": "<truncated>",
                 "is_error": False, "truncated": True, "output_bytes": 15_000} for i in range(8)]
     conversation = SessionTools(entries, full_output=outputs.get).conversation()
-    sizes = [len(conversation.call("get_tool_result", {"call_id": f"c{i}"}).content) for i in range(4)]
-    assert sum(sizes) <= ANSWER_BUDGET_CHARS + 100  # the last one is only the note saying why
+    sizes = [len(conversation.call("get_tool_result", {"call_id": f"c{i}", "offset": 0,
+                                                       "max_bytes": RESULT_PAGE_MAX_BYTES}).content) for i in range(5)]
+    assert sum(sizes) <= ANSWER_BUDGET_CHARS + 100  # the last one is cut, and says why
     last = conversation.call("get_tool_result", {"call_id": "c5"}).content
     assert last.endswith("answer now from what you have>")
 
