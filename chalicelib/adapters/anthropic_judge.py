@@ -6,7 +6,8 @@ judge of a run after the first reads it from Anthropic's prompt cache (reference
 question is the user message; the verdict shape is pinned with `output_config.format` json_schema.
 Anthropic makes a cache entry readable once the response that writes it has begun, so a streamed
 call reports its first event (`message_start`) to the caller, who can fan the other judges out then.
-Tool rounds follow the question as assistant tool_use / user tool_result turns (`_round_messages`).
+Tool rounds follow the question as assistant tool_use / user tool_result turns (`_round_messages`); a
+question that may use tools carries a second breakpoint (`_question_content`).
 `anthropic` is imported only inside functions (and for type checking), so importing this module
 costs nothing on the API handler's cold start.
 """
@@ -48,7 +49,7 @@ class AnthropicJudgeModel(VendorJudgeModel):
         params: dict[str, Any] = {
             "model": model, "max_tokens": call.max_output_tokens,
             "system": _system_blocks(call.shared_context) or anthropic.omit,
-            "messages": [{"role": "user", "content": call.prompt}, *_round_messages(call.rounds)],
+            "messages": [{"role": "user", "content": _question_content(call)}, *_round_messages(call.rounds)],
             "output_config": {"format": {"type": "json_schema", "schema": call.response_schema}},
             "timeout": call.timeout_seconds, "extra_headers": _beta_headers(one_million)}
         if call.tools:
@@ -109,6 +110,15 @@ def _round_messages(rounds: tuple[ToolRound, ...]) -> list[MessageParam]:
             results[-1]["cache_control"] = {"type": "ephemeral"}
         messages += [{"role": "assistant", "content": said}, {"role": "user", "content": results}]
     return messages
+
+
+def _question_content(call: JudgeCall) -> str | list[TextBlockParam]:
+    """The question turn. A question that may use tools gets its own cache breakpoint: its tool round re-sends
+    it, and reading it there (0.1x) after writing it once (1.25x) beats sending it uncached twice (2x) — the
+    round's breakpoint on its last result would otherwise write the question again with the round."""
+    if call.tools and (call.tool_choice != "none" or call.rounds):
+        return [{"type": "text", "text": call.prompt, "cache_control": {"type": "ephemeral"}}]
+    return call.prompt
 
 
 def _reply(message: Message, request_id: str | None = None) -> JudgeReply:

@@ -36,8 +36,8 @@ done, then the verdict, whose `evidence_entries` cite the positions the tool res
 
 Prompt caching is simulated: Anthropic blocks marked `cache_control` are a cache write the first
 time their (model, prefix) is seen and a cache read within the TTL afterwards; OpenAI gives
-`cached_tokens` for the longest prefix, up to a message boundary before the last message, that the same
-(model, prompt_cache_key) was seen with. As with the real vendors a
+`cached_tokens` for the longest prefix, up to a message boundary (the last message's included) and rounded
+down to whole 128-token blocks, that the same (model, prompt_cache_key) was seen with. As with the real vendors a
 prefix becomes readable only once the response that wrote it has begun (its first token), so judges
 fired concurrently with the first one, before that moment, all pay the cache write.
 

@@ -53,6 +53,7 @@ from devstack.fake_vendor.tools import (
 )
 from devstack.fake_vendor.wire import _int_or_none, _now_iso, _parse_request, _Parsed, _sse, _Stream
 
+OPENAI_CACHE_BLOCK = 128  # OpenAI reports cache hits in whole blocks of this many tokens
 
 @dataclass
 class _Outcome:
@@ -510,20 +511,19 @@ class FakeVendor:
                 block_ttl = 3600.0 if (cache_control or {}).get("ttl") == "1h" else ttl
                 key = f"anthropic|{parsed.model}|{digest.hexdigest()}"
             else:
-                if index == last_index:  # OpenAI caches the prefix before the final user turn
-                    continue
-                block_ttl = ttl
+                block_ttl = ttl  # the whole prompt is cacheable, its last message included
                 key = f"openai|{parsed.model}|{parsed.cache_key or ''}|{digest.hexdigest()}"
             if prefix_tokens >= max(floor, 1):
                 breakpoints.append((key, prefix_tokens, block_ttl))
-        # OpenAI keeps every message boundary of the prefix (the longest one seen before is read), so a tool
-        # round, which repeats the conversation so far and adds to it, reads what earlier requests wrote.
+        # OpenAI keeps every message boundary of the prompt (the longest one seen before is read, in whole
+        # 128-token blocks: "a match until the first mismatched token in 128 token blocks", OpenAI's Prompt
+        # Caching 201), so a tool round, which repeats the previous request and adds to it, reads all of it.
 
         read = 0
         with self._lock:
             for key, tokens, _ in reversed(breakpoints):
                 if self._cache.get(key, 0.0) > now:
-                    read = tokens
+                    read = tokens if parsed.vendor == "anthropic" else tokens // OPENAI_CACHE_BLOCK * OPENAI_CACHE_BLOCK
                     break
         cached_upto = breakpoints[-1][1] if breakpoints else 0
         write = cached_upto - read if parsed.vendor == "anthropic" else 0

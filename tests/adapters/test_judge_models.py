@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 
@@ -12,6 +13,9 @@ from chalicelib.adapters.judge_models import build_judge_model
 from chalicelib.domain.judging import (
     JudgeCall,
     JudgeReply,
+    ToolResultBlock,
+    ToolRound,
+    ToolSpec,
     VendorCallError,
     estimate_tokens,
     known_context_window,
@@ -35,6 +39,12 @@ from tests.fakevendor import (
 )
 
 VENDORS: list[Vendor] = ["anthropic", "openai"]
+
+
+def trace_read_floor(vendor: Vendor) -> int:
+    """The fewest cache-read tokens a judge that reuses the cached trace reports: OpenAI counts hits in whole
+    128-token blocks, so up to 127 tokens of the trace's end can bill as new input."""
+    return estimate_tokens(TRACE) - (0 if vendor == "anthropic" else 127)
 
 
 @pytest.fixture
@@ -93,9 +103,42 @@ def test_second_question_reads_the_shared_trace_from_the_prompt_cache(fake: Fake
 
     first_read, second_read, second_uncached = run(scenario())
     assert first_read == 0
-    assert second_read >= estimate_tokens(TRACE)
-    assert second_uncached < 100  # only the per-question suffix is billed at the full rate
+    assert second_read >= trace_read_floor(vendor)
+    # only the per-question suffix (and OpenAI's partial last block) is billed at the full rate
+    assert second_uncached < 100 + estimate_tokens(TRACE) - trace_read_floor(vendor)
     assert [r["cache"] for r in fake.requests] == ["write", "read"]
+
+
+SUMMARY_TOOL = ToolSpec(name="get_session_summary", description="The session's outline.",
+                        parameters={"type": "object", "properties": {}, "required": [], "additionalProperties": False})
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_tool_round_reads_the_question_and_trace_from_the_cache(fake: FakeVendor, vendor: Vendor) -> None:
+    """A tool round re-sends the whole first request (tools, trace, question) and adds the call and its
+    result: it bills all of that as a cache read, so only the round's own turns are new input."""
+    call = verdict_call(vendor)
+    # A question as long as a real tool question's (its tools section), well over one 128-token block.
+    rubric = " ".join(f"Check the output of command {n} before you score." for n in range(60))
+    asking = dataclasses.replace(call, prompt=f"{call.prompt}\n{rubric}", tools=(SUMMARY_TOOL,))
+
+    async def scenario() -> tuple[JudgeReply, JudgeReply]:
+        async with open_judge_model(fake, vendor) as model:
+            first = await model.judge(asking)
+            assert first.tool_calls, first.text
+            tool_round = ToolRound(text=first.text, calls=first.tool_calls, results=tuple(
+                ToolResultBlock(call_id=c.call_id, content='{"requests": []}') for c in first.tool_calls))
+            second = await model.judge(dataclasses.replace(asking, rounds=(tool_round,)))
+            return first, second
+
+    first, second = run(scenario())
+    first_prompt = first.usage.input_tokens + first.usage.cache_read_input_tokens + \
+        first.usage.cache_creation_input_tokens
+    slack = 0 if vendor == "anthropic" else 127  # OpenAI counts hits in whole 128-token blocks
+    assert second.usage.cache_read_input_tokens >= first_prompt - slack
+    if vendor == "anthropic":  # the question was written with the trace, so the round writes only itself
+        assert first.usage.input_tokens == 0
+        assert second.usage.cache_creation_input_tokens < 100
 
 
 def test_anthropic_cache_write_is_reported_as_cache_creation(fake: FakeVendor) -> None:
@@ -281,7 +324,7 @@ def test_the_prefix_cache_is_readable_once_the_writing_answer_has_begun(fake: Fa
 
     first, second = run(scenario())
     assert first.usage.cache_read_input_tokens == 0
-    assert second.usage.cache_read_input_tokens >= estimate_tokens(TRACE)
+    assert second.usage.cache_read_input_tokens >= trace_read_floor(vendor)
     assert fake.stats()["max_inflight"] == 2
 
 
