@@ -215,6 +215,11 @@ def view_output(text: str, offset: int | None = None, max_bytes: int | None = No
             "output": raw[start:stop].decode("utf-8", "surrogatepass")}
 
 
+def _whole_number_in(value: Any, low: int, high: int) -> bool:
+    """A JSON integer (not a boolean, which Python counts as one) from `low` to `high`."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def _collapse(text: str) -> str:
     return " ".join(text.split())
 
@@ -299,12 +304,10 @@ class SessionTools:
         output = self.output_of(pos)
         offset, max_bytes = arguments.get("offset"), arguments.get("max_bytes")
         stored = len(_utf8(output))
-        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)
-                                   or not 0 <= offset < max(stored, 1)):
+        if offset is not None and not _whole_number_in(offset, 0, max(stored - 1, 0)):
             return _error(f"offset must be null or a whole number from 0 to {max(stored - 1, 0)} (the stored "
                           f"output of {call_id!r} is {stored} bytes)."), True
-        if max_bytes is not None and (not isinstance(max_bytes, int) or isinstance(max_bytes, bool)
-                                      or not 1 <= max_bytes <= RESULT_PAGE_MAX_BYTES):
+        if max_bytes is not None and not _whole_number_in(max_bytes, 1, RESULT_PAGE_MAX_BYTES):
             return _error(f"max_bytes must be null or a whole number from 1 to {RESULT_PAGE_MAX_BYTES}."), True
         available = not entry.get("truncated") or self._full_output(pos) is not None
         answer: dict[str, Any] = {"call_id": call_id, "tool": entry.get("tool"), "pos": pos,
@@ -324,7 +327,7 @@ class SessionTools:
         limit = arguments.get("limit")
         if limit is None:
             limit = SEARCH_DEFAULT_LIMIT
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= SEARCH_MAX_LIMIT:
+        if not _whole_number_in(limit, 1, SEARCH_MAX_LIMIT):
             return _error(f"limit must be an integer from 1 to {SEARCH_MAX_LIMIT}, or null."), True
         terms = list(dict.fromkeys(query.lower().split()))[:SEARCH_MAX_TERMS]
         matches: list[dict[str, Any]] = []

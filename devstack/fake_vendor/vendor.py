@@ -55,6 +55,7 @@ from devstack.fake_vendor.wire import _int_or_none, _now_iso, _parse_request, _P
 
 OPENAI_CACHE_BLOCK = 128  # OpenAI reports cache hits in whole blocks of this many tokens
 
+
 @dataclass
 class _Outcome:
     status: int
